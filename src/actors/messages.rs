@@ -1,0 +1,294 @@
+//! Every message that passes between the actors of a node, in one place.
+//!
+//! Who sends what:
+//! - gRPC services → `ClientApiActor`: [`ClientWrite`], [`ClientRead`], [`ClientStatus`].
+//! - `ClientApiActor` → `RaftActor`: [`Propose`], [`ReadIndex`], [`GetRaftStatus`].
+//! - `ClientApiActor` → `StorageActor`: [`Read`], [`GetStorageStatus`].
+//! - peer gRPC service → `RaftActor`: [`StepMessage`].
+//! - `RaftActor` → `PeerActor`: [`SendToPeer`]; `PeerActor` → `RaftActor`: [`PeerReport`].
+//! - `RaftActor` → `StorageActor`: [`Apply`]; `StorageActor` → `RaftActor`: [`ApplyProgress`],
+//!   [`SnapshotCreated`].
+//! - `StorageActor` → `ClientApiActor`: [`Applied`]; `RaftActor` → `ClientApiActor`:
+//!   [`RoleChanged`].
+//! - node start-up → all: [`Connect`], wiring in the `RaftActor`'s address once it exists.
+//!
+//! Requests that may complete much later (a read parked until its index is applied, a read
+//! index waiting for a quorum) carry a [`Reply`] instead of using actix's return value, so the
+//! receiving actor can keep it without holding up its mailbox.
+
+use actix::prelude::*;
+use raft::prelude::{ConfState, Entry, Message as RaftMessage, Snapshot};
+use tokio::sync::oneshot;
+
+use crate::consensus::{RaftStatus, RoleChange};
+use crate::error::Result;
+use crate::storage::{AppliedEntry, ListPage};
+
+/// The sending half of a one-shot answer.
+pub type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A client write, as the gRPC layer hands it over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Set `key` to `value`.
+    Set {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+/// The answer to a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteResult {
+    /// Log index of the write.
+    pub index: u64,
+    /// Term of the write.
+    pub term: u64,
+    /// For a delete: whether the key existed.
+    pub existed: bool,
+}
+
+/// A read of the state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadQuery {
+    /// One key.
+    Get {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// A page of keys.
+    List {
+        /// Only keys with this prefix.
+        prefix: Vec<u8>,
+        /// Start at this key, inclusive.
+        start: Vec<u8>,
+        /// At most this many keys.
+        limit: usize,
+        /// Leave values out.
+        keys_only: bool,
+    },
+}
+
+/// The answer to a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadResult {
+    /// Answer to `Get`: the value, if the key exists.
+    Value(Option<Vec<u8>>),
+    /// Answer to `List`.
+    Page(ListPage),
+}
+
+/// A read answer with the applied index it observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAnswer {
+    /// What was read.
+    pub result: ReadResult,
+    /// The state machine's applied index when it was read.
+    pub applied_index: u64,
+}
+
+/// gRPC → ClientApiActor: a Set or Delete; answered once applied (or failed).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ClientWrite {
+    /// What to write.
+    pub op: WriteOp,
+    /// Where the outcome goes.
+    pub reply: Reply<WriteResult>,
+}
+
+/// gRPC → ClientApiActor: a Get or List.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ClientRead {
+    /// What to read.
+    pub query: ReadQuery,
+    /// Read local state without ReadIndex (may be stale).
+    pub serializable: bool,
+    /// Where the answer goes.
+    pub reply: Reply<ReadAnswer>,
+}
+
+/// Everything a node reports about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Raft's view.
+    pub raft: RaftStatus,
+    /// Members: (id, peer address, client address if known).
+    pub members: Vec<(u64, String, Option<String>)>,
+    /// The leader's client address, if known.
+    pub leader_client_addr: Option<String>,
+    /// The state machine's applied index.
+    pub applied_index: u64,
+    /// Number of keys.
+    pub key_count: u64,
+    /// Index of the newest stored snapshot.
+    pub snapshot_index: u64,
+}
+
+/// gRPC → ClientApiActor: this node's status.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ClientStatus {
+    /// Where the answer goes.
+    pub reply: Reply<NodeStatus>,
+}
+
+/// ClientApiActor → RaftActor: append an encoded `LogCommand`. Answers its (index, term).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(u64, u64)>")]
+pub struct Propose {
+    /// The encoded command.
+    pub data: Vec<u8>,
+}
+
+/// ClientApiActor → RaftActor: confirm leadership with a quorum; answers the index a
+/// linearizable read must wait for.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReadIndex {
+    /// Where the index goes.
+    pub reply: Reply<u64>,
+}
+
+/// ClientApiActor → RaftActor: Raft's status plus what the RaftActor knows of its peers.
+#[derive(Debug, Message)]
+#[rtype(result = "NodeStatus")]
+pub struct GetRaftStatus;
+
+/// Peer gRPC service → RaftActor: a message from another node.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StepMessage {
+    /// The decoded raft message.
+    pub msg: RaftMessage,
+    /// The sender's client address, remembered for leader hints.
+    pub from_client_addr: String,
+}
+
+/// RaftActor → PeerActor: send this message to the peer.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SendToPeer {
+    /// The message.
+    pub msg: RaftMessage,
+}
+
+/// PeerActor → RaftActor: how delivery to a peer went.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub enum PeerReport {
+    /// A message could not be delivered (connection down or outbox full).
+    Unreachable {
+        /// The peer.
+        peer: u64,
+    },
+    /// A snapshot transfer finished.
+    SnapshotSent {
+        /// The peer.
+        peer: u64,
+        /// Whether the peer received all of it.
+        ok: bool,
+    },
+}
+
+/// RaftActor → StorageActor: restore `snapshot` (if any), then apply `entries` in order.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Apply {
+    /// A snapshot received from the leader.
+    pub snapshot: Option<Snapshot>,
+    /// Committed entries.
+    pub entries: Vec<Entry>,
+    /// The configuration to record in snapshots made after these entries.
+    pub conf_state: ConfState,
+}
+
+/// StorageActor → RaftActor: the state machine has applied up to `index`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ApplyProgress {
+    /// Applied index.
+    pub index: u64,
+}
+
+/// StorageActor → RaftActor: a snapshot at `index` is stored; the log may be compacted.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SnapshotCreated {
+    /// Index of the snapshot.
+    pub index: u64,
+}
+
+/// ClientApiActor → StorageActor: read once the applied index reaches `min_index`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Read {
+    /// Answer only after applying up to here (0: now).
+    pub min_index: u64,
+    /// What to read.
+    pub query: ReadQuery,
+    /// Where the answer goes.
+    pub reply: Reply<ReadAnswer>,
+}
+
+/// The state machine's status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StorageStatus {
+    /// Applied index.
+    pub applied_index: u64,
+    /// Number of keys.
+    pub key_count: u64,
+    /// Index of the newest stored snapshot.
+    pub snapshot_index: u64,
+}
+
+/// Anyone → StorageActor: its status.
+#[derive(Debug, Message)]
+#[rtype(result = "StorageStatus")]
+pub struct GetStorageStatus;
+
+/// Anyone → StorageActor: a hash of the whole state, for comparing nodes.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(u64, u64)>")]
+pub struct GetStateHash;
+
+/// Node shutdown → StorageActor: flush everything to disk.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<()>")]
+pub struct FlushStorage;
+
+/// StorageActor → ClientApiActor: entries were applied.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Applied {
+    /// What each entry did.
+    pub entries: Vec<AppliedEntry>,
+    /// The applied index after them.
+    pub applied_index: u64,
+}
+
+/// RaftActor → ClientApiActor: role, leader or term changed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RoleChanged {
+    /// The change.
+    pub change: RoleChange,
+    /// The leader's client address, when known.
+    pub leader_client_addr: Option<String>,
+}
+
+/// Start-up → StorageActor, ClientApiActor, PeerActor: the RaftActor now exists.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connect {
+    /// The node's RaftActor.
+    pub raft: Addr<crate::actors::RaftActor>,
+}

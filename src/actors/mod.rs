@@ -1,0 +1,24 @@
+//! The actors of a node. Each is a thin shell around a plain struct: it adds the mailbox,
+//! timers and routing, and nothing else.
+//!
+//! - [`RaftActor`]: owns the [`RaftNode`](crate::consensus::RaftNode); ticks it, steps peer
+//!   messages into it, and runs its Ready loop. Lives on its own arbiter (thread), because its
+//!   Ready loop blocks on the log flush.
+//! - [`StorageActor`]: owns the [`StateMachine`](crate::storage::StateMachine); applies
+//!   committed entries, answers reads, makes snapshots. A sync actor on one thread, so its
+//!   blocking sled calls never stall an async thread and messages keep their order.
+//! - [`PeerActor`]: one per peer; a bounded outbox and a tonic client.
+//! - [`ClientApiActor`]: validates client requests, tracks pending writes, gives leader hints.
+//!
+//! All messages are in [`messages`].
+
+pub mod client_api;
+pub mod messages;
+pub mod peer;
+pub mod raft;
+pub mod storage;
+
+pub use client_api::{ClientApiActor, ClientLimits};
+pub use peer::PeerActor;
+pub use raft::RaftActor;
+pub use storage::StorageActor;

@@ -1,0 +1,323 @@
+//! `RaftActor`: the [`RaftNode`] behind a mailbox, on its own arbiter.
+//!
+//! It ticks the node every `tick_interval`, steps in messages from peers, accepts proposals and
+//! read-index requests, and runs the Ready loop. The Ready loop does not run once per message:
+//! handlers only note that there is work and schedule one `Drive`; actix drains every message
+//! already in the mailbox before it runs, so one log flush covers all of them (group commit).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use actix::prelude::*;
+use raft::StateRole;
+
+use crate::actors::messages::*;
+use crate::consensus::{RaftNode, ReadyOutput};
+use crate::error::{fatal_storage, Error};
+
+/// Capacity of the RaftActor's mailbox. Senders that use `try_send` (the peer service) drop
+/// messages when it is full — Raft retransmits — and senders that `send` wait.
+pub const RAFT_MAILBOX_CAPACITY: usize = 4_096;
+/// Most read-index requests waiting for a quorum; more are refused with `RESOURCE_EXHAUSTED`.
+pub const MAX_PENDING_READ_INDEXES: usize = 8_192;
+
+/// Runs the Ready loop; scheduled at most once at a time.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Drive;
+
+/// The Raft actor.
+pub struct RaftActor {
+    /// The Raft logic.
+    node: RaftNode,
+    /// Length of one tick.
+    tick_interval: Duration,
+    /// This node's client address, for leader hints about itself.
+    client_addr: String,
+    /// Where committed entries go.
+    storage: Recipient<Apply>,
+    /// Where role changes go.
+    role_to: Option<Recipient<RoleChanged>>,
+    /// One outbox per peer, by id.
+    peers: HashMap<u64, Recipient<SendToPeer>>,
+    /// Peer addresses of all voters, by id.
+    members: BTreeMap<u64, String>,
+    /// Client addresses learned from peers' messages, by id.
+    peer_client_addrs: HashMap<u64, String>,
+    /// Read-index requests waiting for a quorum, by context.
+    pending_reads: HashMap<u64, Reply<u64>>,
+    /// Next read-index context.
+    next_read_ctx: u64,
+    /// Whether a `Drive` is already scheduled.
+    drive_scheduled: bool,
+    /// Leader id last reported to `role_to`, and whether its client address was known then.
+    reported_leader: (u64, bool),
+}
+
+impl RaftActor {
+    /// Wraps `node`. `peers` maps each other voter to its PeerActor.
+    pub fn new(
+        node: RaftNode,
+        tick_interval: Duration,
+        client_addr: String,
+        members: BTreeMap<u64, String>,
+        storage: Recipient<Apply>,
+        peers: HashMap<u64, Recipient<SendToPeer>>,
+        role_to: Option<Recipient<RoleChanged>>,
+    ) -> RaftActor {
+        RaftActor {
+            node,
+            tick_interval,
+            client_addr,
+            storage,
+            role_to,
+            peers,
+            members,
+            peer_client_addrs: HashMap::new(),
+            pending_reads: HashMap::new(),
+            next_read_ctx: 1,
+            drive_scheduled: false,
+            reported_leader: (0, false),
+        }
+    }
+
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if !self.drive_scheduled {
+            self.drive_scheduled = true;
+            ctx.notify(Drive);
+        }
+    }
+
+    fn leader_client_addr(&self, leader: u64) -> Option<String> {
+        if leader == 0 {
+            None
+        } else if leader == self.node.id() {
+            Some(self.client_addr.clone())
+        } else {
+            self.peer_client_addrs.get(&leader).cloned()
+        }
+    }
+
+    fn not_leader(&self) -> Error {
+        let leader = self.node.leader_id();
+        Error::NotLeader {
+            leader_id: (leader != 0).then_some(leader),
+            leader_addr: self.leader_client_addr(leader),
+        }
+    }
+
+    fn report_role(&mut self, change: crate::consensus::RoleChange) {
+        let addr = self.leader_client_addr(change.leader_id);
+        self.reported_leader = (change.leader_id, addr.is_some());
+        if let Some(to) = &self.role_to {
+            to.do_send(RoleChanged {
+                change,
+                leader_client_addr: addr,
+            });
+        }
+    }
+
+    fn dispatch(&mut self, out: ReadyOutput) {
+        if let Some(change) = out.role_change {
+            if change.role != StateRole::Leader {
+                let err = self.not_leader();
+                for (_, reply) in self.pending_reads.drain() {
+                    let _ = reply.send(Err(clone_not_leader(&err)));
+                }
+            }
+            self.report_role(change);
+        }
+        for msg in out.messages {
+            match self.peers.get(&msg.to) {
+                Some(peer) => peer.do_send(SendToPeer { msg }),
+                None => tracing::warn!(to = msg.to, "message for an unknown peer dropped"),
+            }
+        }
+        if out.snapshot.is_some() || !out.committed.is_empty() {
+            self.storage.do_send(Apply {
+                snapshot: out.snapshot,
+                entries: out.committed,
+                conf_state: self.node.conf_state(),
+            });
+        }
+        for rs in out.read_states {
+            let ctx = rs
+                .request_ctx
+                .get(..8)
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+            if let Some(reply) = ctx.and_then(|c| self.pending_reads.remove(&c)) {
+                let _ = reply.send(Ok(rs.index));
+            }
+        }
+    }
+}
+
+fn clone_not_leader(e: &Error) -> Error {
+    match e {
+        Error::NotLeader {
+            leader_id,
+            leader_addr,
+        } => Error::NotLeader {
+            leader_id: *leader_id,
+            leader_addr: leader_addr.clone(),
+        },
+        other => Error::ShuttingDown(other.to_string()),
+    }
+}
+
+impl Actor for RaftActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(RAFT_MAILBOX_CAPACITY);
+        ctx.run_interval(self.tick_interval, |act, ctx| {
+            act.node.tick();
+            act.schedule(ctx);
+        });
+        // A cluster of one needs no votes but its own: elect it at once instead of after an
+        // election timeout.
+        if self.members.len() == 1 && self.members.contains_key(&self.node.id()) {
+            if let Err(e) = self.node.campaign() {
+                tracing::warn!("campaign failed: {e}");
+            }
+        }
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<Drive> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, _: Drive, _: &mut Context<Self>) {
+        self.drive_scheduled = false;
+        loop {
+            match self.node.ready() {
+                Ok(Some(out)) => self.dispatch(out),
+                Ok(None) => break,
+                Err(e) => fatal_storage("persisting the raft log", &e),
+            }
+        }
+    }
+}
+
+impl Handler<StepMessage> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, msg: StepMessage, ctx: &mut Context<Self>) {
+        let from = msg.msg.from;
+        if !msg.from_client_addr.is_empty()
+            && self.peer_client_addrs.get(&from) != Some(&msg.from_client_addr)
+        {
+            self.peer_client_addrs.insert(from, msg.from_client_addr);
+        }
+        if let Err(e) = self.node.step(msg.msg) {
+            tracing::debug!(from, "message not stepped: {e}");
+        }
+        // The first message from a new leader tells us its client address: pass it on so
+        // clients get a useful hint.
+        let leader = self.node.leader_id();
+        if leader == from
+            && self.reported_leader == (leader, false)
+            && self.peer_client_addrs.contains_key(&leader)
+        {
+            let status = self.node.status();
+            self.report_role(crate::consensus::RoleChange {
+                role: if self.node.is_leader() {
+                    StateRole::Leader
+                } else {
+                    StateRole::Follower
+                },
+                leader_id: leader,
+                term: status.term,
+            });
+        }
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<Propose> for RaftActor {
+    type Result = crate::Result<(u64, u64)>;
+    fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
+        let result = self.node.propose(msg.data).map_err(|e| match e {
+            Error::NotLeader { .. } => self.not_leader(),
+            other => other,
+        });
+        self.schedule(ctx);
+        result
+    }
+}
+
+impl Handler<ReadIndex> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, msg: ReadIndex, ctx: &mut Context<Self>) {
+        if !self.node.is_leader() {
+            let _ = msg.reply.send(Err(self.not_leader()));
+            return;
+        }
+        if self.pending_reads.len() >= MAX_PENDING_READ_INDEXES {
+            self.pending_reads.retain(|_, reply| !reply.is_closed());
+            if self.pending_reads.len() >= MAX_PENDING_READ_INDEXES {
+                let _ = msg.reply.send(Err(Error::Overloaded(format!(
+                    "{MAX_PENDING_READ_INDEXES} reads are already waiting for a quorum"
+                ))));
+                return;
+            }
+        }
+        let id = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        match self.node.read_index(id.to_be_bytes().to_vec()) {
+            Ok(()) => {
+                self.pending_reads.insert(id, msg.reply);
+            }
+            Err(e) => {
+                let _ = msg.reply.send(Err(e));
+            }
+        }
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<PeerReport> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, msg: PeerReport, ctx: &mut Context<Self>) {
+        match msg {
+            PeerReport::Unreachable { peer } => self.node.report_unreachable(peer),
+            PeerReport::SnapshotSent { peer, ok } => self.node.report_snapshot(peer, ok),
+        }
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<ApplyProgress> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, msg: ApplyProgress, ctx: &mut Context<Self>) {
+        self.node.advance_applied(msg.index);
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<SnapshotCreated> for RaftActor {
+    type Result = ();
+    fn handle(&mut self, msg: SnapshotCreated, _: &mut Context<Self>) {
+        if let Err(e) = self.node.compact_to_snapshot(msg.index) {
+            fatal_storage("compacting the raft log", &e);
+        }
+    }
+}
+
+impl Handler<GetRaftStatus> for RaftActor {
+    type Result = MessageResult<GetRaftStatus>;
+    fn handle(&mut self, _: GetRaftStatus, _: &mut Context<Self>) -> Self::Result {
+        let raft = self.node.status();
+        let members = self
+            .members
+            .iter()
+            .map(|(id, peer)| (*id, peer.clone(), self.leader_client_addr(*id)))
+            .collect();
+        let leader_client_addr = self.leader_client_addr(raft.leader_id);
+        MessageResult(NodeStatus {
+            raft,
+            members,
+            leader_client_addr,
+            ..Default::default()
+        })
+    }
+}

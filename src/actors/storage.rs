@@ -1,0 +1,230 @@
+//! `StorageActor`: the state machine behind a mailbox.
+//!
+//! It applies committed entries in the order the RaftActor sends them (a sync actor on exactly
+//! one thread: more threads would reorder them), reports each batch to the ClientApiActor and
+//! the applied index to the RaftActor, answers reads once the state machine has caught up with
+//! their read index, and makes a snapshot every `snapshot_threshold` applied entries.
+
+use std::collections::BTreeMap;
+
+use actix::prelude::*;
+
+use crate::actors::messages::*;
+use crate::consensus::SnapshotStore;
+use crate::error::{fatal_storage, Error};
+use crate::storage::StateMachine;
+
+/// Most reads parked waiting for their read index to be applied; more are refused with
+/// `RESOURCE_EXHAUSTED` (they would otherwise pile up while apply lags).
+pub const MAX_PARKED_READS: usize = 8_192;
+
+/// A read waiting for the applied index to reach its read index.
+type ParkedRead = (ReadQuery, Reply<ReadAnswer>);
+
+/// The state machine actor.
+pub struct StorageActor {
+    /// The key-value data.
+    sm: StateMachine,
+    /// Where snapshots are stored.
+    snapshots: SnapshotStore,
+    /// Applied entries between snapshots.
+    snapshot_threshold: u64,
+    /// Gets every applied batch (the ClientApiActor).
+    applied_to: Option<Recipient<Applied>>,
+    /// Gets the applied index (the RaftActor).
+    progress_to: Option<Recipient<ApplyProgress>>,
+    /// Gets new snapshot indexes (the RaftActor).
+    snapshot_to: Option<Recipient<SnapshotCreated>>,
+    /// Reads waiting for their index, keyed by it.
+    parked: BTreeMap<u64, Vec<ParkedRead>>,
+    /// Number of parked reads.
+    parked_count: usize,
+}
+
+impl StorageActor {
+    /// Wraps `sm`. `applied_to` receives every applied batch.
+    pub fn new(
+        sm: StateMachine,
+        snapshots: SnapshotStore,
+        snapshot_threshold: u64,
+        applied_to: Option<Recipient<Applied>>,
+    ) -> StorageActor {
+        StorageActor {
+            sm,
+            snapshots,
+            snapshot_threshold,
+            applied_to,
+            progress_to: None,
+            snapshot_to: None,
+            parked: BTreeMap::new(),
+            parked_count: 0,
+        }
+    }
+
+    /// Sets where progress and snapshot notices go (tests use this instead of [`Connect`]).
+    pub fn with_raft(
+        mut self,
+        progress: Recipient<ApplyProgress>,
+        snapshot: Recipient<SnapshotCreated>,
+    ) -> Self {
+        self.progress_to = Some(progress);
+        self.snapshot_to = Some(snapshot);
+        self
+    }
+
+    fn answer(&self, query: &ReadQuery) -> crate::Result<ReadAnswer> {
+        let result = match query {
+            ReadQuery::Get { key } => ReadResult::Value(self.sm.get(key)?),
+            ReadQuery::List {
+                prefix,
+                start,
+                limit,
+                keys_only,
+            } => ReadResult::Page(self.sm.list(prefix, start, *limit, *keys_only)?),
+        };
+        Ok(ReadAnswer {
+            result,
+            applied_index: self.sm.applied().0,
+        })
+    }
+
+    fn wake_parked(&mut self) {
+        let applied = self.sm.applied().0;
+        while let Some(entry) = self.parked.first_entry() {
+            if *entry.key() > applied {
+                break;
+            }
+            for (query, reply) in entry.remove() {
+                self.parked_count -= 1;
+                let _ = reply.send(self.answer(&query));
+            }
+        }
+    }
+
+    fn maybe_snapshot(&mut self, conf_state: &raft::prelude::ConfState) {
+        let applied = self.sm.applied().0;
+        if applied < self.snapshots.current().0 + self.snapshot_threshold {
+            return;
+        }
+        let result = self
+            .sm
+            .snapshot(conf_state)
+            .and_then(|snap| self.snapshots.save(&snap));
+        match result {
+            Ok(true) => {
+                tracing::info!(
+                    index = applied,
+                    keys = self.sm.key_count(),
+                    "snapshot stored"
+                );
+                if let Some(to) = &self.snapshot_to {
+                    to.do_send(SnapshotCreated { index: applied });
+                }
+            }
+            Ok(false) => {}
+            Err(e) => fatal_storage("creating a snapshot", &e),
+        }
+    }
+}
+
+impl Actor for StorageActor {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<Connect> for StorageActor {
+    type Result = ();
+    fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
+        self.progress_to = Some(msg.raft.clone().recipient());
+        self.snapshot_to = Some(msg.raft.recipient());
+    }
+}
+
+impl Handler<Apply> for StorageActor {
+    type Result = ();
+    fn handle(&mut self, msg: Apply, _: &mut Self::Context) {
+        if let Some(snap) = &msg.snapshot {
+            if snap.get_metadata().index > self.sm.applied().0 {
+                if let Err(e) = self.sm.restore(snap) {
+                    fatal_storage("restoring a snapshot", &e);
+                }
+                tracing::info!(
+                    index = snap.get_metadata().index,
+                    "state restored from the leader's snapshot"
+                );
+            }
+        }
+        let entries = match self.sm.apply(&msg.entries) {
+            Ok(entries) => entries,
+            Err(e) => fatal_storage("applying committed entries", &e),
+        };
+        let applied_index = self.sm.applied().0;
+        if let Some(to) = &self.applied_to {
+            to.do_send(Applied {
+                entries,
+                applied_index,
+            });
+        }
+        if let Some(to) = &self.progress_to {
+            to.do_send(ApplyProgress {
+                index: applied_index,
+            });
+        }
+        self.wake_parked();
+        self.maybe_snapshot(&msg.conf_state);
+    }
+}
+
+impl Handler<Read> for StorageActor {
+    type Result = ();
+    fn handle(&mut self, msg: Read, _: &mut Self::Context) {
+        if msg.min_index <= self.sm.applied().0 {
+            let _ = msg.reply.send(self.answer(&msg.query));
+            return;
+        }
+        if self.parked_count >= MAX_PARKED_READS {
+            // Drop reads whose caller gave up before refusing a live one.
+            for reads in self.parked.values_mut() {
+                let before = reads.len();
+                reads.retain(|(_, reply)| !reply.is_closed());
+                self.parked_count -= before - reads.len();
+            }
+            self.parked.retain(|_, reads| !reads.is_empty());
+        }
+        if self.parked_count >= MAX_PARKED_READS {
+            let _ = msg.reply.send(Err(Error::Overloaded(format!(
+                "{MAX_PARKED_READS} reads are already waiting for the state machine to catch up"
+            ))));
+            return;
+        }
+        self.parked_count += 1;
+        self.parked
+            .entry(msg.min_index)
+            .or_default()
+            .push((msg.query, msg.reply));
+    }
+}
+
+impl Handler<GetStorageStatus> for StorageActor {
+    type Result = MessageResult<GetStorageStatus>;
+    fn handle(&mut self, _: GetStorageStatus, _: &mut Self::Context) -> Self::Result {
+        MessageResult(StorageStatus {
+            applied_index: self.sm.applied().0,
+            key_count: self.sm.key_count(),
+            snapshot_index: self.snapshots.current().0,
+        })
+    }
+}
+
+impl Handler<GetStateHash> for StorageActor {
+    type Result = crate::Result<(u64, u64)>;
+    fn handle(&mut self, _: GetStateHash, _: &mut Self::Context) -> Self::Result {
+        Ok((self.sm.applied().0, self.sm.hash()?))
+    }
+}
+
+impl Handler<FlushStorage> for StorageActor {
+    type Result = crate::Result<()>;
+    fn handle(&mut self, _: FlushStorage, _: &mut Self::Context) -> Self::Result {
+        self.sm.flush()
+    }
+}

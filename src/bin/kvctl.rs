@@ -1,0 +1,211 @@
+//! kvctl: the command-line client.
+//!
+//! Exit status: 0 success; 1 key not found; 2 bad usage or input the server refused;
+//! 3 no leader or node could be reached; 4 a write's outcome is unknown; 5 other server error.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use distributed_kv::client::{endpoints_from, Client, ClientError};
+use distributed_kv::proto::kv::ListRequest;
+
+/// Command-line client for distributed_kv. Finds the leader by itself.
+#[derive(Parser, Debug)]
+#[command(name = "kvctl", version)]
+struct Cli {
+    /// Comma-separated client addresses of any nodes (default: $KV_ENDPOINTS or 127.0.0.1:50051).
+    #[arg(long, global = true)]
+    endpoints: Option<String>,
+    /// Read consistency: l (linearizable, the default) or s (serializable: local, may be stale).
+    #[arg(long, global = true, value_enum, default_value = "l")]
+    consistency: Consistency,
+    /// How long one command may take, retries included, in milliseconds.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Consistency {
+    /// Linearizable.
+    #[value(alias = "linearizable")]
+    L,
+    /// Serializable.
+    #[value(alias = "serializable")]
+    S,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Set KEY to VALUE.
+    Set { key: String, value: String },
+    /// Print the value of KEY (exit 1 if it does not exist).
+    Get { key: String },
+    /// Delete KEY (exit 1 if it did not exist).
+    Delete { key: String },
+    /// List keys in byte order: one `key<TAB>value` per line.
+    List {
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Start from this key (inclusive).
+        #[arg(long, default_value = "")]
+        from: String,
+        /// Print at most this many keys.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Print keys only.
+        #[arg(long)]
+        keys_only: bool,
+    },
+    /// Show every node: id, address, role, term, leader, commit and applied index.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Exit status: key not found.
+const EXIT_NOT_FOUND: u8 = 1;
+/// Exit status: nothing reachable.
+const EXIT_UNREACHABLE: u8 = 3;
+/// How long `status` waits for each node.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Keys asked for per List page.
+const LIST_PAGE_KEYS: u64 = 1_000;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(5);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
+    let mut client = Client::new(endpoints_from(cli.endpoints.as_deref()))
+        .with_timeout(Duration::from_millis(cli.timeout_ms));
+    let serializable = cli.consistency == Consistency::S;
+    let mut out = std::io::stdout().lock();
+    match cli.command {
+        Command::Set { key, value } => {
+            client.set(key.as_bytes(), value.as_bytes()).await?;
+        }
+        Command::Get { key } => match client.get(key.as_bytes(), serializable).await? {
+            Some(v) => {
+                let _ = out.write_all(&v);
+                let _ = out.write_all(b"\n");
+            }
+            None => {
+                eprintln!("key not found: {key}");
+                return Ok(ExitCode::from(EXIT_NOT_FOUND));
+            }
+        },
+        Command::Delete { key } => {
+            if !client.delete(key.as_bytes()).await? {
+                eprintln!("key not found: {key}");
+                return Ok(ExitCode::from(EXIT_NOT_FOUND));
+            }
+        }
+        Command::List {
+            prefix,
+            from,
+            limit,
+            keys_only,
+        } => {
+            let mut left = limit.unwrap_or(u64::MAX);
+            let mut start = from.into_bytes();
+            while left > 0 {
+                let req = ListRequest {
+                    prefix: prefix.clone().into_bytes(),
+                    start_key: start.clone(),
+                    limit: left.min(LIST_PAGE_KEYS) as u32,
+                    keys_only,
+                    serializable,
+                };
+                let page = client.list(req).await?;
+                for kv in &page.kvs {
+                    let _ = out.write_all(&kv.key);
+                    if !keys_only {
+                        let _ = out.write_all(b"\t");
+                        let _ = out.write_all(&kv.value);
+                    }
+                    let _ = out.write_all(b"\n");
+                }
+                left -= page.kvs.len() as u64;
+                if !page.more || page.kvs.is_empty() {
+                    break;
+                }
+                start = page.next_key;
+            }
+        }
+        Command::Status { json } => {
+            let nodes = client.cluster_status(STATUS_TIMEOUT).await;
+            let any = nodes.iter().any(|(_, r)| r.is_ok());
+            if json {
+                let arr: Vec<serde_json::Value> = nodes
+                    .iter()
+                    .map(|(addr, r)| match r {
+                        Ok(s) => serde_json::json!({
+                            "id": s.node_id, "client_addr": addr, "role": s.role, "term": s.term,
+                            "leader_id": s.leader_id, "commit_index": s.commit_index,
+                            "applied_index": s.applied_index, "reachable": true,
+                        }),
+                        Err(e) => serde_json::json!({
+                            "id": null, "client_addr": addr, "role": null, "term": null, "leader_id": null,
+                            "commit_index": null, "applied_index": null, "reachable": false, "error": e.to_string(),
+                        }),
+                    })
+                    .collect();
+                let _ = writeln!(out, "{}", serde_json::Value::Array(arr));
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:<4} {:<22} {:<13} {:>6} {:>6} {:>10} {:>10}",
+                    "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED"
+                );
+                for (addr, r) in &nodes {
+                    match r {
+                        Ok(s) => {
+                            let _ = writeln!(
+                                out,
+                                "{:<4} {:<22} {:<13} {:>6} {:>6} {:>10} {:>10}",
+                                s.node_id,
+                                addr,
+                                s.role,
+                                s.term,
+                                s.leader_id,
+                                s.commit_index,
+                                s.applied_index
+                            );
+                        }
+                        Err(e) => {
+                            let _ = writeln!(out, "{:<4} {:<22} unreachable: {e}", "?", addr);
+                        }
+                    }
+                }
+            }
+            if !any {
+                return Ok(ExitCode::from(EXIT_UNREACHABLE));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,453 @@
+//! Node configuration: a TOML file, environment variables and command-line flags.
+//!
+//! Precedence is flag > environment variable (`KV_*`) > file > default. Every field of
+//! [`NodeConfig`] has a flag of the same name in kebab case (`election_ticks` is
+//! `--election-ticks` and `KV_ELECTION_TICKS`). Unknown fields in a file are an error, and every
+//! error names the file (or `<flags>`) and the field, on one line.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Default client (gRPC API) listen address.
+pub const DEFAULT_CLIENT_ADDR: &str = "127.0.0.1:50051";
+/// Default peer (Raft transport) listen address.
+pub const DEFAULT_PEER_ADDR: &str = "127.0.0.1:50052";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
+
+/// Where a value came from, for error messages when it did not come from a file.
+const FLAGS_SOURCE: &str = "<flags/env>";
+
+/// The complete, validated configuration of one node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// This node's Raft id: a positive number, unique in the cluster.
+    pub node_id: u64,
+    /// Name of the cluster; recorded in the data dir so a node cannot join the wrong one.
+    pub cluster_name: String,
+    /// Address the client gRPC API listens on (and that other nodes tell clients about).
+    pub client_addr: String,
+    /// Address the peer (Raft) gRPC service listens on.
+    pub peer_addr: String,
+    /// Directory for the sled database, the snapshot file and the lock file.
+    pub data_dir: PathBuf,
+    /// Every voter of the first configuration: `1=host:port,2=host:port,...` (peer addresses).
+    /// Empty means a single-node cluster of this node at `peer_addr`.
+    pub initial_cluster: String,
+    /// `tracing` filter, e.g. `info` or `distributed_kv=debug,info`.
+    pub log_level: String,
+    /// Length of one Raft tick in milliseconds.
+    pub tick_interval_ms: u64,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Ticks without a leader before a follower campaigns (randomised up to twice this).
+    pub election_ticks: usize,
+    /// Applied entries between two snapshots; each snapshot lets the log be compacted.
+    pub snapshot_threshold: u64,
+    /// Entries kept in the log behind a snapshot, so briefly lagging followers catch up
+    /// from the log rather than by a full snapshot.
+    pub log_retain_entries: u64,
+    /// Largest accepted key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest accepted value, in bytes.
+    pub max_value_bytes: usize,
+    /// How long a client request may wait for commit or a read index, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Most client requests in flight at once on this node; more get `RESOURCE_EXHAUSTED`.
+    pub max_pending_requests: usize,
+    /// Largest page a List returns, in keys.
+    pub max_list_limit: u32,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: 1,
+            cluster_name: "distributed_kv".into(),
+            client_addr: DEFAULT_CLIENT_ADDR.into(),
+            peer_addr: DEFAULT_PEER_ADDR.into(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            initial_cluster: String::new(),
+            log_level: "info".into(),
+            tick_interval_ms: 100,
+            heartbeat_ticks: 1,
+            election_ticks: 10,
+            snapshot_threshold: 10_000,
+            log_retain_entries: 5_000,
+            max_key_bytes: 4 * 1024,
+            max_value_bytes: 1024 * 1024,
+            request_timeout_ms: 5_000,
+            max_pending_requests: 4_096,
+            max_list_limit: 1_000,
+        }
+    }
+}
+
+/// Command-line flags; each also reads an environment variable. `None` means "not given".
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ConfigOverrides {
+    /// This node's Raft id.
+    #[arg(long, env = "KV_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Name of the cluster, recorded in the data dir.
+    #[arg(long, env = "KV_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Client API listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "KV_CLIENT_ADDR")]
+    pub client_addr: Option<String>,
+    /// Peer (Raft) listen address [default: 127.0.0.1:50052].
+    #[arg(long, env = "KV_PEER_ADDR")]
+    pub peer_addr: Option<String>,
+    /// Data directory [default: ./data].
+    #[arg(long, env = "KV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Initial voters: 1=host:port,2=host:port,... (peer addresses).
+    #[arg(long, env = "KV_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Log filter, e.g. info or distributed_kv=debug [default: info].
+    #[arg(long, env = "KV_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Raft tick length in milliseconds [default: 100].
+    #[arg(long, env = "KV_TICK_INTERVAL_MS")]
+    pub tick_interval_ms: Option<u64>,
+    /// Ticks between heartbeats [default: 1].
+    #[arg(long, env = "KV_HEARTBEAT_TICKS")]
+    pub heartbeat_ticks: Option<usize>,
+    /// Election timeout in ticks [default: 10].
+    #[arg(long, env = "KV_ELECTION_TICKS")]
+    pub election_ticks: Option<usize>,
+    /// Applied entries between snapshots [default: 10000].
+    #[arg(long, env = "KV_SNAPSHOT_THRESHOLD")]
+    pub snapshot_threshold: Option<u64>,
+    /// Log entries kept behind a snapshot [default: 5000].
+    #[arg(long, env = "KV_LOG_RETAIN_ENTRIES")]
+    pub log_retain_entries: Option<u64>,
+    /// Largest key in bytes [default: 4096].
+    #[arg(long, env = "KV_MAX_KEY_BYTES")]
+    pub max_key_bytes: Option<usize>,
+    /// Largest value in bytes [default: 1048576].
+    #[arg(long, env = "KV_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// Client request timeout in milliseconds [default: 5000].
+    #[arg(long, env = "KV_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Most client requests in flight [default: 4096].
+    #[arg(long, env = "KV_MAX_PENDING_REQUESTS")]
+    pub max_pending_requests: Option<usize>,
+    /// Largest List page in keys [default: 1000].
+    #[arg(long, env = "KV_MAX_LIST_LIMIT")]
+    pub max_list_limit: Option<u32>,
+}
+
+impl NodeConfig {
+    /// Loads `file` (if any), applies `overrides`, and validates the result.
+    pub fn load(file: Option<&Path>, overrides: &ConfigOverrides) -> Result<NodeConfig> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => NodeConfig::default(),
+        };
+        config.apply(overrides);
+        let source = file
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| FLAGS_SOURCE.into());
+        config.validate(&source)?;
+        Ok(config)
+    }
+
+    /// Parses a TOML file. Errors name the file, the line and the field.
+    pub fn from_file(path: &Path) -> Result<NodeConfig> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(&file, "-", format!("cannot read config file: {e}")))?;
+        toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            let field = e
+                .message()
+                .split('`')
+                .nth(1)
+                .map(str::to_string)
+                .unwrap_or_else(|| "-".into());
+            let message = e.message().replace('\n', " ");
+            match line {
+                Some(line) => Error::config(format!("{file}:{line}"), field, message),
+                None => Error::config(file, field, message),
+            }
+        })
+    }
+
+    fn apply(&mut self, o: &ConfigOverrides) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &o.$f { self.$f = v.clone(); } )* };
+        }
+        set!(
+            node_id,
+            cluster_name,
+            client_addr,
+            peer_addr,
+            data_dir,
+            initial_cluster,
+            log_level,
+            tick_interval_ms,
+            heartbeat_ticks,
+            election_ticks,
+            snapshot_threshold,
+            log_retain_entries,
+            max_key_bytes,
+            max_value_bytes,
+            request_timeout_ms,
+            max_pending_requests,
+            max_list_limit
+        );
+    }
+
+    /// Checks every field; the error names `source` and the field.
+    pub fn validate(&self, source: &str) -> Result<()> {
+        let err = |field: &str, msg: String| Err(Error::config(source, field, msg));
+        if self.node_id == 0 {
+            return err("node_id", "must be a positive number".into());
+        }
+        if self.cluster_name.is_empty() {
+            return err("cluster_name", "must not be empty".into());
+        }
+        let client: SocketAddr = match self.client_addr.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                return err(
+                    "client_addr",
+                    format!("`{}` is not an ip:port address", self.client_addr),
+                )
+            }
+        };
+        let peer: SocketAddr = match self.peer_addr.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                return err(
+                    "peer_addr",
+                    format!("`{}` is not an ip:port address", self.peer_addr),
+                )
+            }
+        };
+        if client == peer {
+            return err(
+                "peer_addr",
+                format!("must differ from client_addr ({client})"),
+            );
+        }
+        let members = self
+            .members()
+            .map_err(|m| Error::config(source, "initial_cluster", m))?;
+        match members.get(&self.node_id) {
+            None => {
+                return err(
+                    "initial_cluster",
+                    format!(
+                        "node_id {} is not one of its members {:?}",
+                        self.node_id,
+                        members.keys().collect::<Vec<_>>()
+                    ),
+                )
+            }
+            Some(addr) if addr.parse::<SocketAddr>().ok() != Some(peer) => {
+                return err(
+                    "initial_cluster",
+                    format!(
+                        "lists node {} at {addr}, but peer_addr is {peer}",
+                        self.node_id
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+        if self.tick_interval_ms == 0 {
+            return err("tick_interval_ms", "must be at least 1".into());
+        }
+        if self.heartbeat_ticks == 0 {
+            return err("heartbeat_ticks", "must be at least 1".into());
+        }
+        if self.election_ticks <= self.heartbeat_ticks {
+            return err(
+                "election_ticks",
+                format!(
+                    "must be greater than heartbeat_ticks ({})",
+                    self.heartbeat_ticks
+                ),
+            );
+        }
+        if self.snapshot_threshold == 0 {
+            return err("snapshot_threshold", "must be at least 1".into());
+        }
+        if self.max_key_bytes == 0 {
+            return err("max_key_bytes", "must be at least 1".into());
+        }
+        if self.max_value_bytes > MAX_VALUE_BYTES_LIMIT {
+            return err(
+                "max_value_bytes",
+                format!("must be at most {MAX_VALUE_BYTES_LIMIT}"),
+            );
+        }
+        if self.request_timeout_ms == 0 {
+            return err("request_timeout_ms", "must be at least 1".into());
+        }
+        if self.max_pending_requests == 0 {
+            return err("max_pending_requests", "must be at least 1".into());
+        }
+        if self.max_list_limit == 0 {
+            return err("max_list_limit", "must be at least 1".into());
+        }
+        if self
+            .log_level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            return err(
+                "log_level",
+                format!("`{}` is not a valid log filter", self.log_level),
+            );
+        }
+        Ok(())
+    }
+
+    /// The initial voters, id → peer address. Fails with a message on a malformed list,
+    /// duplicate ids or duplicate addresses.
+    pub fn members(&self) -> std::result::Result<BTreeMap<u64, String>, String> {
+        if self.initial_cluster.trim().is_empty() {
+            return Ok(BTreeMap::from([(self.node_id, self.peer_addr.clone())]));
+        }
+        let mut members = BTreeMap::new();
+        let mut addrs = HashSet::new();
+        for item in self
+            .initial_cluster
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let (id, addr) = item
+                .split_once('=')
+                .ok_or_else(|| format!("`{item}` is not id=host:port"))?;
+            let id: u64 = id
+                .trim()
+                .parse()
+                .ok()
+                .filter(|id| *id > 0)
+                .ok_or_else(|| format!("`{id}` in `{item}` is not a positive node id"))?;
+            let addr = addr.trim().to_string();
+            if addr
+                .to_socket_addrs()
+                .map(|mut a| a.next().is_none())
+                .unwrap_or(true)
+            {
+                return Err(format!("`{addr}` for node {id} is not a host:port address"));
+            }
+            if !addrs.insert(addr.clone()) {
+                return Err(format!("address {addr} is listed twice"));
+            }
+            if members.insert(id, addr).is_some() {
+                return Err(format!("node id {id} is listed twice"));
+            }
+        }
+        Ok(members)
+    }
+
+    /// One Raft tick.
+    pub fn tick_interval(&self) -> Duration {
+        Duration::from_millis(self.tick_interval_ms)
+    }
+
+    /// How long a client request may wait.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// Hard ceiling for `max_value_bytes`: a value plus its key must fit one Raft message
+/// and one gRPC message comfortably.
+pub const MAX_VALUE_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_are_a_single_node_store() {
+        let c = NodeConfig::load(None, &ConfigOverrides::default()).unwrap();
+        assert_eq!(c.client_addr, "127.0.0.1:50051");
+        assert_eq!(c.peer_addr, "127.0.0.1:50052");
+        assert_eq!(c.members().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn flags_beat_file() {
+        let f = write("node_id = 2\ninitial_cluster = \"1=127.0.0.1:1,2=127.0.0.1:50052\"\n");
+        let o = ConfigOverrides {
+            election_ticks: Some(20),
+            ..Default::default()
+        };
+        let c = NodeConfig::load(Some(f.path()), &o).unwrap();
+        assert_eq!((c.node_id, c.election_ticks), (2, 20));
+    }
+
+    #[test]
+    fn unknown_field_names_file_and_field() {
+        let f = write("node_id = 1\nelection_tiks = 3\n");
+        let e = NodeConfig::load(Some(f.path()), &ConfigOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
+        assert!(e.contains("election_tiks"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let f = write("node_id = \"one\"\n");
+        let e = NodeConfig::load(Some(f.path()), &ConfigOverrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node_id"), "{e}");
+    }
+
+    #[test]
+    fn cluster_errors() {
+        let cases = [
+            ("1=127.0.0.1:50052,1=127.0.0.1:2", "listed twice"),
+            ("1=127.0.0.1:50052,2=127.0.0.1:50052", "listed twice"),
+            ("2=127.0.0.1:3", "not one of its members"),
+            ("1=nonsense", "not a host:port"),
+        ];
+        for (cluster, want) in cases {
+            let o = ConfigOverrides {
+                initial_cluster: Some(cluster.into()),
+                ..Default::default()
+            };
+            let e = NodeConfig::load(None, &o).unwrap_err().to_string();
+            assert!(
+                e.contains("initial_cluster") && e.contains(want),
+                "{cluster}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = NodeConfig::load(
+            Some(Path::new("/nonexistent/x.toml")),
+            &ConfigOverrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("/nonexistent/x.toml"), "{e}");
+    }
+}

@@ -1,0 +1,87 @@
+//! The newest snapshot of the state machine, kept as one file in the data dir.
+//!
+//! The file holds a protobuf-encoded raft `Snapshot` (metadata: index, term, ConfState; data:
+//! the state machine's dump). It is written to a temporary file, fsynced, and renamed over the
+//! old one, so a crash leaves either the old or the new snapshot, never half of one. It only
+//! moves forward: saving a snapshot older than the stored one is a no-op, because two writers
+//! exist (the StorageActor creating one, the RaftActor receiving one from the leader).
+//!
+//! Invariant used at start-up: the file's index is never below the index where the Raft log
+//! was truncated, so a node whose state machine is behind the log's start can always restore.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use protobuf::Message as _;
+use raft::prelude::Snapshot;
+
+use crate::error::{Error, Result};
+
+/// File name of the snapshot inside the data dir.
+pub const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// Shared handle to the snapshot file; cheap to clone.
+#[derive(Clone)]
+pub struct SnapshotStore {
+    /// Path of the snapshot file.
+    path: PathBuf,
+    /// Serialises writers, and remembers the (index, term) of the stored snapshot.
+    current: Arc<Mutex<(u64, u64)>>,
+}
+
+impl SnapshotStore {
+    /// Opens the store in `dir`, reading the stored snapshot's metadata if there is one.
+    pub fn open(dir: &Path) -> Result<SnapshotStore> {
+        let path = dir.join(SNAPSHOT_FILE);
+        let store = SnapshotStore {
+            path,
+            current: Arc::new(Mutex::new((0, 0))),
+        };
+        if let Some(snap) = store.load()? {
+            let m = snap.get_metadata();
+            *store.current.lock().expect("snapshot lock") = (m.index, m.term);
+        }
+        Ok(store)
+    }
+
+    /// Index and term of the stored snapshot; (0, 0) when there is none.
+    pub fn current(&self) -> (u64, u64) {
+        *self.current.lock().expect("snapshot lock")
+    }
+
+    /// Reads the stored snapshot, data included.
+    pub fn load(&self) -> Result<Option<Snapshot>> {
+        match fs::read(&self.path) {
+            Ok(bytes) => Snapshot::parse_from_bytes(&bytes).map(Some).map_err(|e| {
+                Error::Storage(format!("{}: corrupt snapshot: {e}", self.path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Storage(format!("{}: {e}", self.path.display()))),
+        }
+    }
+
+    /// Stores `snap` durably unless a snapshot at the same or a later index is already stored.
+    /// Returns whether it was stored.
+    pub fn save(&self, snap: &Snapshot) -> Result<bool> {
+        let mut current = self.current.lock().expect("snapshot lock");
+        let m = snap.get_metadata();
+        if m.index <= current.0 && current.0 != 0 {
+            return Ok(false);
+        }
+        let bytes = snap.write_to_bytes()?;
+        let tmp = self.path.with_extension("tmp");
+        {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        *current = (m.index, m.term);
+        Ok(true)
+    }
+}

@@ -1,0 +1,184 @@
+//! The library's one error type, and the one place it becomes a gRPC status.
+//!
+//! Every failure a client can see is one of these variants; `From<Error> for tonic::Status`
+//! maps each to the status code a client should react to (see ARCHITECTURE.md, principle 6).
+
+use std::path::PathBuf;
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Response metadata key carrying the leader's client address on `UNAVAILABLE`.
+pub const LEADER_ADDR_METADATA: &str = "x-leader-addr";
+/// Response metadata key carrying the leader's node id on `UNAVAILABLE`.
+pub const LEADER_ID_METADATA: &str = "x-leader-id";
+
+/// Everything that can go wrong inside a node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or breaks a limit; nothing was changed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// This node is not the leader. `leader_addr` is the leader's client address if known.
+    #[error("not the leader{}", match (.leader_id, .leader_addr) {
+        (Some(id), Some(addr)) => format!("; leader is node {id} at {addr}"),
+        (Some(id), None) => format!("; leader is node {id}"),
+        _ => "; no leader is known yet".to_string(),
+    })]
+    NotLeader {
+        /// The leader's node id, when one is known.
+        leader_id: Option<u64>,
+        /// The leader's client address, when this node has heard it.
+        leader_addr: Option<String>,
+    },
+
+    /// The proposal was certainly not applied (for example, a new leader overwrote it).
+    #[error("not applied: {0}")]
+    NotApplied(String),
+
+    /// The outcome of a write is unknown: it may or may not take effect.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+
+    /// The request's deadline passed; for a write, its outcome is unknown.
+    #[error("deadline exceeded: {0}")]
+    Timeout(String),
+
+    /// A bounded queue or table is full; the caller should back off and retry.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+
+    /// The node is shutting down or an actor it needs has stopped.
+    #[error("node is shutting down: {0}")]
+    ShuttingDown(String),
+
+    /// A configuration file or flag is wrong. Names the file (or "flag") and the field.
+    #[error("{file}: {field}: {message}")]
+    Config {
+        /// Path of the config file, or `<flags>` when the value came from the command line.
+        file: String,
+        /// The offending field.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// The data directory cannot be used (locked, belongs to another node, unwritable).
+    #[error("data dir {path}: {message}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// Disk or database failure. The node stops serving rather than risk divergence.
+    #[error("storage failure: {0}")]
+    Storage(String),
+
+    /// A failure inside raft-rs.
+    #[error("raft: {0}")]
+    Raft(String),
+
+    /// A peer or client transport failure.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+impl Error {
+    /// Builds a config error for `field` of `file`.
+    pub fn config(
+        file: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Config {
+            file: file.into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<raft::Error> for Error {
+    fn from(e: raft::Error) -> Self {
+        Error::Raft(e.to_string())
+    }
+}
+
+impl From<protobuf::ProtobufError> for Error {
+    fn from(e: protobuf::ProtobufError) -> Self {
+        Error::Transport(format!("bad raft message: {e}"))
+    }
+}
+
+impl From<actix::MailboxError> for Error {
+    fn from(e: actix::MailboxError) -> Self {
+        Error::ShuttingDown(e.to_string())
+    }
+}
+
+impl From<tokio::sync::oneshot::error::RecvError> for Error {
+    fn from(_: tokio::sync::oneshot::error::RecvError) -> Self {
+        Error::ShuttingDown("request dropped before it completed".into())
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        use tonic::Code;
+        let code = match &e {
+            Error::InvalidArgument(_) | Error::Config { .. } => Code::InvalidArgument,
+            Error::NotLeader { .. } | Error::NotApplied(_) | Error::ShuttingDown(_) => {
+                Code::Unavailable
+            }
+            Error::OutcomeUnknown(_) => Code::Unknown,
+            Error::Timeout(_) => Code::DeadlineExceeded,
+            Error::Overloaded(_) => Code::ResourceExhausted,
+            Error::Storage(_) | Error::Raft(_) | Error::DataDir { .. } => Code::Internal,
+            Error::Transport(_) => Code::Unavailable,
+        };
+        let mut status = tonic::Status::new(code, e.to_string());
+        if let Error::NotLeader {
+            leader_id,
+            leader_addr,
+        } = &e
+        {
+            let md = status.metadata_mut();
+            if let Some(id) = leader_id {
+                if let Ok(v) = id.to_string().parse() {
+                    md.insert(LEADER_ID_METADATA, v);
+                }
+            }
+            if let Some(addr) = leader_addr {
+                if let Ok(v) = addr.parse() {
+                    md.insert(LEADER_ADDR_METADATA, v);
+                }
+            }
+        }
+        status
+    }
+}
+
+/// Exit status of a node that stopped because its storage failed.
+pub const STORAGE_FAILURE_EXIT_CODE: i32 = 70;
+
+/// Stops the process after a storage failure: a node that cannot trust its disk must not go
+/// on serving (Raft copes with a dead node, not with a diverged one).
+pub fn fatal_storage(context: &str, e: &Error) -> ! {
+    tracing::error!("{context}: {e}; stopping the node");
+    std::process::exit(STORAGE_FAILURE_EXIT_CODE)
+}

@@ -1,0 +1,174 @@
+//! The client API service (`kv.v1.Kv`).
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status};
+
+use crate::actors::messages::*;
+use crate::actors::ClientApiActor;
+use crate::error::Error;
+use crate::proto::kv::kv_server::Kv;
+use crate::proto::kv::*;
+
+/// Serves `kv.v1.Kv` by sending messages to the [`ClientApiActor`].
+pub struct KvService {
+    /// Where requests go.
+    api: Addr<ClientApiActor>,
+    /// This node's id, for response headers.
+    node_id: u64,
+    /// How long a request may wait for its answer.
+    timeout: Duration,
+}
+
+impl KvService {
+    /// A service in front of `api`.
+    pub fn new(api: Addr<ClientApiActor>, node_id: u64, timeout: Duration) -> KvService {
+        KvService {
+            api,
+            node_id,
+            timeout,
+        }
+    }
+
+    /// Sends the message built around a fresh reply channel, and waits for the answer.
+    async fn call<T, M>(&self, what: &str, make: impl FnOnce(Reply<T>) -> M) -> Result<T, Status>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        ClientApiActor: Handler<M>,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.api.try_send(make(tx)).map_err(|e| match e {
+            SendError::Full(_) => Error::Overloaded("the node's request queue is full".into()),
+            SendError::Closed(_) => Error::ShuttingDown("the client API has stopped".into()),
+        })?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(answer) => Ok(answer.map_err(Error::from)??),
+            Err(_) => Err(Error::Timeout(format!(
+                "{what} did not complete within {} ms; for a write, the outcome is unknown",
+                self.timeout.as_millis()
+            ))
+            .into()),
+        }
+    }
+
+    fn header(&self, term: u64, index: u64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            node_id: self.node_id,
+            term,
+            index,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let r = request.into_inner();
+        let query = ReadQuery::Get { key: r.key };
+        let a = self
+            .call("get", |reply| ClientRead {
+                query,
+                serializable: r.serializable,
+                reply,
+            })
+            .await?;
+        let ReadResult::Value(value) = a.result else {
+            return Err(Status::internal("wrong answer kind"));
+        };
+        Ok(Response::new(GetResponse {
+            header: self.header(0, a.applied_index),
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+        }))
+    }
+
+    async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
+        let r = request.into_inner();
+        let op = WriteOp::Set {
+            key: r.key,
+            value: r.value,
+        };
+        let w = self.call("set", |reply| ClientWrite { op, reply }).await?;
+        Ok(Response::new(SetResponse {
+            header: self.header(w.term, w.index),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let r = request.into_inner();
+        let op = WriteOp::Delete { key: r.key };
+        let w = self
+            .call("delete", |reply| ClientWrite { op, reply })
+            .await?;
+        Ok(Response::new(DeleteResponse {
+            header: self.header(w.term, w.index),
+            existed: w.existed,
+        }))
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let r = request.into_inner();
+        let query = ReadQuery::List {
+            prefix: r.prefix,
+            start: r.start_key,
+            limit: r.limit as usize,
+            keys_only: r.keys_only,
+        };
+        let a = self
+            .call("list", |reply| ClientRead {
+                query,
+                serializable: r.serializable,
+                reply,
+            })
+            .await?;
+        let ReadResult::Page(page) = a.result else {
+            return Err(Status::internal("wrong answer kind"));
+        };
+        Ok(Response::new(ListResponse {
+            header: self.header(0, a.applied_index),
+            more: page.next_key.is_some(),
+            next_key: page.next_key.unwrap_or_default(),
+            kvs: page
+                .kvs
+                .into_iter()
+                .map(|(key, value)| KeyValue { key, value })
+                .collect(),
+        }))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let s = self.call("status", |reply| ClientStatus { reply }).await?;
+        let client_addr = s
+            .members
+            .iter()
+            .find(|m| m.0 == self.node_id)
+            .and_then(|m| m.2.clone())
+            .unwrap_or_default();
+        Ok(Response::new(StatusResponse {
+            node_id: self.node_id,
+            client_addr,
+            role: s.raft.role.to_string(),
+            term: s.raft.term,
+            leader_id: s.raft.leader_id,
+            commit_index: s.raft.commit_index,
+            applied_index: s.applied_index,
+            members: s
+                .members
+                .into_iter()
+                .map(|(id, peer_addr, client_addr)| Member {
+                    id,
+                    peer_addr,
+                    client_addr: client_addr.unwrap_or_default(),
+                })
+                .collect(),
+            leader_client_addr: s.leader_client_addr.unwrap_or_default(),
+            snapshot_index: s.snapshot_index,
+            key_count: s.key_count,
+        }))
+    }
+}

@@ -1,0 +1,96 @@
+//! The peer service (`raftpb.v1.RaftTransport`): decodes Raft messages and steps them into the
+//! RaftActor. Anything malformed is logged and dropped; it never reaches raft-rs.
+
+use actix::prelude::*;
+use protobuf::Message as _;
+use raft::prelude::{Message as RaftMessage, MessageType};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::actors::messages::StepMessage;
+use crate::actors::RaftActor;
+use crate::proto::raftpb::raft_transport_server::RaftTransport;
+use crate::proto::raftpb::*;
+
+/// Largest snapshot accepted from a peer, in bytes.
+pub const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024 * 1024;
+
+/// Serves the peer transport for one node.
+pub struct RaftService {
+    /// This node's id; messages addressed to another id are dropped.
+    node_id: u64,
+    /// Where messages go.
+    raft: Addr<RaftActor>,
+}
+
+impl RaftService {
+    /// A service that feeds `raft`.
+    pub fn new(node_id: u64, raft: Addr<RaftActor>) -> RaftService {
+        RaftService { node_id, raft }
+    }
+
+    fn deliver(&self, msg: RaftMessage, from_client_addr: &str) -> Result<(), Status> {
+        if msg.to != self.node_id {
+            return Err(Status::invalid_argument(format!(
+                "message for node {} reached node {}",
+                msg.to, self.node_id
+            )));
+        }
+        let step = StepMessage {
+            msg,
+            from_client_addr: from_client_addr.to_string(),
+        };
+        // A full mailbox drops the message: Raft resends what is not acknowledged.
+        if let Err(e) = self.raft.try_send(step) {
+            tracing::debug!("raft mailbox full or closed, message dropped: {e}");
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl RaftTransport for RaftService {
+    async fn send(&self, request: Request<RaftBatch>) -> Result<Response<SendAck>, Status> {
+        let batch = request.into_inner();
+        for bytes in &batch.messages {
+            let msg = RaftMessage::parse_from_bytes(bytes)
+                .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+            if msg.get_msg_type() == MessageType::MsgSnapshot {
+                return Err(Status::invalid_argument("snapshots must use SendSnapshot"));
+            }
+            self.deliver(msg, &batch.from_client_addr)?;
+        }
+        Ok(Response::new(SendAck {}))
+    }
+
+    async fn send_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotAck>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let mut msg = RaftMessage::parse_from_bytes(&first.message)
+            .map_err(|e| Status::invalid_argument(format!("undecodable snapshot message: {e}")))?;
+        if msg.get_msg_type() != MessageType::MsgSnapshot {
+            return Err(Status::invalid_argument(
+                "first chunk is not a snapshot message",
+            ));
+        }
+        let mut data = first.data;
+        while let Some(chunk) = stream.next().await {
+            data.extend_from_slice(&chunk?.data);
+            if data.len() > MAX_SNAPSHOT_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "snapshot exceeds {MAX_SNAPSHOT_BYTES} bytes"
+                )));
+            }
+        }
+        tracing::info!(from = first.from, bytes = data.len(), "snapshot received");
+        msg.mut_snapshot().data = data.into();
+        self.deliver(msg, &first.from_client_addr)?;
+        Ok(Response::new(SnapshotAck {}))
+    }
+}

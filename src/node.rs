@@ -1,0 +1,362 @@
+//! Starting and stopping one node.
+//!
+//! [`Node::start`] must run inside an actix `System` (tonic's servers run on the same tokio
+//! runtime). It:
+//! 1. claims the data dir (a lock file, and an identity file naming the node and cluster);
+//! 2. opens sled and recovers: if the state machine is behind the start of the Raft log (a crash
+//!    while installing a snapshot), it restores the stored snapshot first;
+//! 3. starts the StorageActor (sync, one thread), the ClientApiActor and one PeerActor per peer,
+//!    then the RaftActor on its own arbiter, and connects them;
+//! 4. binds both listeners (so a taken port is reported at once) and serves gRPC.
+//!
+//! [`Node::shutdown`] stops accepting, lets in-flight requests finish or fail, flushes sled and
+//! stops the actors.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use actix::prelude::*;
+use fs2::FileExt;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::actors::messages::{Connect, FlushStorage};
+use crate::actors::{ClientApiActor, ClientLimits, PeerActor, RaftActor, StorageActor};
+use crate::config::NodeConfig;
+use crate::consensus::{RaftNode, RaftParams, SledRaftStorage, SnapshotStore};
+use crate::error::{Error, Result};
+use crate::grpc::{KvService, RaftService};
+use crate::proto::kv::kv_server::KvServer;
+use crate::proto::raftpb::raft_transport_server::RaftTransportServer;
+use crate::storage::StateMachine;
+
+/// Name of the lock file in the data dir.
+pub const LOCK_FILE: &str = "LOCK";
+/// Name of the identity file in the data dir.
+pub const IDENTITY_FILE: &str = "identity.toml";
+/// Name of the sled database directory in the data dir.
+pub const DB_DIR: &str = "db";
+
+/// What a data dir records about its owner.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Identity {
+    /// The node this data belongs to.
+    node_id: u64,
+    /// The cluster it belongs to.
+    cluster_name: String,
+}
+
+/// A running node.
+pub struct Node {
+    /// The node's configuration.
+    config: NodeConfig,
+    /// Where the client API really listens (port 0 in the config becomes a real port).
+    client_addr: SocketAddr,
+    /// Where the peer service really listens.
+    peer_addr: SocketAddr,
+    /// Tells the servers to stop accepting.
+    stop: watch::Sender<bool>,
+    /// The two servers.
+    servers: Vec<JoinHandle<()>>,
+    /// The state machine actor, flushed on shutdown.
+    storage: Addr<StorageActor>,
+    /// The RaftActor's thread.
+    raft_arbiter: Arbiter,
+    /// The RaftActor.
+    raft: Addr<RaftActor>,
+    /// The client API actor.
+    client_api: Addr<ClientApiActor>,
+    /// Held for the node's lifetime: the data dir lock.
+    _lock: fs::File,
+}
+
+fn data_dir_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::DataDir {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Locks `dir` and checks (or writes) its identity.
+fn claim_data_dir(dir: &Path, config: &NodeConfig) -> Result<fs::File> {
+    fs::create_dir_all(dir).map_err(|e| data_dir_err(dir, format!("cannot create it: {e}")))?;
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(|e| data_dir_err(dir, format!("is not writable: {e}")))?;
+    lock.try_lock_exclusive()
+        .map_err(|_| data_dir_err(dir, "is in use by another distributed_kv process"))?;
+    let id_path = dir.join(IDENTITY_FILE);
+    let mine = Identity {
+        node_id: config.node_id,
+        cluster_name: config.cluster_name.clone(),
+    };
+    match fs::read_to_string(&id_path) {
+        Ok(text) => {
+            let theirs: Identity = toml::from_str(&text).map_err(|e| {
+                data_dir_err(
+                    dir,
+                    format!("{IDENTITY_FILE} is unreadable: {}", e.message()),
+                )
+            })?;
+            if theirs != mine {
+                return Err(data_dir_err(
+                    dir,
+                    format!(
+                        "belongs to node {} of cluster `{}`, not node {} of cluster `{}`",
+                        theirs.node_id, theirs.cluster_name, mine.node_id, mine.cluster_name
+                    ),
+                ));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let text = toml::to_string(&mine).map_err(|e| Error::Storage(e.to_string()))?;
+            fs::write(&id_path, text)
+                .map_err(|e| data_dir_err(dir, format!("is not writable: {e}")))?;
+        }
+        Err(e) => {
+            return Err(data_dir_err(
+                dir,
+                format!("cannot read {IDENTITY_FILE}: {e}"),
+            ))
+        }
+    }
+    Ok(lock)
+}
+
+async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::config("<config>", what, format!("cannot listen on {addr}: {e}")))
+}
+
+impl Node {
+    /// Starts a node. Must be called from within an actix `System`.
+    pub async fn start(config: NodeConfig) -> Result<Node> {
+        let dir: PathBuf = config.data_dir.clone();
+        let lock = claim_data_dir(&dir, &config)?;
+        let members = config
+            .members()
+            .map_err(|m| Error::config("<config>", "initial_cluster", m))?;
+        let client_listener = bind(&config.client_addr, "client_addr").await?;
+        let peer_listener = bind(&config.peer_addr, "peer_addr").await?;
+        let client_addr = client_listener.local_addr()?;
+        let peer_addr = peer_listener.local_addr()?;
+
+        let db = sled::Config::new()
+            .path(dir.join(DB_DIR))
+            .open()
+            .map_err(|e| data_dir_err(&dir, format!("cannot open the database: {e}")))?;
+        let snapshots = SnapshotStore::open(&dir)?;
+        let voters: Vec<u64> = members.keys().copied().collect();
+        let mut log = SledRaftStorage::open(&db, snapshots.clone(), &voters)?;
+        let mut sm = StateMachine::open(&db)?;
+        if sm.applied().0 < log.truncated().0 {
+            let snap = snapshots.load()?.ok_or_else(|| {
+                Error::Storage(format!(
+                    "state machine is at {} but the log starts after {} and no snapshot is stored",
+                    sm.applied().0,
+                    log.truncated().0
+                ))
+            })?;
+            tracing::info!(
+                index = snap.get_metadata().index,
+                "restoring the state machine from the stored snapshot"
+            );
+            sm.restore(&snap)?;
+        }
+        if sm.applied().0 > log.hard_state().commit {
+            // Applied entries are committed; the commit index itself is written lazily.
+            log.set_commit(sm.applied().0)?;
+        }
+        let params = RaftParams {
+            id: config.node_id,
+            election_ticks: config.election_ticks,
+            heartbeat_ticks: config.heartbeat_ticks,
+            applied: sm.applied().0,
+            log_retain_entries: config.log_retain_entries,
+        };
+        let raft_node = RaftNode::new(&params, log)?;
+        tracing::info!(
+            node = config.node_id,
+            %client_addr,
+            %peer_addr,
+            applied = sm.applied().0,
+            keys = sm.key_count(),
+            "node starting"
+        );
+
+        // Actors. The StorageActor reports to the ClientApiActor, which needs the StorageActor
+        // to read: create the ClientApiActor's context first to learn its address.
+        let api_ctx = Context::<ClientApiActor>::new();
+        let api_addr = api_ctx.address();
+        let threshold = config.snapshot_threshold;
+        let sm_cell = std::sync::Mutex::new(Some(sm));
+        let snaps = snapshots.clone();
+        let applied_to = api_addr.clone().recipient();
+        let storage = SyncArbiter::start(1, move || {
+            let sm = sm_cell
+                .lock()
+                .expect("sm")
+                .take()
+                .expect("the storage actor starts once");
+            StorageActor::new(sm, snaps.clone(), threshold, Some(applied_to.clone()))
+        });
+        let limits = ClientLimits {
+            max_key_bytes: config.max_key_bytes,
+            max_value_bytes: config.max_value_bytes,
+            max_pending: config.max_pending_requests,
+            max_list_limit: config.max_list_limit as usize,
+        };
+        let client_api = api_ctx.run(ClientApiActor::new(
+            config.node_id,
+            limits,
+            storage.clone().recipient(),
+            storage.clone().recipient(),
+        ));
+        let advertised_client = config.client_addr.clone();
+        let mut peer_addrs = Vec::new();
+        let mut peers = HashMap::new();
+        for (id, addr) in members.iter().filter(|(id, _)| **id != config.node_id) {
+            let peer =
+                PeerActor::new(config.node_id, advertised_client.clone(), *id, addr)?.start();
+            peers.insert(*id, peer.clone().recipient());
+            peer_addrs.push(peer);
+        }
+        let raft_arbiter = Arbiter::new();
+        let (tick, storage_r, role_to) = (
+            config.tick_interval(),
+            storage.clone().recipient(),
+            Some(client_api.clone().recipient()),
+        );
+        let raft = RaftActor::start_in_arbiter(&raft_arbiter.handle(), move |_| {
+            RaftActor::new(
+                raft_node,
+                tick,
+                advertised_client,
+                members,
+                storage_r,
+                peers,
+                role_to,
+            )
+        });
+        storage.do_send(Connect { raft: raft.clone() });
+        client_api.do_send(Connect { raft: raft.clone() });
+        for p in &peer_addrs {
+            p.do_send(Connect { raft: raft.clone() });
+        }
+
+        // gRPC.
+        let (stop, stop_rx) = watch::channel(false);
+        let kv = KvService::new(client_api.clone(), config.node_id, config.request_timeout());
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        let max_msg = config.max_value_bytes + config.max_key_bytes + GRPC_MESSAGE_OVERHEAD_BYTES;
+        let client_server = tonic::transport::Server::builder()
+            .add_service(
+                KvServer::new(kv)
+                    .max_decoding_message_size(max_msg)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(client_listener),
+                wait_stop(stop_rx.clone()),
+            );
+        let peer_server = tonic::transport::Server::builder()
+            .add_service(
+                RaftTransportServer::new(RaftService::new(config.node_id, raft.clone()))
+                    .max_decoding_message_size(usize::MAX),
+            )
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(peer_listener),
+                wait_stop(stop_rx),
+            );
+        let servers = vec![
+            tokio::spawn(async move {
+                if let Err(e) = client_server.await {
+                    tracing::error!("client server failed: {e}");
+                }
+            }),
+            tokio::spawn(async move {
+                if let Err(e) = peer_server.await {
+                    tracing::error!("peer server failed: {e}");
+                }
+            }),
+        ];
+        Ok(Node {
+            config,
+            client_addr,
+            peer_addr,
+            stop,
+            servers,
+            storage,
+            raft_arbiter,
+            raft,
+            client_api,
+            _lock: lock,
+        })
+    }
+
+    /// Where the client API listens.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// Where the peer service listens.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The RaftActor (for tests).
+    pub fn raft(&self) -> &Addr<RaftActor> {
+        &self.raft
+    }
+
+    /// The StorageActor (for tests).
+    pub fn storage(&self) -> &Addr<StorageActor> {
+        &self.storage
+    }
+
+    /// The ClientApiActor (for tests).
+    pub fn client_api(&self) -> &Addr<ClientApiActor> {
+        &self.client_api
+    }
+
+    /// Stops accepting, waits for in-flight requests, flushes, and stops the actors.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        for s in self.servers {
+            let _ = s.await;
+        }
+        self.raft_arbiter.stop();
+        let flushed = self.storage.send(FlushStorage).await?;
+        tracing::info!(node = self.config.node_id, "node stopped");
+        flushed
+    }
+}
+
+/// Room for a request's framing beyond its key and value, in bytes.
+pub const GRPC_MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
+
+async fn wait_stop(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! The key-value state machine over a sled tree.
+//!
+//! Committed Raft entries are applied in log order, a whole batch of them in one sled `Batch`
+//! that also records the applied index and term and the key count. Because the applied index
+//! moves atomically with the data it covers, a restart resumes exactly after the last applied
+//! entry and never applies one twice. Applying does not flush: the Raft log already holds every
+//! committed entry durably, so an unflushed apply is simply redone from the log after a crash.
+//! Snapshots flush first, because the log before a snapshot is discarded.
+//!
+//! Layout of the `sm` tree: user keys under the prefix `d`; metadata under `m` (`mapplied`:
+//! index and term; `mcount`: number of keys, kept because sled's `len()` walks the tree).
+
+use std::collections::HashMap;
+
+use prost::Message as _;
+use raft::prelude::{ConfState, Entry, EntryType, Snapshot};
+
+use crate::error::{Error, Result};
+use crate::proto::raftpb::{log_command::Op, LogCommand};
+
+/// Name of the sled tree holding the state machine.
+pub const SM_TREE: &str = "sm";
+const DATA_PREFIX: u8 = b'd';
+const APPLIED_KEY: &[u8] = b"mapplied";
+const COUNT_KEY: &[u8] = b"mcount";
+
+/// What applying one entry did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandOutcome {
+    /// The entry carried no command (a new leader's empty entry, a configuration change).
+    Noop,
+    /// A key was written.
+    Set,
+    /// A key was deleted; `existed` says whether it was there.
+    Deleted {
+        /// Whether the key existed before the delete.
+        existed: bool,
+    },
+    /// The entry could not be decoded; it changed nothing.
+    Rejected(String),
+}
+
+/// One applied entry, reported back to whoever proposed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedEntry {
+    /// Log index of the entry.
+    pub index: u64,
+    /// Term of the entry.
+    pub term: u64,
+    /// (node, sequence) of the proposal, when the entry carried a client command.
+    pub origin: Option<(u64, u64)>,
+    /// What it did.
+    pub outcome: CommandOutcome,
+}
+
+/// One page of a List.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Keys and values (values empty when keys only were asked for).
+    pub kvs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The first key of the next page, when more keys match.
+    pub next_key: Option<Vec<u8>>,
+}
+
+/// The key-value data of one node.
+pub struct StateMachine {
+    /// The database, for flushes.
+    db: sled::Db,
+    /// The `sm` tree.
+    tree: sled::Tree,
+    /// Index and term of the last applied entry.
+    applied: (u64, u64),
+    /// Number of keys.
+    key_count: u64,
+}
+
+fn data_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(DATA_PREFIX);
+    k.extend_from_slice(key);
+    k
+}
+
+fn be_u64(v: &[u8], at: usize) -> u64 {
+    v.get(at..at + 8)
+        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+        .unwrap_or(0)
+}
+
+fn applied_value(index: u64, term: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&index.to_be_bytes());
+    v[8..].copy_from_slice(&term.to_be_bytes());
+    v
+}
+
+impl StateMachine {
+    /// Opens the state machine stored in `db`.
+    pub fn open(db: &sled::Db) -> Result<StateMachine> {
+        let tree = db.open_tree(SM_TREE)?;
+        let applied = tree
+            .get(APPLIED_KEY)?
+            .map(|v| (be_u64(&v, 0), be_u64(&v, 8)))
+            .unwrap_or((0, 0));
+        let key_count = tree.get(COUNT_KEY)?.map(|v| be_u64(&v, 0)).unwrap_or(0);
+        Ok(StateMachine {
+            db: db.clone(),
+            tree,
+            applied,
+            key_count,
+        })
+    }
+
+    /// Index and term of the last applied entry.
+    pub fn applied(&self) -> (u64, u64) {
+        self.applied
+    }
+
+    /// Number of keys stored.
+    pub fn key_count(&self) -> u64 {
+        self.key_count
+    }
+
+    /// Applies committed entries in order, atomically with the new applied index.
+    /// Entries at or below the applied index are skipped (they were applied before a restart).
+    pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<AppliedEntry>> {
+        let mut batch = sled::Batch::default();
+        // Writes of this batch, so later entries of the batch see earlier ones.
+        let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
+        let mut count = self.key_count;
+        let mut applied = self.applied;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries.iter().filter(|e| e.index > self.applied.0) {
+            if e.index != applied.0 + 1 {
+                return Err(Error::Storage(format!(
+                    "entry {} applied out of order after {}",
+                    e.index, applied.0
+                )));
+            }
+            applied = (e.index, e.term);
+            let (origin, outcome) =
+                if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+                    (None, CommandOutcome::Noop)
+                } else {
+                    match LogCommand::decode(e.data.as_ref()) {
+                        Err(err) => (
+                            None,
+                            CommandOutcome::Rejected(format!("undecodable command: {err}")),
+                        ),
+                        Ok(cmd) => {
+                            let origin = Some((cmd.origin_node, cmd.origin_seq));
+                            let outcome = match cmd.op {
+                                None => CommandOutcome::Rejected("command has no operation".into()),
+                                Some(Op::Set(op)) => {
+                                    let k = data_key(&op.key);
+                                    if !self.exists(&overlay, &k)? {
+                                        count += 1;
+                                    }
+                                    batch.insert(k.clone(), op.value.clone());
+                                    overlay.insert(k, Some(op.value));
+                                    CommandOutcome::Set
+                                }
+                                Some(Op::Delete(op)) => {
+                                    let k = data_key(&op.key);
+                                    let existed = self.exists(&overlay, &k)?;
+                                    if existed {
+                                        count -= 1;
+                                        batch.remove(k.clone());
+                                        overlay.insert(k, None);
+                                    }
+                                    CommandOutcome::Deleted { existed }
+                                }
+                            };
+                            (origin, outcome)
+                        }
+                    }
+                };
+            out.push(AppliedEntry {
+                index: e.index,
+                term: e.term,
+                origin,
+                outcome,
+            });
+        }
+        if out.is_empty() {
+            return Ok(out);
+        }
+        batch.insert(APPLIED_KEY, &applied_value(applied.0, applied.1));
+        batch.insert(COUNT_KEY, &count.to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        self.applied = applied;
+        self.key_count = count;
+        Ok(out)
+    }
+
+    fn exists(&self, overlay: &HashMap<Vec<u8>, Option<Vec<u8>>>, k: &[u8]) -> Result<bool> {
+        Ok(match overlay.get(k) {
+            Some(v) => v.is_some(),
+            None => self.tree.contains_key(k)?,
+        })
+    }
+
+    /// Makes everything applied so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree.get(data_key(key))?.map(|v| v.to_vec()))
+    }
+
+    /// Up to `limit` keys with `prefix`, from `start` (inclusive) in byte order.
+    pub fn list(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<ListPage> {
+        let from = if start > prefix {
+            data_key(start)
+        } else {
+            data_key(prefix)
+        };
+        let pfx = data_key(prefix);
+        let mut page = ListPage::default();
+        for kv in self.tree.range(from..) {
+            let (k, v) = kv?;
+            if !k.starts_with(&pfx) {
+                break;
+            }
+            if page.kvs.len() == limit {
+                page.next_key = Some(k[1..].to_vec());
+                break;
+            }
+            page.kvs.push((
+                k[1..].to_vec(),
+                if keys_only { Vec::new() } else { v.to_vec() },
+            ));
+        }
+        Ok(page)
+    }
+
+    /// A hash of all keys and values and the applied index (FNV-1a), so nodes can be compared.
+    pub fn hash(&self) -> Result<u64> {
+        const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const FNV_PRIME: u64 = 0x0100_0000_01b3;
+        let mut h = FNV_OFFSET;
+        let mut eat = |bytes: &[u8]| {
+            for b in (bytes.len() as u64).to_be_bytes().iter().chain(bytes) {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(FNV_PRIME);
+            }
+        };
+        for kv in self.tree.scan_prefix([DATA_PREFIX]) {
+            let (k, v) = kv?;
+            eat(&k);
+            eat(&v);
+        }
+        eat(&self.applied.0.to_be_bytes());
+        Ok(h)
+    }
+
+    /// A snapshot of everything applied so far, with `conf_state` as its configuration.
+    /// Flushes first: the snapshot lets the log before it be discarded.
+    pub fn snapshot(&self, conf_state: &ConfState) -> Result<Snapshot> {
+        self.db.flush()?;
+        let mut data = Vec::new();
+        for kv in self.tree.scan_prefix([DATA_PREFIX]) {
+            let (k, v) = kv?;
+            for part in [&k[1..], &v[..]] {
+                data.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                data.extend_from_slice(part);
+            }
+        }
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = self.applied.0;
+        meta.term = self.applied.1;
+        meta.set_conf_state(conf_state.clone());
+        Ok(snap)
+    }
+
+    /// Replaces the whole state with `snap`'s, atomically, and flushes.
+    pub fn restore(&mut self, snap: &Snapshot) -> Result<()> {
+        let mut pairs = Vec::new();
+        let mut rest: &[u8] = &snap.data;
+        let take = |rest: &mut &[u8]| -> Result<Vec<u8>> {
+            let corrupt = || Error::Storage("snapshot data is corrupt".into());
+            let len = rest.get(..4).ok_or_else(corrupt)?;
+            let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+            let part = rest.get(4..4 + len).ok_or_else(corrupt)?.to_vec();
+            *rest = &rest[4 + len..];
+            Ok(part)
+        };
+        while !rest.is_empty() {
+            let k = take(&mut rest)?;
+            let v = take(&mut rest)?;
+            pairs.push((k, v));
+        }
+        let mut batch = sled::Batch::default();
+        for kv in self.tree.iter() {
+            batch.remove(kv?.0);
+        }
+        let count = pairs.len() as u64;
+        for (k, v) in pairs {
+            batch.insert(data_key(&k), v);
+        }
+        let m = snap.get_metadata();
+        batch.insert(APPLIED_KEY, &applied_value(m.index, m.term));
+        batch.insert(COUNT_KEY, &count.to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        self.applied = (m.index, m.term);
+        self.key_count = count;
+        Ok(())
+    }
+}
+
+/// Encodes a command as the data of a log entry.
+pub fn encode_command(cmd: &LogCommand) -> Vec<u8> {
+    cmd.encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::raftpb::{DeleteOp, SetOp};
+
+    fn set(index: u64, k: &str, v: &str) -> Entry {
+        let cmd = LogCommand {
+            origin_node: 1,
+            origin_seq: index,
+            op: Some(Op::Set(SetOp {
+                key: k.into(),
+                value: v.into(),
+            })),
+        };
+        Entry {
+            index,
+            term: 1,
+            data: encode_command(&cmd).into(),
+            ..Default::default()
+        }
+    }
+
+    fn del(index: u64, k: &str) -> Entry {
+        let cmd = LogCommand {
+            origin_node: 1,
+            origin_seq: index,
+            op: Some(Op::Delete(DeleteOp { key: k.into() })),
+        };
+        Entry {
+            index,
+            term: 1,
+            data: encode_command(&cmd).into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn apply_get_delete_and_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let mut sm = StateMachine::open(&db).unwrap();
+        let noop = Entry {
+            index: 1,
+            term: 1,
+            ..Default::default()
+        };
+        let out = sm
+            .apply(&[
+                noop,
+                set(2, "a", "1"),
+                set(3, "a", "2"),
+                del(4, "b"),
+                set(5, "b", "x"),
+                del(6, "b"),
+            ])
+            .unwrap();
+        assert_eq!(out[0].outcome, CommandOutcome::Noop);
+        assert_eq!(out[3].outcome, CommandOutcome::Deleted { existed: false });
+        assert_eq!(
+            out[5].outcome,
+            CommandOutcome::Deleted { existed: true },
+            "sees the same batch's write"
+        );
+        assert_eq!(out[1].origin, Some((1, 2)));
+        assert_eq!(sm.get(b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(sm.get(b"b").unwrap(), None);
+        assert_eq!((sm.key_count(), sm.applied()), (1, (6, 1)));
+    }
+
+    #[test]
+    fn restart_resumes_after_last_applied_without_reapplying() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let mut sm = StateMachine::open(&db).unwrap();
+            sm.apply(&[set(1, "a", "1"), set(2, "b", "1")]).unwrap();
+            db.flush().unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let mut sm = StateMachine::open(&db).unwrap();
+        assert_eq!((sm.applied().0, sm.key_count()), (2, 2));
+        let out = sm.apply(&[set(2, "b", "1"), del(3, "a")]).unwrap();
+        assert_eq!(out.len(), 1, "entry 2 is not applied twice");
+        assert_eq!(sm.key_count(), 1);
+        assert!(sm.apply(&[set(9, "z", "1")]).is_err(), "gaps are refused");
+    }
+
+    #[test]
+    fn list_pages_by_prefix_and_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let mut sm = StateMachine::open(&db).unwrap();
+        let keys = ["a/1", "a/2", "a/3", "b/1"];
+        let entries: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| set(i as u64 + 1, k, "v"))
+            .collect();
+        sm.apply(&entries).unwrap();
+        let p = sm.list(b"a/", b"", 2, false).unwrap();
+        assert_eq!(
+            p.kvs.iter().map(|kv| kv.0.clone()).collect::<Vec<_>>(),
+            vec![b"a/1".to_vec(), b"a/2".to_vec()]
+        );
+        assert_eq!(p.next_key, Some(b"a/3".to_vec()));
+        let p = sm.list(b"a/", b"a/3", 2, true).unwrap();
+        assert_eq!(p.kvs, vec![(b"a/3".to_vec(), vec![])]);
+        assert_eq!(p.next_key, None);
+        assert_eq!(sm.list(b"", b"", 10, true).unwrap().kvs.len(), 4);
+    }
+
+    #[test]
+    fn snapshot_restores_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("a")).unwrap();
+        let mut a = StateMachine::open(&db).unwrap();
+        a.apply(&[set(1, "x", "1"), set(2, "y", "2")]).unwrap();
+        let snap = a
+            .snapshot(&ConfState {
+                voters: vec![1],
+                ..Default::default()
+            })
+            .unwrap();
+        let db2 = sled::open(dir.path().join("b")).unwrap();
+        let mut b = StateMachine::open(&db2).unwrap();
+        b.apply(&[set(1, "old", "gone")]).unwrap();
+        b.restore(&snap).unwrap();
+        assert_eq!(b.get(b"old").unwrap(), None);
+        assert_eq!((b.applied(), b.key_count()), ((2, 1), 2));
+        assert_eq!(a.hash().unwrap(), b.hash().unwrap());
+    }
+}
