@@ -167,12 +167,20 @@ impl NodeConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::config(&file, "-", format!("cannot read config file: {e}")))?;
         toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
-            let field = e
-                .message()
-                .split('`')
-                .nth(1)
-                .map(str::to_string)
+            let at = e.span().map(|s| s.start.min(text.len()));
+            let line = at.map(|at| text[..at].matches('\n').count() + 1);
+            // The field is the key on the line the error points at (`key = value`); failing
+            // that, the first name the message quotes.
+            let field = at
+                .and_then(|at| {
+                    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                    let line_text = text[start..].lines().next().unwrap_or("");
+                    line_text
+                        .split_once('=')
+                        .map(|(k, _)| k.trim().trim_matches('"').to_string())
+                })
+                .filter(|k| !k.is_empty())
+                .or_else(|| e.message().split('`').nth(1).map(str::to_string))
                 .unwrap_or_else(|| "-".into());
             let message = e.message().replace('\n', " ");
             match line {

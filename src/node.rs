@@ -256,11 +256,19 @@ impl Node {
         // gRPC.
         let (stop, stop_rx) = watch::channel(false);
         let kv = KvService::new(client_api.clone(), config.node_id, config.request_timeout());
+        // Reflection in both versions: newer tools ask v1, older grpcurl builds v1alpha.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| Error::Transport(e.to_string()))?;
-        let max_msg = config.max_value_bytes + config.max_key_bytes + GRPC_MESSAGE_OVERHEAD_BYTES;
+        let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        // Room for requests somewhat over the limits, so they reach validation and get an error
+        // that names the limit instead of a bare transport error.
+        let max_msg = OVERSIZE_ROOM_FACTOR * (config.max_value_bytes + config.max_key_bytes)
+            + GRPC_MESSAGE_OVERHEAD_BYTES;
         let client_server = tonic::transport::Server::builder()
             .add_service(
                 KvServer::new(kv)
@@ -268,6 +276,7 @@ impl Node {
                     .max_encoding_message_size(usize::MAX),
             )
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(client_listener),
                 wait_stop(stop_rx.clone()),
@@ -350,6 +359,8 @@ impl Node {
     }
 }
 
+/// How far over the key and value limits a request may be and still get a validation error.
+pub const OVERSIZE_ROOM_FACTOR: usize = 4;
 /// Room for a request's framing beyond its key and value, in bytes.
 pub const GRPC_MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
 

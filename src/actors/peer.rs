@@ -24,6 +24,8 @@ use crate::actors::messages::*;
 use crate::proto::raftpb::raft_transport_client::RaftTransportClient;
 use crate::proto::raftpb::{RaftBatch, SnapshotChunk};
 
+/// Dropped messages between two warnings about a full outbox.
+pub const DROP_WARNING_EVERY: u64 = 1_000;
 /// Messages queued for one peer before new ones are dropped.
 pub const PEER_OUTBOX_CAPACITY: usize = 4_096;
 /// Most messages sent in one batch.
@@ -216,7 +218,7 @@ impl Handler<SendToPeer> for PeerActor {
         let Some(outbox) = &self.outbox else { return };
         if outbox.try_send(msg.msg).is_err() {
             self.dropped += 1;
-            if self.dropped == 1 || self.dropped % 1000 == 0 {
+            if self.dropped == 1 || self.dropped.is_multiple_of(DROP_WARNING_EVERY) {
                 tracing::warn!(
                     peer = self.peer_id,
                     dropped = self.dropped,

@@ -44,8 +44,13 @@ pub struct RaftActor {
     members: BTreeMap<u64, String>,
     /// Client addresses learned from peers' messages, by id.
     peer_client_addrs: HashMap<u64, String>,
-    /// Read-index requests waiting for a quorum, by context.
-    pending_reads: HashMap<u64, Reply<u64>>,
+    /// Read-index requests that arrived since the last Drive; the next Drive asks raft-rs for
+    /// one read index for all of them (one heartbeat round instead of one per read).
+    read_batch: Vec<Reply<u64>>,
+    /// Read-index batches waiting for a quorum, by context.
+    pending_reads: HashMap<u64, Vec<Reply<u64>>>,
+    /// Number of replies in `read_batch` and `pending_reads`.
+    pending_read_count: usize,
     /// Next read-index context.
     next_read_ctx: u64,
     /// Whether a `Drive` is already scheduled.
@@ -74,7 +79,9 @@ impl RaftActor {
             peers,
             members,
             peer_client_addrs: HashMap::new(),
+            read_batch: Vec::new(),
             pending_reads: HashMap::new(),
+            pending_read_count: 0,
             next_read_ctx: 1,
             drive_scheduled: false,
             reported_leader: (0, false),
@@ -121,9 +128,11 @@ impl RaftActor {
         if let Some(change) = out.role_change {
             if change.role != StateRole::Leader {
                 let err = self.not_leader();
-                for (_, reply) in self.pending_reads.drain() {
+                let batches = self.pending_reads.drain().map(|(_, b)| b);
+                for reply in batches.flatten().chain(self.read_batch.drain(..)) {
                     let _ = reply.send(Err(clone_not_leader(&err)));
                 }
+                self.pending_read_count = 0;
             }
             self.report_role(change);
         }
@@ -145,8 +154,11 @@ impl RaftActor {
                 .request_ctx
                 .get(..8)
                 .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
-            if let Some(reply) = ctx.and_then(|c| self.pending_reads.remove(&c)) {
-                let _ = reply.send(Ok(rs.index));
+            if let Some(batch) = ctx.and_then(|c| self.pending_reads.remove(&c)) {
+                self.pending_read_count -= batch.len();
+                for reply in batch {
+                    let _ = reply.send(Ok(rs.index));
+                }
             }
         }
     }
@@ -189,6 +201,22 @@ impl Handler<Drive> for RaftActor {
     type Result = ();
     fn handle(&mut self, _: Drive, _: &mut Context<Self>) {
         self.drive_scheduled = false;
+        if !self.read_batch.is_empty() {
+            let id = self.next_read_ctx;
+            self.next_read_ctx += 1;
+            let batch = std::mem::take(&mut self.read_batch);
+            match self.node.read_index(id.to_be_bytes().to_vec()) {
+                Ok(()) => {
+                    self.pending_reads.insert(id, batch);
+                }
+                Err(e) => {
+                    self.pending_read_count -= batch.len();
+                    for reply in batch {
+                        let _ = reply.send(Err(clone_not_leader(&e)));
+                    }
+                }
+            }
+        }
         loop {
             match self.node.ready() {
                 Ok(Some(out)) => self.dispatch(out),
@@ -252,25 +280,14 @@ impl Handler<ReadIndex> for RaftActor {
             let _ = msg.reply.send(Err(self.not_leader()));
             return;
         }
-        if self.pending_reads.len() >= MAX_PENDING_READ_INDEXES {
-            self.pending_reads.retain(|_, reply| !reply.is_closed());
-            if self.pending_reads.len() >= MAX_PENDING_READ_INDEXES {
-                let _ = msg.reply.send(Err(Error::Overloaded(format!(
-                    "{MAX_PENDING_READ_INDEXES} reads are already waiting for a quorum"
-                ))));
-                return;
-            }
+        if self.pending_read_count >= MAX_PENDING_READ_INDEXES {
+            let _ = msg.reply.send(Err(Error::Overloaded(format!(
+                "{MAX_PENDING_READ_INDEXES} reads are already waiting for a quorum"
+            ))));
+            return;
         }
-        let id = self.next_read_ctx;
-        self.next_read_ctx += 1;
-        match self.node.read_index(id.to_be_bytes().to_vec()) {
-            Ok(()) => {
-                self.pending_reads.insert(id, msg.reply);
-            }
-            Err(e) => {
-                let _ = msg.reply.send(Err(e));
-            }
-        }
+        self.pending_read_count += 1;
+        self.read_batch.push(msg.reply);
         self.schedule(ctx);
     }
 }

@@ -364,6 +364,7 @@ mod tests {
                 term: 2,
                 vote: 1,
                 commit: 2,
+                ..Default::default()
             };
             s.persist(
                 None,

@@ -1,0 +1,152 @@
+//! kvbench: load generator. N concurrent clients do put, get or mixed operations against a
+//! cluster for a fixed number of operations, then one line reports ops/s and latency.
+//!
+//! Example: `kvbench --endpoints 127.0.0.1:50051 --clients 64 --ops 20000 --value-size 256 --workload put`
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use distributed_kv::client::{endpoints_from, Client};
+
+/// Load generator for distributed_kv.
+#[derive(Parser, Debug)]
+#[command(name = "kvbench", version)]
+struct Cli {
+    /// Comma-separated client addresses (default: $KV_ENDPOINTS or 127.0.0.1:50051).
+    #[arg(long)]
+    endpoints: Option<String>,
+    /// Concurrent clients, each with its own connection.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Total operations across all clients.
+    #[arg(long, default_value_t = 20_000)]
+    ops: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Distinct keys the operations spread over.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// What to do.
+    #[arg(long, value_enum, default_value = "put")]
+    workload: Workload,
+    /// Serializable (local, possibly stale) reads instead of linearizable ones.
+    #[arg(long)]
+    serializable: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Workload {
+    /// Only writes.
+    Put,
+    /// Only reads (keys are written first, not timed).
+    Get,
+    /// Half reads, half writes.
+    Mixed,
+}
+
+/// Timeout of one operation, retries included.
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("bench/{i:010}").into_bytes()
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    anyhow::ensure!(
+        cli.clients > 0 && cli.keys > 0,
+        "--clients and --keys must be positive"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let endpoints = endpoints_from(cli.endpoints.as_deref());
+    let value = vec![b'x'; cli.value_size];
+    if cli.workload != Workload::Put {
+        // Preload every key so reads find something.
+        let mut c = Client::new(endpoints.clone()).with_timeout(OP_TIMEOUT);
+        for i in 0..cli.keys.min(cli.ops) {
+            c.set(&key(i), &value).await?;
+        }
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..cli.clients {
+        let (endpoints, value, next, errors) = (
+            endpoints.clone(),
+            value.clone(),
+            next.clone(),
+            errors.clone(),
+        );
+        let (ops, keys, workload, serializable) = (
+            cli.ops,
+            cli.keys.min(cli.ops).max(1),
+            cli.workload,
+            cli.serializable,
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::new(endpoints).with_timeout(OP_TIMEOUT);
+            let mut lat = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= ops {
+                    break;
+                }
+                let k = key(n % keys);
+                let write = match workload {
+                    Workload::Put => true,
+                    Workload::Get => false,
+                    Workload::Mixed => n % 2 == 0,
+                };
+                let t = Instant::now();
+                let ok = if write {
+                    c.set(&k, &value).await.is_ok()
+                } else {
+                    c.get(&k, serializable).await.is_ok()
+                };
+                if ok {
+                    lat.push(t.elapsed());
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    println!(
+        "workload={:?} clients={} ops={} errors={} value_size={} elapsed={:.2}s ops/s={:.0} p50={:.2}ms p99={:.2}ms",
+        cli.workload,
+        cli.clients,
+        all.len(),
+        errors.load(Ordering::Relaxed),
+        cli.value_size,
+        elapsed.as_secs_f64(),
+        all.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&all, 0.50).as_secs_f64() * 1e3,
+        percentile(&all, 0.99).as_secs_f64() * 1e3,
+    );
+    Ok(())
+}
