@@ -273,15 +273,21 @@ impl raft::Storage for SledRaftStorage {
         for kv in self.tree.range(entry_key(low)..entry_key(high)) {
             let (_, v) = kv.map_err(|e| store_err(e.into()))?;
             let e = Entry::parse_from_bytes(&v[8..]).map_err(|e| store_err(e.into()))?;
+            if e.index != low + out.len() as u64 {
+                return Err(store_err(Error::Storage(format!(
+                    "raft log has a hole at {} in [{low}, {high})",
+                    low + out.len() as u64
+                ))));
+            }
             size += u64::from(e.compute_size());
             if let Some(max) = max_size {
                 if !out.is_empty() && size > max {
-                    break;
+                    return Ok(out);
                 }
             }
             out.push(e);
         }
-        if out.len() as u64 != high - low && max_size.is_none() {
+        if out.len() as u64 != high - low {
             return Err(store_err(Error::Storage(format!(
                 "raft log has a hole in [{low}, {high})"
             ))));

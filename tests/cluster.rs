@@ -1,0 +1,806 @@
+//! Tier 3 of the test plan (ARCHITECTURE.md, "Test tiers"): an in-process cluster.
+//!
+//! Three or five [`RaftNode`]s run in one thread, each over its own sled database
+//! ([`SledRaftStorage`] for the log, [`StateMachine`] for the data) and [`SnapshotStore`] in a
+//! temporary directory. There is no actix runtime, no network and no wall clock: time is a
+//! manual tick, and the network is the [`Cluster`] harness below.
+//!
+//! # How the harness drives a round
+//! [`Cluster::tick`] ticks every running node once, then [`Cluster::settle`]s: it calls
+//! `ready()` on every running node until it returns `None`, carrying out each output the way
+//! the RaftActor and StorageActor do — restore a received snapshot into the state machine,
+//! apply the committed entries, report the applied index with `advance_applied`, record read
+//! states, and make a snapshot (then compact the log) every `snapshot_every` applied entries.
+//! The messages collected are then delivered, in order, with `step()` unless the link is cut or
+//! an end is stopped; a delivered `MsgSnapshot` is reported to its sender as finished, a dropped
+//! one as failed. Passes repeat until no node has anything to do, so one round ends quiescent
+//! and message delivery is instantaneous relative to ticks.
+//!
+//! The only randomness is raft-rs's randomised election timeout; every wait is a bounded tick
+//! budget large enough for a few split votes. After every pass the harness checks two Raft
+//! safety properties: at most one leader per term, and every node applies the same term at
+//! the same index.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use distributed_kv::consensus::{
+    RaftNode, RaftParams, ReadyOutput, RoleChange, SledRaftStorage, SnapshotStore,
+};
+use distributed_kv::proto::raftpb::{log_command::Op, LogCommand, SetOp};
+use distributed_kv::storage::state_machine::encode_command;
+use distributed_kv::storage::StateMachine;
+use raft::prelude::{Message, MessageType};
+use raft::{ReadState, StateRole, Storage as _};
+use tempfile::TempDir;
+
+/// Election timeout in ticks; raft-rs draws each timeout from `[this, 2 × this)`.
+const ELECTION_TICKS: usize = 10;
+/// Leader heartbeat interval in ticks.
+const HEARTBEAT_TICKS: usize = 2;
+/// Ticks within which a quorum must elect a leader, allowing for several split votes.
+const ELECTION_BUDGET: usize = 10 * ELECTION_TICKS;
+/// Ticks within which committed entries must reach every connected node.
+const REPLICATION_BUDGET: usize = 4 * HEARTBEAT_TICKS;
+/// Ticks within which a healed or restarted cluster must converge.
+const CONVERGE_BUDGET: usize = 10 * ELECTION_TICKS;
+/// Ticks a healthy cluster is watched to check that leadership stays put.
+const STABILITY_TICKS: usize = 5 * ELECTION_TICKS;
+/// Ticks a cut-off leader is run: far beyond check-quorum's step-down after one timeout.
+const PARTITION_TICKS: usize = 10 * ELECTION_TICKS;
+/// Passes of ready/deliver in one round after which the harness assumes a livelock.
+const MAX_SETTLE_PASSES: usize = 1_000;
+
+/// The snapshot policy of a cluster.
+#[derive(Debug, Clone, Copy, Default)]
+struct Options {
+    /// Make a snapshot and compact the log every this many applied entries; `None`: never.
+    snapshot_every: Option<u64>,
+    /// `RaftParams::log_retain_entries`: entries kept behind a snapshot when compacting.
+    log_retain_entries: u64,
+}
+
+/// One member of the cluster: what a node process holds, minus the actors.
+struct Peer {
+    /// The Raft half, over this peer's sled log and snapshot store.
+    node: RaftNode,
+    /// The key-value data, in the same sled database as the log.
+    sm: StateMachine,
+}
+
+/// Opens (or reopens) the peer stored in `dir`, with the start-up steps of `Node::start`.
+fn open_peer(dir: &Path, id: u64, voters: &[u64], opts: Options) -> Peer {
+    std::fs::create_dir_all(dir).expect("create the node dir");
+    let db = sled::open(dir.join("db")).expect("open sled");
+    let snapshots = SnapshotStore::open(dir).expect("open the snapshot store");
+    let mut log = SledRaftStorage::open(&db, snapshots.clone(), voters).expect("open the log");
+    let mut sm = StateMachine::open(&db).expect("open the state machine");
+    if sm.applied().0 < log.truncated().0 {
+        let snap = snapshots
+            .load()
+            .expect("read the snapshot")
+            .expect("a compacted log has a snapshot");
+        sm.restore(&snap).expect("restore the stored snapshot");
+    }
+    if sm.applied().0 > log.hard_state().commit {
+        log.set_commit(sm.applied().0)
+            .expect("record the commit index");
+    }
+    let params = RaftParams {
+        id,
+        election_ticks: ELECTION_TICKS,
+        heartbeat_ticks: HEARTBEAT_TICKS,
+        applied: sm.applied().0,
+        log_retain_entries: opts.log_retain_entries,
+    };
+    let node = RaftNode::new(&params, log).expect("create the raft node");
+    Peer { node, sm }
+}
+
+/// The data of a log entry that sets `key` to `value`.
+fn set_command(seq: u64, key: &str, value: &str) -> Vec<u8> {
+    encode_command(&LogCommand {
+        origin_node: 0,
+        origin_seq: seq,
+        op: Some(Op::Set(SetOp {
+            key: key.into(),
+            value: value.into(),
+        })),
+    })
+}
+
+/// A simulated cluster: the peers, the network between them, and what was observed.
+struct Cluster {
+    /// Every voter id, ascending.
+    ids: Vec<u64>,
+    /// The peers by id. A peer is missing only for the moment of a restart.
+    peers: BTreeMap<u64, Peer>,
+    /// Stopped peers: not ticked, not driven, every message to or from them dropped.
+    down: BTreeSet<u64>,
+    /// Cut directed links `(from, to)`: every message on them is dropped.
+    cut: BTreeSet<(u64, u64)>,
+    /// Snapshot policy, and what restarted peers are opened with.
+    opts: Options,
+    /// Sequence number of the next proposed command.
+    next_seq: u64,
+    /// Completed read indexes, per node, in the order they were produced.
+    read_states: BTreeMap<u64, Vec<ReadState>>,
+    /// The last role change each node reported through `ReadyOutput::role_change`.
+    role_changes: BTreeMap<u64, RoleChange>,
+    /// `MsgSnapshot`s delivered, per receiving node.
+    snapshots_delivered: BTreeMap<u64, usize>,
+    /// Snapshots from a leader restored into a state machine, per node.
+    snapshots_restored: BTreeMap<u64, usize>,
+    /// Messages dropped by a cut link or a stopped peer.
+    dropped: usize,
+    /// The leader seen in each term (Election Safety: never two in one term).
+    leaders_by_term: BTreeMap<u64, u64>,
+    /// The term of the entry applied at each index, by whichever node applied it first
+    /// (State Machine Safety: no node applies a different entry at that index).
+    applied_terms: BTreeMap<u64, u64>,
+    /// Root of the peers' data dirs. Declared last so it is removed after the peers close.
+    dir: TempDir,
+}
+
+impl Cluster {
+    /// A new cluster of `n` voters with ids `1..=n`; nobody has ticked yet.
+    fn new(n: u64, opts: Options) -> Cluster {
+        let dir = tempfile::tempdir().expect("create the cluster dir");
+        let ids: Vec<u64> = (1..=n).collect();
+        let peers = ids
+            .iter()
+            .map(|&id| {
+                (
+                    id,
+                    open_peer(&dir.path().join(id.to_string()), id, &ids, opts),
+                )
+            })
+            .collect();
+        Cluster {
+            ids,
+            peers,
+            down: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            opts,
+            next_seq: 1,
+            read_states: BTreeMap::new(),
+            role_changes: BTreeMap::new(),
+            snapshots_delivered: BTreeMap::new(),
+            snapshots_restored: BTreeMap::new(),
+            dropped: 0,
+            leaders_by_term: BTreeMap::new(),
+            applied_terms: BTreeMap::new(),
+            dir,
+        }
+    }
+
+    fn peer(&self, id: u64) -> &Peer {
+        self.peers
+            .get(&id)
+            .unwrap_or_else(|| panic!("no peer {id}"))
+    }
+
+    fn peer_mut(&mut self, id: u64) -> &mut Peer {
+        self.peers
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no peer {id}"))
+    }
+
+    fn node(&self, id: u64) -> &RaftNode {
+        &self.peer(id).node
+    }
+
+    fn sm(&self, id: u64) -> &StateMachine {
+        &self.peer(id).sm
+    }
+
+    /// Ids of the peers that are not stopped.
+    fn running(&self) -> Vec<u64> {
+        self.ids
+            .iter()
+            .copied()
+            .filter(|id| !self.down.contains(id))
+            .collect()
+    }
+
+    /// Ids other than `excluded`.
+    fn others(&self, excluded: &[u64]) -> Vec<u64> {
+        self.ids
+            .iter()
+            .copied()
+            .filter(|id| !excluded.contains(id))
+            .collect()
+    }
+
+    // ---- network faults -------------------------------------------------------------------
+
+    /// Cuts every link between the groups `a` and `b`, both ways.
+    fn partition(&mut self, a: &[u64], b: &[u64]) {
+        for &x in a {
+            for &y in b {
+                self.cut.insert((x, y));
+                self.cut.insert((y, x));
+            }
+        }
+    }
+
+    /// Cuts `id` off from every other peer.
+    fn isolate(&mut self, id: u64) {
+        let others = self.others(&[id]);
+        self.partition(&[id], &others);
+    }
+
+    /// Restores every cut link.
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Stops `id`: it is no longer ticked or driven, and nothing reaches it or leaves it.
+    fn stop(&mut self, id: u64) {
+        self.down.insert(id);
+    }
+
+    /// Restarts a stopped peer: closes its database and reopens everything from disk.
+    fn restart(&mut self, id: u64) {
+        assert!(self.down.contains(&id), "restart {id}: it is running");
+        drop(self.peers.remove(&id));
+        let peer = open_peer(
+            &self.dir.path().join(id.to_string()),
+            id,
+            &self.ids,
+            self.opts,
+        );
+        self.peers.insert(id, peer);
+        self.down.remove(&id);
+    }
+
+    fn blocked(&self, from: u64, to: u64) -> bool {
+        self.down.contains(&from) || self.down.contains(&to) || self.cut.contains(&(from, to))
+    }
+
+    // ---- driving ----------------------------------------------------------------------------
+
+    /// One unit of logical time: tick every running node, then settle.
+    fn tick(&mut self) {
+        for id in self.running() {
+            self.peer_mut(id).node.tick();
+        }
+        self.settle();
+    }
+
+    /// Runs `ticks` rounds.
+    fn run(&mut self, ticks: usize) {
+        for _ in 0..ticks {
+            self.tick();
+        }
+    }
+
+    /// Runs rounds until `done` holds; returns how many ticks it took. Panics after `budget`.
+    fn run_until(&mut self, budget: usize, what: &str, done: impl Fn(&Cluster) -> bool) -> usize {
+        for ticks in 0..=budget {
+            if done(self) {
+                return ticks;
+            }
+            self.tick();
+        }
+        panic!(
+            "{what}: not reached within {budget} ticks\n{}",
+            self.describe()
+        );
+    }
+
+    /// Handles every pending Ready and delivers every message, until nothing is left to do.
+    fn settle(&mut self) {
+        for _ in 0..MAX_SETTLE_PASSES {
+            let mut outbox = Vec::new();
+            let mut busy = false;
+            for id in self.running() {
+                while let Some(out) = self.peer_mut(id).node.ready().expect("ready") {
+                    busy = true;
+                    self.handle(id, out, &mut outbox);
+                }
+            }
+            self.check_election_safety();
+            if !busy && outbox.is_empty() {
+                return;
+            }
+            for msg in outbox {
+                self.deliver(msg);
+            }
+        }
+        panic!(
+            "no quiescence after {MAX_SETTLE_PASSES} passes\n{}",
+            self.describe()
+        );
+    }
+
+    /// Carries out one Ready of node `id`, as the RaftActor and StorageActor would.
+    fn handle(&mut self, id: u64, out: ReadyOutput, outbox: &mut Vec<Message>) {
+        if let Some(change) = out.role_change {
+            self.role_changes.insert(id, change);
+        }
+        let peer = self
+            .peers
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no peer {id}"));
+        if let Some(snap) = &out.snapshot {
+            if snap.get_metadata().index > peer.sm.applied().0 {
+                peer.sm.restore(snap).expect("restore a snapshot");
+                *self.snapshots_restored.entry(id).or_default() += 1;
+            }
+        }
+        let applied = peer.sm.apply(&out.committed).expect("apply");
+        peer.node.advance_applied(peer.sm.applied().0);
+        for e in &applied {
+            let term = *self.applied_terms.entry(e.index).or_insert(e.term);
+            assert_eq!(
+                term, e.term,
+                "node {id} applied term {} at index {}, another node applied term {term}",
+                e.term, e.index
+            );
+        }
+        if let Some(every) = self.opts.snapshot_every {
+            let store = peer.node.storage().snapshots().clone();
+            let index = peer.sm.applied().0;
+            if index >= store.current().0 + every {
+                let snap = peer
+                    .sm
+                    .snapshot(&peer.node.conf_state())
+                    .expect("make a snapshot");
+                if store.save(&snap).expect("store a snapshot") {
+                    peer.node.compact_to_snapshot(index).expect("compact");
+                }
+            }
+        }
+        self.read_states
+            .entry(id)
+            .or_default()
+            .extend(out.read_states);
+        outbox.extend(out.messages);
+    }
+
+    /// Delivers `msg` unless its link is down; reports snapshot transfers to the sender.
+    fn deliver(&mut self, msg: Message) {
+        let (from, to) = (msg.from, msg.to);
+        let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
+        if self.blocked(from, to) {
+            self.dropped += 1;
+            if is_snapshot && !self.down.contains(&from) {
+                self.peer_mut(from).node.report_snapshot(to, false);
+            }
+            return;
+        }
+        let kind = msg.get_msg_type();
+        self.peer_mut(to)
+            .node
+            .step(msg)
+            .unwrap_or_else(|e| panic!("node {to} refused {kind:?} from {from}: {e}"));
+        if is_snapshot {
+            *self.snapshots_delivered.entry(to).or_default() += 1;
+            self.peer_mut(from).node.report_snapshot(to, true);
+        }
+    }
+
+    /// Election Safety: at most one leader per term, over the whole run.
+    fn check_election_safety(&mut self) {
+        for id in self.running() {
+            let node = self.node(id);
+            if node.is_leader() {
+                let term = node.status().term;
+                let first = *self.leaders_by_term.entry(term).or_insert(id);
+                assert_eq!(first, id, "two leaders in term {term}: {first} and {id}");
+            }
+        }
+    }
+
+    // ---- observing --------------------------------------------------------------------------
+
+    /// The nodes among `among` that believe they lead.
+    fn leaders(&self, among: &[u64]) -> Vec<u64> {
+        among
+            .iter()
+            .copied()
+            .filter(|&id| self.node(id).is_leader())
+            .collect()
+    }
+
+    /// The leader, if exactly one node of `among` leads and all of `among` know it in its term.
+    fn agreed_leader(&self, among: &[u64]) -> Option<u64> {
+        let [leader] = self.leaders(among)[..] else {
+            return None;
+        };
+        let term = self.node(leader).status().term;
+        among
+            .iter()
+            .all(|&id| {
+                let s = self.node(id).status();
+                s.leader_id == leader && s.term == term
+            })
+            .then_some(leader)
+    }
+
+    /// Runs until `among` agree on one leader; returns it.
+    fn elect(&mut self, among: &[u64]) -> u64 {
+        self.run_until(ELECTION_BUDGET, "a leader agreed on", |c| {
+            c.agreed_leader(among).is_some()
+        });
+        self.agreed_leader(among).expect("agreed leader")
+    }
+
+    fn term(&self, id: u64) -> u64 {
+        self.node(id).status().term
+    }
+
+    /// Proposes `key = value` on `id` (which must lead); returns the entry's (index, term).
+    fn propose_set(&mut self, id: u64, key: &str, value: &str) -> (u64, u64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.peer_mut(id)
+            .node
+            .propose(set_command(seq, key, value))
+            .unwrap_or_else(|e| panic!("node {id} refused a proposal: {e}"))
+    }
+
+    /// Whether every node of `among` has applied up to `index`.
+    fn applied_on(&self, among: &[u64], index: u64) -> bool {
+        among.iter().all(|&id| self.sm(id).applied().0 >= index)
+    }
+
+    /// Proposes `key{i} = value{i}` for `i` in `range` on `leader`, then runs until every
+    /// node of `among` has applied them. Returns the index of the last one.
+    fn write_all(
+        &mut self,
+        leader: u64,
+        among: &[u64],
+        prefix: &str,
+        range: std::ops::Range<u32>,
+    ) -> u64 {
+        let mut last = 0;
+        for i in range {
+            last = self
+                .propose_set(leader, &format!("{prefix}{i}"), &format!("value{i}"))
+                .0;
+        }
+        self.settle();
+        self.run_until(REPLICATION_BUDGET, "writes applied", |c| {
+            c.applied_on(among, last)
+        });
+        last
+    }
+
+    /// Whether `among` hold identical state machines, have applied everything the leader
+    /// committed, and agree on that leader.
+    fn converged(&self, among: &[u64]) -> bool {
+        let Some(leader) = self.agreed_leader(among) else {
+            return false;
+        };
+        let commit = self.node(leader).status().commit_index;
+        let hash = self.hash(leader);
+        among
+            .iter()
+            .all(|&id| self.sm(id).applied().0 == commit && self.hash(id) == hash)
+    }
+
+    fn hash(&self, id: u64) -> u64 {
+        self.sm(id).hash().expect("hash")
+    }
+
+    fn get(&self, id: u64, key: &str) -> Option<String> {
+        self.sm(id)
+            .get(key.as_bytes())
+            .expect("get")
+            .map(|v| String::from_utf8(v).expect("utf-8 value"))
+    }
+
+    /// Every peer's status, for failure messages.
+    fn describe(&self) -> String {
+        let mut s = String::new();
+        for (id, peer) in &self.peers {
+            let st = peer.node.status();
+            s += &format!(
+                "  node {id}{}: {} term={} leader={} commit={} applied={} last={} truncated={} \
+                 sm_applied={:?}\n",
+                if self.down.contains(id) {
+                    " (stopped)"
+                } else {
+                    ""
+                },
+                st.role,
+                st.term,
+                st.leader_id,
+                st.commit_index,
+                st.applied_index,
+                st.last_index,
+                st.truncated_index,
+                peer.sm.applied(),
+            );
+        }
+        s + &format!("  cut links: {:?}, dropped: {}", self.cut, self.dropped)
+    }
+}
+
+/// Exactly one leader emerges within the budget; every node agrees on it and its term, says
+/// so through `role_change`, and leadership stays put while the network is healthy.
+#[test]
+fn one_leader_is_elected_and_known_to_all() {
+    let mut c = Cluster::new(3, Options::default());
+    let all = c.ids.clone();
+    assert!(
+        c.leaders(&all).is_empty(),
+        "nobody leads before time passes"
+    );
+
+    let ticks = c.run_until(ELECTION_BUDGET, "a leader agreed on", |c| {
+        c.agreed_leader(&all).is_some()
+    });
+    assert!(
+        ticks >= ELECTION_TICKS,
+        "no election before the first timeout (took {ticks})"
+    );
+    let leader = c.agreed_leader(&all).expect("leader");
+    let term = c.term(leader);
+    assert!(term >= 1);
+    assert_eq!(c.leaders(&all), vec![leader]);
+    for &id in &all {
+        let change = c
+            .role_changes
+            .get(&id)
+            .unwrap_or_else(|| panic!("node {id} reported no role change"));
+        assert_eq!((change.leader_id, change.term), (leader, term), "node {id}");
+        assert_eq!(change.role == StateRole::Leader, id == leader, "node {id}");
+    }
+
+    c.run(STABILITY_TICKS);
+    assert_eq!(c.agreed_leader(&all), Some(leader), "leadership moved");
+    assert_eq!(c.term(leader), term, "a needless election happened");
+}
+
+/// Proposals on the leader are committed and applied everywhere; followers refuse proposals.
+#[test]
+fn writes_on_the_leader_are_applied_on_every_node() {
+    const WRITES: u32 = 20;
+    let mut c = Cluster::new(3, Options::default());
+    let all = c.ids.clone();
+    let leader = c.elect(&all);
+
+    let follower = c.others(&[leader])[0];
+    assert!(
+        c.peer_mut(follower)
+            .node
+            .propose(set_command(0, "k", "v"))
+            .is_err(),
+        "a follower accepted a proposal"
+    );
+
+    let last = c.write_all(leader, &all, "key", 0..WRITES);
+    for &id in &all {
+        assert!(c.node(id).status().commit_index >= last, "node {id}");
+        for i in 0..WRITES {
+            assert_eq!(
+                c.get(id, &format!("key{i}")),
+                Some(format!("value{i}")),
+                "node {id}, key{i}"
+            );
+        }
+        assert_eq!(c.sm(id).key_count(), u64::from(WRITES), "node {id}");
+        assert_eq!(c.get(id, "k"), None, "node {id} has the refused write");
+    }
+    c.run_until(REPLICATION_BUDGET, "state machines equal", |c| {
+        c.converged(&all)
+    });
+}
+
+/// When the leader stops, the others elect a new one in a higher term and keep accepting
+/// writes; nothing committed is lost. The old leader, restarted from disk, catches up.
+#[test]
+fn a_new_leader_is_elected_when_the_leader_stops() {
+    let mut c = Cluster::new(3, Options::default());
+    let all = c.ids.clone();
+    let old = c.elect(&all);
+    let old_term = c.term(old);
+    let committed = c.write_all(old, &all, "before", 0..10);
+
+    c.stop(old);
+    let rest = c.others(&[old]);
+    let new = c.elect(&rest);
+    assert_ne!(new, old);
+    assert!(
+        c.term(new) > old_term,
+        "new term {} <= {old_term}",
+        c.term(new)
+    );
+
+    c.write_all(new, &rest, "after", 0..10);
+    for &id in &rest {
+        for i in 0..10 {
+            assert_eq!(c.get(id, &format!("before{i}")), Some(format!("value{i}")));
+            assert_eq!(c.get(id, &format!("after{i}")), Some(format!("value{i}")));
+        }
+    }
+
+    c.restart(old);
+    assert!(
+        c.node(old).last_index_term().0 >= committed,
+        "the restarted node lost durable log entries\n{}",
+        c.describe()
+    );
+    c.run_until(CONVERGE_BUDGET, "restarted node caught up", |c| {
+        c.converged(&all)
+    });
+    assert_eq!(c.agreed_leader(&all), Some(new));
+    assert_eq!(c.get(old, "after9"), Some("value9".into()));
+}
+
+/// A leader cut off with a minority commits nothing and serves no ReadIndex, and steps down
+/// (check-quorum); the majority elects a new leader and commits. After healing, the old
+/// leader's uncommitted entries are overwritten and every state machine is the same.
+#[test]
+fn a_partitioned_leader_commits_nothing_and_is_overwritten() {
+    let mut c = Cluster::new(5, Options::default());
+    let all = c.ids.clone();
+    let old = c.elect(&all);
+    let old_term = c.term(old);
+    c.write_all(old, &all, "before", 0..5);
+
+    // The harness really produces read states: a healthy leader answers a ReadIndex.
+    c.peer_mut(old)
+        .node
+        .read_index(b"healthy".to_vec())
+        .expect("read_index on the leader");
+    c.run_until(REPLICATION_BUDGET, "healthy read index", |c| {
+        c.read_states
+            .get(&old)
+            .is_some_and(|r| r.iter().any(|rs| rs.request_ctx == b"healthy"))
+    });
+
+    let buddy = c.others(&[old])[0];
+    let minority = [old, buddy];
+    let majority = c.others(&minority);
+    c.partition(&minority, &majority);
+    let commit_at_cut = c.node(old).status().commit_index;
+
+    // Still leader until check-quorum notices: it accepts these, but cannot commit them.
+    let lost: Vec<(u64, u64)> = (0..3)
+        .map(|i| c.propose_set(old, &format!("lost{i}"), "x"))
+        .collect();
+    c.peer_mut(old)
+        .node
+        .read_index(b"cut".to_vec())
+        .expect("read_index right after the cut");
+    c.settle();
+    assert!(
+        c.node(buddy).last_index_term().0 >= lost[2].0,
+        "the minority follower did not get the entries"
+    );
+
+    let mut stepped_down_after = None;
+    for t in 0..PARTITION_TICKS {
+        c.tick();
+        for &id in &minority {
+            let commit = c.node(id).status().commit_index;
+            assert!(
+                commit <= commit_at_cut,
+                "node {id} committed {commit} > {commit_at_cut} in a minority"
+            );
+        }
+        if stepped_down_after.is_none() && !c.node(old).is_leader() {
+            stepped_down_after = Some(t);
+        }
+    }
+    let stepped_down_after = stepped_down_after.expect("the cut-off leader never stepped down");
+    assert!(
+        stepped_down_after <= 2 * ELECTION_TICKS,
+        "check-quorum step-down took {stepped_down_after} ticks"
+    );
+    assert!(
+        !c.read_states
+            .get(&old)
+            .is_some_and(|r| r.iter().any(|rs| rs.request_ctx == b"cut")),
+        "a leader without a quorum served a ReadIndex"
+    );
+
+    let new = c
+        .agreed_leader(&majority)
+        .unwrap_or_else(|| panic!("the majority has no leader\n{}", c.describe()));
+    assert!(c.term(new) > old_term);
+    c.write_all(new, &majority, "during", 0..5);
+    for &id in &minority {
+        assert!(c.node(id).status().commit_index <= commit_at_cut);
+    }
+
+    c.heal();
+    c.run_until(CONVERGE_BUDGET, "cluster converged after healing", |c| {
+        c.converged(&all)
+    });
+    assert_eq!(c.agreed_leader(&all), Some(new));
+    for &id in &all {
+        for (i, &(index, term)) in lost.iter().enumerate() {
+            assert_eq!(c.get(id, &format!("lost{i}")), None, "node {id}");
+            let now = c.node(id).storage().term(index).expect("term");
+            assert_ne!(now, term, "node {id} kept the uncommitted entry {index}");
+        }
+        for i in 0..5 {
+            assert_eq!(c.get(id, &format!("before{i}")), Some(format!("value{i}")));
+            assert_eq!(c.get(id, &format!("during{i}")), Some(format!("value{i}")));
+        }
+    }
+    assert!(
+        !c.read_states
+            .get(&old)
+            .is_some_and(|r| r.iter().any(|rs| rs.request_ctx == b"cut")),
+        "the dropped ReadIndex was served after healing"
+    );
+}
+
+/// A follower cut off while the leader writes and compacts its log past the follower's last
+/// entry catches up through a snapshot, and ends with the leader's state machine.
+#[test]
+fn a_lagging_follower_catches_up_from_a_snapshot() {
+    const SNAPSHOT_EVERY: u64 = 25;
+    const BATCH: u32 = 25;
+    const BATCHES: u32 = 12;
+    let mut c = Cluster::new(
+        3,
+        Options {
+            snapshot_every: Some(SNAPSHOT_EVERY),
+            log_retain_entries: 0,
+        },
+    );
+    let all = c.ids.clone();
+    let leader = c.elect(&all);
+    c.write_all(leader, &all, "early", 0..5);
+
+    let lagging = c.others(&[leader])[0];
+    let lag_last = c.node(lagging).last_index_term().0;
+    c.isolate(lagging);
+    let connected = c.others(&[lagging]);
+    for b in 0..BATCHES {
+        c.write_all(leader, &connected, "key", b * BATCH..(b + 1) * BATCH);
+        c.tick();
+    }
+    let truncated = c.node(leader).storage().truncated().0;
+    assert!(
+        truncated > lag_last + 1,
+        "the leader's log still holds what the follower needs (truncated {truncated}, \
+         follower at {lag_last})"
+    );
+    assert_eq!(c.node(lagging).last_index_term().0, lag_last);
+    assert!(!c.snapshots_delivered.contains_key(&lagging));
+
+    c.heal();
+    c.run_until(CONVERGE_BUDGET, "lagging follower caught up", |c| {
+        c.converged(&all)
+    });
+    assert!(
+        c.snapshots_delivered.get(&lagging).copied().unwrap_or(0) >= 1,
+        "no MsgSnapshot was delivered"
+    );
+    assert!(
+        c.snapshots_restored.get(&lagging).copied().unwrap_or(0) >= 1,
+        "no snapshot was restored"
+    );
+    let follower_snap = c.node(lagging).storage().snapshots().current().0;
+    assert!(
+        follower_snap >= truncated,
+        "the follower stored snapshot {follower_snap}, older than the leader's log start"
+    );
+    assert!(c.node(lagging).storage().truncated().0 >= follower_snap);
+    assert_eq!(c.hash(lagging), c.hash(leader));
+    assert_eq!(
+        c.sm(lagging).key_count(),
+        5 + u64::from(BATCH * BATCHES),
+        "key count"
+    );
+    for i in [0, BATCH * BATCHES / 2, BATCH * BATCHES - 1] {
+        assert_eq!(
+            c.get(lagging, &format!("key{i}")),
+            Some(format!("value{i}"))
+        );
+    }
+    assert_eq!(c.get(lagging, "early4"), Some("value4".into()));
+
+    // And it keeps up with ordinary appends afterwards.
+    let last = c.write_all(leader, &all, "late", 0..3);
+    assert!(c.applied_on(&[lagging], last));
+    assert_eq!(c.hash(lagging), c.hash(leader));
+}
