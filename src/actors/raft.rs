@@ -177,6 +177,30 @@ fn clone_not_leader(e: &Error) -> Error {
     }
 }
 
+impl RaftActor {
+    /// Asks raft-rs for one read index covering every read that arrived since the last one.
+    /// A new leader waits until it has committed an entry of its term (the reads stay queued).
+    fn issue_read_index(&mut self) {
+        if self.read_batch.is_empty() || !self.node.can_read_index() {
+            return;
+        }
+        let id = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        let batch = std::mem::take(&mut self.read_batch);
+        match self.node.read_index(id.to_be_bytes().to_vec()) {
+            Ok(()) => {
+                self.pending_reads.insert(id, batch);
+            }
+            Err(e) => {
+                self.pending_read_count -= batch.len();
+                for reply in batch {
+                    let _ = reply.send(Err(clone_not_leader(&e)));
+                }
+            }
+        }
+    }
+}
+
 impl Actor for RaftActor {
     type Context = Context<Self>;
 
@@ -201,23 +225,8 @@ impl Handler<Drive> for RaftActor {
     type Result = ();
     fn handle(&mut self, _: Drive, _: &mut Context<Self>) {
         self.drive_scheduled = false;
-        if !self.read_batch.is_empty() {
-            let id = self.next_read_ctx;
-            self.next_read_ctx += 1;
-            let batch = std::mem::take(&mut self.read_batch);
-            match self.node.read_index(id.to_be_bytes().to_vec()) {
-                Ok(()) => {
-                    self.pending_reads.insert(id, batch);
-                }
-                Err(e) => {
-                    self.pending_read_count -= batch.len();
-                    for reply in batch {
-                        let _ = reply.send(Err(clone_not_leader(&e)));
-                    }
-                }
-            }
-        }
         loop {
+            self.issue_read_index();
             match self.node.ready() {
                 Ok(Some(out)) => self.dispatch(out),
                 Ok(None) => break,

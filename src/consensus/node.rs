@@ -198,11 +198,24 @@ impl RaftNode {
         }
     }
 
+    /// Whether a read index can be asked for now: only a leader that has committed an entry of
+    /// its own term knows the cluster's commit index (raft-rs silently drops earlier requests).
+    pub fn can_read_index(&self) -> bool {
+        self.is_leader() && self.raw.raft.commit_to_current_term()
+    }
+
     /// Asks for a read index; it appears in a later Ready's `read_states` with this context,
-    /// once a quorum has confirmed this node is still the leader.
+    /// once a quorum has confirmed this node is still the leader. Call only when
+    /// [`RaftNode::can_read_index`] holds; otherwise the request would be dropped.
     pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<()> {
         if !self.is_leader() {
             return Err(self.not_leader());
+        }
+        if !self.raw.raft.commit_to_current_term() {
+            return Err(Error::NotLeader {
+                leader_id: Some(self.id()),
+                leader_addr: None,
+            });
         }
         self.raw.read_index(ctx);
         Ok(())
