@@ -25,6 +25,7 @@ pub mod config;
 pub mod consensus;
 pub mod error;
 pub mod grpc;
+pub mod gui;
 pub mod node;
 pub mod proto;
 pub mod storage;

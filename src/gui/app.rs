@@ -1,0 +1,520 @@
+//! `KvApp`: the GUI's state and its egui layout.
+//!
+//! Panels: the connection bar (top), the key browser (left), the editor with Get/Set/Delete
+//! (centre), the cluster table and the activity log (bottom). Every network call goes through
+//! the [`Worker`]; `show` only draws, submits, and takes finished results, so a frame never
+//! waits on the network.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+
+use crate::client::{endpoints_from, ClientError};
+use crate::gui::worker::{Done, NodeRow, Reply, Request, Worker};
+
+/// How often the cluster panel refreshes.
+pub const STATUS_REFRESH: Duration = Duration::from_secs(1);
+/// How long one operation may take, retries included, before the UI shows its error.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Entries kept in the activity log.
+pub const ACTIVITY_LOG_ENTRIES: usize = 200;
+/// Largest value the editor sends; the server's default limit (`max_value_bytes`).
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Largest key the editor sends; the server's default limit (`max_key_bytes`).
+pub const MAX_KEY_BYTES: usize = 4 * 1024;
+
+/// One line of the activity log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    /// What was done ("set greeting").
+    pub what: String,
+    /// How it ended ("ok", "not found", an explained error).
+    pub outcome: String,
+    /// How long it took.
+    pub latency: Duration,
+    /// Whether it succeeded.
+    pub ok: bool,
+}
+
+/// The GUI application.
+pub struct KvApp {
+    /// Runs the network calls.
+    worker: Worker,
+    /// The endpoints field.
+    endpoints: String,
+    /// Where the endpoints are remembered between runs (none: not remembered).
+    state_file: Option<PathBuf>,
+    /// The key field.
+    key: String,
+    /// The value field.
+    value: String,
+    /// A problem with the key field, shown next to it.
+    key_error: Option<String>,
+    /// A problem with the value field, shown next to it.
+    value_error: Option<String>,
+    /// The last operation's result: (succeeded, text).
+    result: Option<(bool, String)>,
+    /// Operations in flight, by id: what they are.
+    pending: HashMap<u64, String>,
+    /// The browser's prefix field.
+    prefix: String,
+    /// Keys shown in the browser.
+    keys: Vec<Vec<u8>>,
+    /// Where the browser's next page starts.
+    next_key: Option<Vec<u8>>,
+    /// Whether a browser page is being fetched.
+    listing: bool,
+    /// The cluster panel's rows.
+    nodes: Vec<NodeRow>,
+    /// When the last status poll was sent; whether it is still running.
+    last_status: Option<Instant>,
+    /// Whether a status poll is in flight.
+    status_in_flight: bool,
+    /// Recent operations, newest first.
+    activity: VecDeque<Activity>,
+}
+
+/// Shows bytes as text when they are UTF-8, else as hex.
+pub fn display_bytes(bytes: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_string(), false),
+        Err(_) => (bytes.iter().map(|b| format!("{b:02x}")).collect(), true),
+    }
+}
+
+/// Explains a client error in words a user can act on.
+pub fn explain(e: &ClientError) -> String {
+    match e {
+        ClientError::Unavailable(m) => format!(
+            "no leader reachable — retried for {} s; is the cluster running? ({m})",
+            OPERATION_TIMEOUT.as_secs()
+        ),
+        ClientError::Invalid(m) if m.contains("max_value_bytes") => {
+            format!("value larger than the server allows: {m}")
+        }
+        ClientError::Invalid(m) if m.contains("max_key_bytes") => {
+            format!("key longer than the server allows: {m}")
+        }
+        ClientError::Invalid(m) => format!("refused: {m}"),
+        ClientError::Unknown(m) => {
+            format!("outcome unknown — the write may or may not have been applied ({m})")
+        }
+        ClientError::Server(m) => format!("server error: {m}"),
+    }
+}
+
+/// Default file where the GUI remembers its endpoints: `$XDG_CONFIG_HOME` or `~/.config`.
+pub fn default_state_file() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("distributed_kv").join("gui-endpoints"))
+}
+
+impl KvApp {
+    /// A new app. Endpoints: `endpoints` if given, else `KV_ENDPOINTS`, else the ones remembered
+    /// in `state_file`, else the default. `repaint` is called when a result arrives.
+    pub fn new(
+        endpoints: Option<String>,
+        state_file: Option<PathBuf>,
+        repaint: impl Fn() + Send + Sync + 'static,
+    ) -> KvApp {
+        let remembered = state_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|s| s.trim().to_string());
+        let given = endpoints
+            .or_else(|| std::env::var(crate::client::ENDPOINTS_ENV).ok())
+            .or(remembered.filter(|s| !s.is_empty()));
+        let list = endpoints_from(given.as_deref());
+        let worker = Worker::start(list.clone(), OPERATION_TIMEOUT, repaint);
+        KvApp {
+            worker,
+            endpoints: list.join(","),
+            state_file,
+            key: String::new(),
+            value: String::new(),
+            key_error: None,
+            value_error: None,
+            result: None,
+            pending: HashMap::new(),
+            prefix: String::new(),
+            keys: Vec::new(),
+            next_key: None,
+            listing: false,
+            nodes: Vec::new(),
+            last_status: None,
+            status_in_flight: false,
+            activity: VecDeque::new(),
+        }
+    }
+
+    /// The cluster panel's rows.
+    pub fn nodes(&self) -> &[NodeRow] {
+        &self.nodes
+    }
+
+    /// The last operation's result text.
+    pub fn result(&self) -> Option<&(bool, String)> {
+        self.result.as_ref()
+    }
+
+    /// The activity log, newest first.
+    pub fn activity(&self) -> &VecDeque<Activity> {
+        &self.activity
+    }
+
+    /// Keys in the browser.
+    pub fn keys(&self) -> &[Vec<u8>] {
+        &self.keys
+    }
+
+    /// Whether an operation is in flight.
+    pub fn busy(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn submit(&mut self, what: String, request: Request) {
+        match self.worker.submit(request) {
+            Some(id) => {
+                self.pending.insert(id, what);
+            }
+            None => self.result = Some((false, "busy: too many requests queued; try again".into())),
+        }
+    }
+
+    fn check_key(&mut self) -> bool {
+        self.key_error = if self.key.is_empty() {
+            Some("enter a key".into())
+        } else if self.key.len() > MAX_KEY_BYTES {
+            Some(format!(
+                "key is {} bytes; the limit is {MAX_KEY_BYTES} bytes",
+                self.key.len()
+            ))
+        } else {
+            None
+        };
+        self.key_error.is_none()
+    }
+
+    fn do_get(&mut self) {
+        if self.check_key() {
+            self.submit(
+                format!("get {}", self.key),
+                Request::Get(self.key.clone().into_bytes()),
+            );
+        }
+    }
+
+    fn do_set(&mut self) {
+        let key_ok = self.check_key();
+        self.value_error = (self.value.len() > MAX_VALUE_BYTES).then(|| {
+            format!(
+                "value larger than 1 MiB ({} bytes; the limit is {MAX_VALUE_BYTES})",
+                self.value.len()
+            )
+        });
+        if key_ok && self.value_error.is_none() {
+            let req = Request::Set(
+                self.key.clone().into_bytes(),
+                self.value.clone().into_bytes(),
+            );
+            self.submit(format!("set {}", self.key), req);
+        }
+    }
+
+    fn do_delete(&mut self) {
+        if self.check_key() {
+            self.submit(
+                format!("delete {}", self.key),
+                Request::Delete(self.key.clone().into_bytes()),
+            );
+        }
+    }
+
+    fn do_list(&mut self, more: bool) {
+        let start = if more {
+            self.next_key.clone().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        self.listing = true;
+        self.submit(
+            format!("list {}*", self.prefix),
+            Request::List {
+                prefix: self.prefix.clone().into_bytes(),
+                start,
+            },
+        );
+    }
+
+    fn connect(&mut self) {
+        let list = endpoints_from(Some(&self.endpoints));
+        if let Some(file) = &self.state_file {
+            if let Some(dir) = file.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let _ = std::fs::write(file, list.join(","));
+        }
+        self.nodes.clear();
+        self.submit(
+            format!("connect {}", list.join(",")),
+            Request::Connect(list),
+        );
+        self.last_status = None;
+    }
+
+    /// Takes finished results from the worker.
+    fn absorb(&mut self, done: Done) {
+        if matches!(done.request, Request::Status) {
+            self.status_in_flight = false;
+            if let Ok(Reply::Nodes(rows)) = done.result {
+                self.nodes = rows;
+            }
+            return;
+        }
+        let what = self.pending.remove(&done.id).unwrap_or_default();
+        let (ok, outcome) = match done.result {
+            Ok(Reply::Value(Some(v))) => {
+                let (text, hex) = display_bytes(&v);
+                self.value = text;
+                (
+                    true,
+                    if hex {
+                        "found (not UTF-8: shown as hex)".to_string()
+                    } else {
+                        "found".to_string()
+                    },
+                )
+            }
+            Ok(Reply::Value(None)) => {
+                self.value.clear();
+                (true, "not found".to_string())
+            }
+            Ok(Reply::Written(index)) => (true, format!("ok (log index {index})")),
+            Ok(Reply::Deleted(true)) => (true, "deleted".to_string()),
+            Ok(Reply::Deleted(false)) => (true, "not found (nothing deleted)".to_string()),
+            Ok(Reply::Keys { keys, next, append }) => {
+                self.listing = false;
+                if !append {
+                    self.keys.clear();
+                }
+                let n = keys.len();
+                self.keys.extend(keys);
+                self.next_key = next;
+                (true, format!("{n} keys"))
+            }
+            Ok(Reply::Connected) => (true, "connected".to_string()),
+            Ok(Reply::Nodes(_)) => (true, String::new()),
+            Err(e) => {
+                if matches!(done.request, Request::List { .. }) {
+                    self.listing = false;
+                }
+                let text = explain(&e);
+                if let (ClientError::Invalid(_), Request::Set(..)) = (&e, &done.request) {
+                    self.value_error = Some(text.clone());
+                }
+                (false, text)
+            }
+        };
+        if !matches!(done.request, Request::List { .. } | Request::Connect(_)) {
+            self.result = Some((ok, format!("{what}: {outcome}")));
+        }
+        self.activity.push_front(Activity {
+            what,
+            outcome,
+            latency: done.latency,
+            ok,
+        });
+        self.activity.truncate(ACTIVITY_LOG_ENTRIES);
+    }
+
+    /// Draws the whole UI into `ui`.
+    pub fn show(&mut self, ui: &mut egui::Ui) {
+        for done in self.worker.poll() {
+            self.absorb(done);
+        }
+        if !self.status_in_flight
+            && self
+                .last_status
+                .is_none_or(|t| t.elapsed() >= STATUS_REFRESH)
+        {
+            if self.worker.submit(Request::Status).is_some() {
+                self.status_in_flight = true;
+                self.last_status = Some(Instant::now());
+            }
+        }
+        ui.ctx().request_repaint_after(STATUS_REFRESH);
+
+        egui::Panel::top("connection").show(ui, |ui| {
+            ui.horizontal(|ui| {
+                let label = ui.label("Endpoints");
+                ui.add(egui::TextEdit::singleline(&mut self.endpoints).desired_width(360.0))
+                    .labelled_by(label.id);
+                if ui.button("Connect").clicked() {
+                    self.connect();
+                }
+                match self.nodes.iter().find(|n| n.role == "leader") {
+                    Some(l) => ui.label(format!("leader: node {} at {}", l.id, l.addr)),
+                    None if self.nodes.is_empty() => ui.weak("contacting the cluster…"),
+                    None => ui.colored_label(
+                        egui::Color32::from_rgb(200, 120, 0),
+                        "no leader — retrying",
+                    ),
+                };
+            });
+        });
+        egui::Panel::bottom("activity")
+            .default_size(140.0)
+            .show(ui, |ui| self.activity_panel(ui));
+        egui::Panel::bottom("cluster").show(ui, |ui| self.cluster_panel(ui));
+        egui::Panel::left("browser")
+            .default_size(220.0)
+            .show(ui, |ui| self.browser_panel(ui));
+        egui::CentralPanel::default().show(ui, |ui| self.editor_panel(ui));
+    }
+
+    fn editor_panel(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Key and value");
+        let label = ui.label("Key");
+        ui.add(egui::TextEdit::singleline(&mut self.key).desired_width(f32::INFINITY))
+            .labelled_by(label.id);
+        if let Some(e) = &self.key_error {
+            ui.colored_label(egui::Color32::RED, e);
+        }
+        let label = ui.label("Value");
+        ui.add(
+            egui::TextEdit::multiline(&mut self.value)
+                .desired_rows(4)
+                .desired_width(f32::INFINITY),
+        )
+        .labelled_by(label.id);
+        if let Some(e) = &self.value_error {
+            ui.colored_label(egui::Color32::RED, e);
+        }
+        ui.horizontal(|ui| {
+            if ui.button("Get").clicked() {
+                self.do_get();
+            }
+            if ui.button("Set").clicked() {
+                self.do_set();
+            }
+            if ui.button("Delete").clicked() {
+                self.do_delete();
+            }
+            if !self.pending.is_empty() {
+                ui.spinner();
+            }
+        });
+        if let Some((ok, text)) = &self.result {
+            let color = if *ok {
+                ui.visuals().text_color()
+            } else {
+                egui::Color32::RED
+            };
+            ui.colored_label(color, text);
+        }
+    }
+
+    fn browser_panel(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Keys");
+        ui.horizontal(|ui| {
+            let label = ui.label("Prefix");
+            ui.add(egui::TextEdit::singleline(&mut self.prefix).desired_width(100.0))
+                .labelled_by(label.id);
+            if ui.button("Refresh").clicked() {
+                self.do_list(false);
+            }
+        });
+        let mut clicked = None;
+        egui::ScrollArea::vertical()
+            .max_height(f32::INFINITY)
+            .show(ui, |ui| {
+                for key in &self.keys {
+                    let (text, _) = display_bytes(key);
+                    if ui
+                        .selectable_label(self.key.as_bytes() == key.as_slice(), text.clone())
+                        .clicked()
+                    {
+                        clicked = Some(text);
+                    }
+                }
+                if self.next_key.is_some() && ui.button("Load more").clicked() {
+                    self.do_list(true);
+                }
+                if self.listing {
+                    ui.spinner();
+                }
+            });
+        if let Some(key) = clicked {
+            self.key = key;
+            self.do_get();
+        }
+    }
+
+    fn cluster_panel(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Cluster");
+        egui::Grid::new("nodes")
+            .striped(true)
+            .num_columns(8)
+            .show(ui, |ui| {
+                for h in [
+                    "Node",
+                    "Address",
+                    "Role",
+                    "Term",
+                    "Commit",
+                    "Applied",
+                    "Lag",
+                    "Reachable",
+                ] {
+                    ui.strong(h);
+                }
+                ui.end_row();
+                for n in &self.nodes {
+                    ui.label(if n.id == 0 {
+                        "?".to_string()
+                    } else {
+                        n.id.to_string()
+                    });
+                    ui.label(&n.addr);
+                    if n.role == "leader" {
+                        ui.colored_label(
+                            egui::Color32::from_rgb(0, 160, 0),
+                            egui::RichText::new("leader").strong(),
+                        );
+                    } else {
+                        ui.label(&n.role);
+                    }
+                    ui.label(n.term.to_string());
+                    ui.label(n.commit_index.to_string());
+                    ui.label(n.applied_index.to_string());
+                    ui.label(n.lag.to_string());
+                    ui.label(if n.reachable { "yes" } else { "no" });
+                    ui.end_row();
+                }
+            });
+    }
+
+    fn activity_panel(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Activity");
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            for a in &self.activity {
+                let text = format!("{} — {} ({} ms)", a.what, a.outcome, a.latency.as_millis());
+                if a.ok {
+                    ui.label(text);
+                } else {
+                    ui.colored_label(egui::Color32::RED, text);
+                }
+            }
+        });
+    }
+}
+
+impl eframe::App for KvApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.show(ui);
+    }
+}

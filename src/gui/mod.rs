@@ -1,0 +1,14 @@
+//! The desktop GUI (`cargo run --bin gui`), as a library module so its tests can drive it.
+//!
+//! Two halves that never block each other:
+//! - [`app::KvApp`], the egui UI, runs on the UI thread. It never waits on the network: it hands
+//!   requests to the worker and picks up results at the start of each frame.
+//! - [`worker::Worker`] owns a thread with its own tokio runtime and the shared
+//!   [`Client`](crate::client::Client) (the same leader-following client kvctl uses). Requests and
+//!   results travel over bounded crossbeam channels; after each result it asks egui to repaint.
+
+pub mod app;
+pub mod worker;
+
+pub use app::KvApp;
+pub use worker::{NodeRow, Worker};

@@ -1,0 +1,299 @@
+//! The GUI's network worker: a thread with a tokio runtime that runs client calls.
+//!
+//! Overflow policy: the request queue holds [`JOB_QUEUE_CAPACITY`] jobs; when it is full,
+//! [`Worker::submit`] refuses the job and the UI shows "busy". The result queue holds
+//! [`RESULT_QUEUE_CAPACITY`] results; when the UI falls that far behind, the worker waits for it
+//! (results are never dropped).
+//!
+//! User operations share one client and run one after another, in the order they were made;
+//! status polls use a second client, so a slow poll (a node down) never delays an operation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+use crate::client::{Client, ClientError};
+use crate::proto::kv::ListRequest;
+
+/// Jobs waiting for the worker before `submit` refuses more.
+pub const JOB_QUEUE_CAPACITY: usize = 64;
+/// Results waiting for the UI before the worker waits.
+pub const RESULT_QUEUE_CAPACITY: usize = 256;
+/// Keys fetched per "load more".
+pub const LIST_PAGE_KEYS: u32 = 100;
+/// How long one status question to one node may take.
+pub const STATUS_TIMEOUT: Duration = Duration::from_millis(1_500);
+/// Threads of the worker's runtime.
+const RUNTIME_THREADS: usize = 2;
+
+/// What the UI asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Read a key.
+    Get(Vec<u8>),
+    /// Write a key.
+    Set(Vec<u8>, Vec<u8>),
+    /// Delete a key.
+    Delete(Vec<u8>),
+    /// A page of keys with `prefix`, from `start`.
+    List {
+        /// Key prefix.
+        prefix: Vec<u8>,
+        /// First key (inclusive); empty for the start.
+        start: Vec<u8>,
+    },
+    /// Every node's status.
+    Status,
+    /// Use these endpoints from now on.
+    Connect(Vec<String>),
+}
+
+/// One node as the cluster panel shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeRow {
+    /// Node id (0 when it did not answer).
+    pub id: u64,
+    /// Its client address.
+    pub addr: String,
+    /// "leader", "follower", ... or "unreachable".
+    pub role: String,
+    /// Its term.
+    pub term: u64,
+    /// The leader it knows.
+    pub leader_id: u64,
+    /// Its commit index.
+    pub commit_index: u64,
+    /// Its applied index.
+    pub applied_index: u64,
+    /// How many entries it has applied fewer than the leader committed.
+    pub lag: u64,
+    /// Whether it answered.
+    pub reachable: bool,
+}
+
+/// What a request produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Get: the value, if any.
+    Value(Option<Vec<u8>>),
+    /// Set: the write's log index.
+    Written(u64),
+    /// Delete: whether the key existed.
+    Deleted(bool),
+    /// List: keys and the first key of the next page.
+    Keys {
+        /// Keys of this page.
+        keys: Vec<Vec<u8>>,
+        /// Where the next page starts, if there is one.
+        next: Option<Vec<u8>>,
+        /// Whether this page continues an earlier one (load more) or replaces it.
+        append: bool,
+    },
+    /// Status: one row per node.
+    Nodes(Vec<NodeRow>),
+    /// Connect: done.
+    Connected,
+}
+
+/// A finished request.
+#[derive(Debug, Clone)]
+pub struct Done {
+    /// The id `submit` returned.
+    pub id: u64,
+    /// The request.
+    pub request: Request,
+    /// Its result.
+    pub result: Result<Reply, ClientError>,
+    /// How long it took.
+    pub latency: Duration,
+}
+
+/// A request with its id.
+struct Job {
+    id: u64,
+    request: Request,
+}
+
+/// Handle to the worker thread. Dropping it closes the queue, and the thread ends.
+pub struct Worker {
+    /// Jobs for the worker.
+    jobs: Sender<Job>,
+    /// Results for the UI.
+    results: Receiver<Done>,
+    /// Next job id.
+    next_id: u64,
+}
+
+impl Worker {
+    /// Starts the worker for `endpoints`. `repaint` is called after every result.
+    pub fn start(
+        endpoints: Vec<String>,
+        op_timeout: Duration,
+        repaint: impl Fn() + Send + Sync + 'static,
+    ) -> Worker {
+        let (jobs, job_rx) = bounded::<Job>(JOB_QUEUE_CAPACITY);
+        let (result_tx, results) = bounded::<Done>(RESULT_QUEUE_CAPACITY);
+        let repaint: Arc<dyn Fn() + Send + Sync> = Arc::new(repaint);
+        std::thread::Builder::new()
+            .name("gui-worker".into())
+            .spawn(move || run(endpoints, op_timeout, job_rx, result_tx, repaint))
+            .expect("spawn the GUI worker thread");
+        Worker {
+            jobs,
+            results,
+            next_id: 1,
+        }
+    }
+
+    /// Queues a request; returns its id, or `None` when the queue is full.
+    pub fn submit(&mut self, request: Request) -> Option<u64> {
+        let id = self.next_id;
+        match self.jobs.try_send(Job { id, request }) {
+            Ok(()) => {
+                self.next_id += 1;
+                Some(id)
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => None,
+        }
+    }
+
+    /// Results that arrived since the last call.
+    pub fn poll(&self) -> Vec<Done> {
+        self.results.try_iter().collect()
+    }
+}
+
+fn run(
+    endpoints: Vec<String>,
+    op_timeout: Duration,
+    jobs: Receiver<Job>,
+    results: Sender<Done>,
+    repaint: Arc<dyn Fn() + Send + Sync>,
+) {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(RUNTIME_THREADS)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("GUI worker cannot start its runtime: {e}");
+            return;
+        }
+    };
+    // Operations go to one task that runs them in order; status polls run beside it.
+    let (ops_tx, mut ops_rx) = tokio::sync::mpsc::channel::<Job>(JOB_QUEUE_CAPACITY);
+    let finish = {
+        let (results, repaint) = (results.clone(), repaint.clone());
+        move |id, request, result, started: Instant| {
+            let done = Done {
+                id,
+                request,
+                result,
+                latency: started.elapsed(),
+            };
+            // Waits when the UI is far behind: results are never dropped.
+            let _ = tokio::task::block_in_place(|| results.send(done));
+            repaint();
+        }
+    };
+    let ops_finish = finish.clone();
+    let ops_endpoints = endpoints.clone();
+    rt.spawn(async move {
+        let mut client = Client::new(ops_endpoints).with_timeout(op_timeout);
+        while let Some(Job { id, request }) = ops_rx.recv().await {
+            let started = Instant::now();
+            let result = match &request {
+                Request::Connect(eps) => {
+                    client = Client::new(eps.clone()).with_timeout(op_timeout);
+                    Ok(Reply::Connected)
+                }
+                other => execute(&mut client, other).await,
+            };
+            ops_finish(id, request, result, started);
+        }
+    });
+    let new_status_client = |eps| Arc::new(tokio::sync::Mutex::new(Client::new(eps)));
+    let mut status_client = new_status_client(endpoints);
+    while let Ok(job) = jobs.recv() {
+        match &job.request {
+            Request::Status => {
+                let (client, finish) = (status_client.clone(), finish.clone());
+                rt.spawn(async move {
+                    let started = Instant::now();
+                    let rows = node_rows(&mut *client.lock().await).await;
+                    finish(job.id, job.request, Ok(Reply::Nodes(rows)), started);
+                });
+            }
+            other => {
+                if let Request::Connect(eps) = other {
+                    status_client = new_status_client(eps.clone());
+                }
+                if ops_tx.blocking_send(job).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn execute(client: &mut Client, request: &Request) -> Result<Reply, ClientError> {
+    match request {
+        Request::Get(key) => client.get(key, false).await.map(Reply::Value),
+        Request::Set(key, value) => client.set(key, value).await.map(Reply::Written),
+        Request::Delete(key) => client.delete(key).await.map(Reply::Deleted),
+        Request::List { prefix, start } => {
+            let page = client
+                .list(ListRequest {
+                    prefix: prefix.clone(),
+                    start_key: start.clone(),
+                    limit: LIST_PAGE_KEYS,
+                    keys_only: true,
+                    serializable: false,
+                })
+                .await?;
+            Ok(Reply::Keys {
+                keys: page.kvs.into_iter().map(|kv| kv.key).collect(),
+                next: page.more.then_some(page.next_key),
+                append: !start.is_empty(),
+            })
+        }
+        Request::Status | Request::Connect(_) => {
+            Err(ClientError::Invalid("not an operation".into()))
+        }
+    }
+}
+
+/// Asks every node for its status and turns the answers into rows.
+pub async fn node_rows(client: &mut Client) -> Vec<NodeRow> {
+    let answers = client.cluster_status(STATUS_TIMEOUT).await;
+    let leader_commit = answers
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .filter(|s| s.role == "leader")
+        .map(|s| s.commit_index)
+        .max()
+        .unwrap_or(0);
+    answers
+        .into_iter()
+        .map(|(addr, r)| match r {
+            Ok(s) => NodeRow {
+                id: s.node_id,
+                addr,
+                role: s.role,
+                term: s.term,
+                leader_id: s.leader_id,
+                commit_index: s.commit_index,
+                applied_index: s.applied_index,
+                lag: leader_commit.saturating_sub(s.applied_index),
+                reachable: true,
+            },
+            Err(_) => NodeRow {
+                addr,
+                role: "unreachable".into(),
+                ..Default::default()
+            },
+        })
+        .collect()
+}
