@@ -22,7 +22,7 @@ pub const DEFAULT_PEER_ADDR: &str = "127.0.0.1:50052";
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
 /// Where a value came from, for error messages when it did not come from a file.
-const FLAGS_SOURCE: &str = "<flags/env>";
+pub const FLAGS_SOURCE: &str = "<flags/env>";
 
 /// The complete, validated configuration of one node.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

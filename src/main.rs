@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use distributed_kv::config::{ConfigOverrides, NodeConfig};
+use distributed_kv::config::{ConfigOverrides, NodeConfig, FLAGS_SOURCE};
 use distributed_kv::node::Node;
+use distributed_kv::Error;
 
 /// A Raft-replicated, strongly consistent key-value store node.
 ///
@@ -30,6 +31,11 @@ const EXIT_FAILED: u8 = 1;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let source = cli
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| FLAGS_SOURCE.into());
     let config = match NodeConfig::load(cli.config.as_deref(), &cli.overrides) {
         Ok(c) => c,
         Err(e) => {
@@ -52,9 +58,20 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", name_source(e, &source));
             ExitCode::from(EXIT_FAILED)
         }
+    }
+}
+
+/// Start-up errors about a setting name where the setting came from (file or flags).
+fn name_source(e: Error, source: &str) -> Error {
+    match e {
+        Error::DataDir { path, message } => {
+            Error::config(source, "data_dir", format!("{}: {message}", path.display()))
+        }
+        Error::Config { field, message, .. } => Error::config(source, field, message),
+        other => other,
     }
 }
 

@@ -265,9 +265,10 @@ impl Node {
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .map_err(|e| Error::Transport(e.to_string()))?;
-        // Room for requests somewhat over the limits, so they reach validation and get an error
-        // that names the limit instead of a bare transport error.
-        let max_msg = OVERSIZE_ROOM_FACTOR * (config.max_value_bytes + config.max_key_bytes)
+        // Room for any request up to the hard value ceiling, so an oversized one reaches
+        // validation and gets an error that names the configured limit, not a transport error.
+        let max_msg = crate::config::MAX_VALUE_BYTES_LIMIT
+            + config.max_key_bytes
             + GRPC_MESSAGE_OVERHEAD_BYTES;
         let client_server = tonic::transport::Server::builder()
             .add_service(
@@ -359,8 +360,6 @@ impl Node {
     }
 }
 
-/// How far over the key and value limits a request may be and still get a validation error.
-pub const OVERSIZE_ROOM_FACTOR: usize = 4;
 /// Room for a request's framing beyond its key and value, in bytes.
 pub const GRPC_MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
 

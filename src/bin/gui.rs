@@ -22,21 +22,32 @@ struct Cli {
 
 /// Longest wait for the cluster panel before a screenshot is taken anyway.
 const SCREENSHOT_WAIT: Duration = Duration::from_secs(10);
+/// Which key of the browser the screenshot opens in the editor.
+const SCREENSHOT_KEY_INDEX: usize = 3;
 /// Initial window size in points.
-const WINDOW_SIZE: [f32; 2] = [1000.0, 720.0];
+const WINDOW_SIZE: [f32; 2] = [1200.0, 720.0];
 
 /// Wraps the app to take one screenshot and exit.
 struct Screenshotter {
     app: KvApp,
     path: PathBuf,
     started: Instant,
+    /// Whether a key was opened in the editor for the picture.
+    opened: bool,
     requested: bool,
 }
 
 impl eframe::App for Screenshotter {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         self.app.ui(ui, frame);
-        let ready = self.app.nodes().iter().any(|n| n.role == "leader") && !self.app.busy();
+        let settled = self.app.nodes().iter().any(|n| n.role == "leader") && !self.app.busy();
+        if settled && !self.opened && self.app.keys().len() > SCREENSHOT_KEY_INDEX {
+            // Show the editor in use: open one of the keys, as a click in the browser does.
+            self.opened = true;
+            let key = String::from_utf8_lossy(&self.app.keys()[SCREENSHOT_KEY_INDEX]).into_owned();
+            self.app.open_key(&key);
+        }
+        let ready = settled && self.opened;
         if !self.requested && (ready || self.started.elapsed() > SCREENSHOT_WAIT) {
             self.requested = true;
             let (ctx, path) = (ui.ctx().clone(), self.path.clone());
@@ -86,6 +97,7 @@ fn main() -> ExitCode {
                     app,
                     path,
                     started: Instant::now(),
+                    opened: false,
                     requested: false,
                 }),
                 None => Box::new(app),

@@ -20,6 +20,16 @@ pub const STATUS_REFRESH: Duration = Duration::from_secs(1);
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Entries kept in the activity log.
 pub const ACTIVITY_LOG_ENTRIES: usize = 200;
+/// Width of the activity log panel, in points.
+pub const ACTIVITY_PANEL_WIDTH: f32 = 300.0;
+/// Width of the endpoints field, in points.
+pub const ENDPOINTS_FIELD_WIDTH: f32 = 360.0;
+/// Width of the prefix field, in points.
+pub const PREFIX_FIELD_WIDTH: f32 = 100.0;
+/// Lines the value field shows.
+pub const VALUE_FIELD_ROWS: usize = 4;
+/// Width of the key browser, in points.
+pub const BROWSER_PANEL_WIDTH: f32 = 220.0;
 /// Largest value the editor sends; the server's default limit (`max_value_bytes`).
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Largest key the editor sends; the server's default limit (`max_key_bytes`).
@@ -72,6 +82,8 @@ pub struct KvApp {
     last_status: Option<Instant>,
     /// Whether a status poll is in flight.
     status_in_flight: bool,
+    /// Whether the browser has loaded its first page (it does so once a leader is known).
+    browsed: bool,
     /// Recent operations, newest first.
     activity: VecDeque<Activity>,
 }
@@ -147,6 +159,7 @@ impl KvApp {
             nodes: Vec::new(),
             last_status: None,
             status_in_flight: false,
+            browsed: false,
             activity: VecDeque::new(),
         }
     }
@@ -174,6 +187,12 @@ impl KvApp {
     /// Whether an operation is in flight.
     pub fn busy(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// Puts `key` in the editor and reads it, as clicking it in the browser does.
+    pub fn open_key(&mut self, key: &str) {
+        self.key = key.to_string();
+        self.do_get();
     }
 
     fn submit(&mut self, what: String, request: Request) {
@@ -259,6 +278,7 @@ impl KvApp {
             let _ = std::fs::write(file, list.join(","));
         }
         self.nodes.clear();
+        self.browsed = false;
         self.submit(
             format!("connect {}", list.join(",")),
             Request::Connect(list),
@@ -272,6 +292,10 @@ impl KvApp {
             self.status_in_flight = false;
             if let Ok(Reply::Nodes(rows)) = done.result {
                 self.nodes = rows;
+                if !self.browsed && self.nodes.iter().any(|n| n.role == "leader") {
+                    self.browsed = true;
+                    self.do_list(false);
+                }
             }
             return;
         }
@@ -336,23 +360,23 @@ impl KvApp {
         for done in self.worker.poll() {
             self.absorb(done);
         }
-        if !self.status_in_flight
-            && self
-                .last_status
-                .is_none_or(|t| t.elapsed() >= STATUS_REFRESH)
-        {
-            if self.worker.submit(Request::Status).is_some() {
-                self.status_in_flight = true;
-                self.last_status = Some(Instant::now());
-            }
+        let poll_due = self
+            .last_status
+            .is_none_or(|t| t.elapsed() >= STATUS_REFRESH);
+        if !self.status_in_flight && poll_due && self.worker.submit(Request::Status).is_some() {
+            self.status_in_flight = true;
+            self.last_status = Some(Instant::now());
         }
         ui.ctx().request_repaint_after(STATUS_REFRESH);
 
         egui::Panel::top("connection").show(ui, |ui| {
             ui.horizontal(|ui| {
                 let label = ui.label("Endpoints");
-                ui.add(egui::TextEdit::singleline(&mut self.endpoints).desired_width(360.0))
-                    .labelled_by(label.id);
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.endpoints)
+                        .desired_width(ENDPOINTS_FIELD_WIDTH),
+                )
+                .labelled_by(label.id);
                 if ui.button("Connect").clicked() {
                     self.connect();
                 }
@@ -366,12 +390,12 @@ impl KvApp {
                 };
             });
         });
-        egui::Panel::bottom("activity")
-            .default_size(140.0)
+        egui::Panel::right("activity")
+            .default_size(ACTIVITY_PANEL_WIDTH)
             .show(ui, |ui| self.activity_panel(ui));
         egui::Panel::bottom("cluster").show(ui, |ui| self.cluster_panel(ui));
         egui::Panel::left("browser")
-            .default_size(220.0)
+            .default_size(BROWSER_PANEL_WIDTH)
             .show(ui, |ui| self.browser_panel(ui));
         egui::CentralPanel::default().show(ui, |ui| self.editor_panel(ui));
     }
@@ -387,7 +411,7 @@ impl KvApp {
         let label = ui.label("Value");
         ui.add(
             egui::TextEdit::multiline(&mut self.value)
-                .desired_rows(4)
+                .desired_rows(VALUE_FIELD_ROWS)
                 .desired_width(f32::INFINITY),
         )
         .labelled_by(label.id);
@@ -422,7 +446,7 @@ impl KvApp {
         ui.heading("Keys");
         ui.horizontal(|ui| {
             let label = ui.label("Prefix");
-            ui.add(egui::TextEdit::singleline(&mut self.prefix).desired_width(100.0))
+            ui.add(egui::TextEdit::singleline(&mut self.prefix).desired_width(PREFIX_FIELD_WIDTH))
                 .labelled_by(label.id);
             if ui.button("Refresh").clicked() {
                 self.do_list(false);
@@ -449,8 +473,7 @@ impl KvApp {
                 }
             });
         if let Some(key) = clicked {
-            self.key = key;
-            self.do_get();
+            self.open_key(&key);
         }
     }
 

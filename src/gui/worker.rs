@@ -194,7 +194,7 @@ fn run(
                 latency: started.elapsed(),
             };
             // Waits when the UI is far behind: results are never dropped.
-            let _ = tokio::task::block_in_place(|| results.send(done));
+            let _ = tokio::task::block_in_place(|| results.send(done).map_err(drop));
             repaint();
         }
     };

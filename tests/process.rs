@@ -1,0 +1,1537 @@
+//! Tier 4: multi-process tests of the real binaries.
+//!
+//! Every test here runs the `distributed_kv` node binary and the `kvctl` client binary that
+//! Cargo built for this package (`CARGO_BIN_EXE_*`), the way a user would, and checks what can
+//! only be seen from outside a process: `kill -9` and restart from the data dir, `SIGTERM`
+//! shutdown and exit status, command-line exit codes and output, start-up errors on stderr, and
+//! robustness against garbage on the sockets.
+//!
+//! # The harness
+//! - [`free_port`] binds `127.0.0.1:0`, reads the port and drops the listener; a process-wide
+//!   set makes sure two tests in this binary never get the same port.
+//! - [`Cluster::start`] makes a `tempfile::tempdir()`, writes one generated TOML config per node
+//!   into it (from [`NodeConfig`], so every field name is the real one), with the data dirs
+//!   inside it, and spawns one node per config. Each node's stdout and stderr go to
+//!   `node<id>.log` in the temp dir.
+//! - [`Proc`] owns one child process and kills it (SIGKILL) when dropped, so no process is left
+//!   behind even when a test panics. When a [`Cluster`] is dropped during a panic, it prints the
+//!   tail of every node's log.
+//! - [`poll_until`] retries a probe until it succeeds or a deadline passes; there are no fixed
+//!   sleeps where a condition can be polled.
+//! - Writes and reads use the library's async [`Client`] on the cluster's tokio runtime; CLI
+//!   checks run `kvctl` through [`run_to_exit`], which bounds every command by a deadline.
+//!
+//! Every test has its own ports and temp dir, so the tests run in parallel. Raft timing in the
+//! generated configs is fast but realistic: 50 ms ticks, heartbeats every tick, an election
+//! timeout of 10 ticks (0.5–1 s after randomisation).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use distributed_kv::client::{Client, ClientError};
+use distributed_kv::config::NodeConfig;
+use distributed_kv::proto::kv::StatusResponse;
+use distributed_kv::proto::raftpb::raft_transport_client::RaftTransportClient;
+use distributed_kv::proto::raftpb::{RaftBatch, SnapshotChunk};
+use rand::{Rng, RngCore, SeedableRng};
+use tempfile::TempDir;
+use tokio::runtime::Runtime;
+
+/// The node binary under test.
+const NODE_BIN: &str = env!("CARGO_BIN_EXE_distributed_kv");
+/// The command-line client under test.
+const KVCTL_BIN: &str = env!("CARGO_BIN_EXE_kvctl");
+
+/// Raft tick length in generated configs, in milliseconds.
+const TICK_INTERVAL_MS: u64 = 50;
+/// Ticks between leader heartbeats in generated configs.
+const HEARTBEAT_TICKS: usize = 1;
+/// Election timeout in ticks in generated configs (randomised by Raft up to twice this).
+const ELECTION_TICKS: usize = 10;
+/// How long a node lets a client request wait, in milliseconds, in generated configs.
+const REQUEST_TIMEOUT_MS: u64 = 3_000;
+/// Cluster name in generated configs.
+const CLUSTER_NAME: &str = "process-test";
+
+/// How long a node may take from spawn until its client API answers.
+const NODE_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a cluster may take to elect a leader that every live node follows.
+const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a node may take to exit after SIGTERM (or a bad start to exit by itself).
+const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one `kvctl` invocation may take before the test gives up on it.
+const KVCTL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a restarted node may take to apply everything the leader committed.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Pause between two probes of a polled condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Deadline of one Status RPC to one node.
+const STATUS_RPC_TIMEOUT: Duration = Duration::from_secs(1);
+/// Deadline of one client operation, retries included.
+const CLIENT_OP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lines of each node's log printed when a test fails.
+const LOG_TAIL_LINES: usize = 60;
+
+/// Ports handed out so far by [`free_port`] in this test process.
+static PORTS_TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A loopback port that was free a moment ago and that no other test in this process got.
+fn free_port() -> u16 {
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        if PORTS_TAKEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
+
+/// `127.0.0.1:<a free port>`.
+fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// Retries `probe` every [`POLL_INTERVAL`] until it returns `Some`, and returns that; panics
+/// naming `what` if `timeout` passes first.
+fn poll_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Removes every `KV_*` variable from `cmd`'s environment, so the caller's environment cannot
+/// change what a test starts, and turns off colours in logs.
+fn clean_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("KV_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("NO_COLOR", "1")
+}
+
+/// One child process, killed (SIGKILL) and reaped when dropped.
+struct Proc {
+    /// The process; `None` once it has been reaped.
+    child: Option<Child>,
+    /// What it is, for messages.
+    name: String,
+    /// Its exit status once known.
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Spawns `cmd`.
+    fn spawn(name: impl Into<String>, cmd: &mut Command) -> Proc {
+        let name = name.into();
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {name}: {e}"));
+        Proc {
+            child: Some(child),
+            name,
+            status: None,
+        }
+    }
+
+    /// The process id.
+    fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("process is reaped")
+    }
+
+    /// The exit status if the process has exited (reaping it), `None` while it runs.
+    fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            let child = self.child.as_mut().expect("child");
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                self.status = Some(s);
+            }
+        }
+        self.status
+    }
+
+    /// Whether the process is still running.
+    fn is_running(&mut self) -> bool {
+        self.try_status().is_none()
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_status() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Sends SIGTERM (through `kill(1)`: the crate has no libc binding).
+    fn terminate(&mut self) {
+        if !self.is_running() {
+            return;
+        }
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill -TERM")
+            .success();
+        assert!(ok, "kill -TERM {} ({}) failed", self.pid(), self.name);
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    fn kill9(&mut self) -> Option<ExitStatus> {
+        if let Some(child) = self.child.as_mut() {
+            if self.status.is_none() {
+                let _ = child.kill();
+                self.status = child.wait().ok();
+            }
+        }
+        self.status
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// What a finished command produced.
+struct Finished {
+    /// Its exit status.
+    status: ExitStatus,
+    /// Everything it wrote to stdout.
+    stdout: String,
+    /// Everything it wrote to stderr.
+    stderr: String,
+}
+
+impl Finished {
+    /// The exit code; panics if the process died from a signal (for example an abort).
+    fn code(&self) -> i32 {
+        self.status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal: {:?}\n{}", self.status, self))
+    }
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `cmd` to completion with stdin closed and its output captured in files under `dir`;
+/// panics (after killing it) if it takes longer than `timeout`.
+fn run_to_exit(cmd: &mut Command, dir: &Path, timeout: Duration) -> Finished {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let out_path = dir.join(format!("cmd{n}.stdout"));
+    let err_path = dir.join(format!("cmd{n}.stderr"));
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(&out_path).expect("create stdout file"))
+        .stderr(File::create(&err_path).expect("create stderr file"));
+    let name = format!("{cmd:?}");
+    let mut proc = Proc::spawn(name.clone(), cmd);
+    let status = proc.wait_timeout(timeout);
+    let stdout = fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = fs::read_to_string(&err_path).unwrap_or_default();
+    match status {
+        Some(status) => Finished {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "{name} still runs after {timeout:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        ),
+    }
+}
+
+/// Runs `kvctl --endpoints <endpoints> <args>` in `dir`.
+fn kvctl(dir: &Path, endpoints: &str, args: &[&str]) -> Finished {
+    let mut cmd = Command::new(KVCTL_BIN);
+    clean_env(&mut cmd)
+        .current_dir(dir)
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args);
+    run_to_exit(&mut cmd, dir, KVCTL_TIMEOUT)
+}
+
+/// The last `n` lines of the file at `path` (or why it cannot be read).
+fn tail(path: &Path, n: usize) -> String {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+/// Asks the node at `addr` for its status, once.
+async fn status_of(addr: &str) -> Result<StatusResponse, ClientError> {
+    Client::new(vec![addr.to_string()])
+        .status_of(addr, STATUS_RPC_TIMEOUT)
+        .await
+}
+
+/// Settings of a generated cluster that tests vary.
+#[derive(Debug, Clone)]
+struct Settings {
+    /// Number of nodes.
+    nodes: u64,
+    /// `max_value_bytes` of every node.
+    max_value_bytes: usize,
+    /// `max_list_limit` of every node.
+    max_list_limit: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            nodes: 3,
+            max_value_bytes: 64 * 1024,
+            max_list_limit: 1_000,
+        }
+    }
+}
+
+/// One node of a [`Cluster`]: its generated config and its process, if running.
+struct NodeSlot {
+    /// Node id.
+    id: u64,
+    /// The generated config.
+    config: NodeConfig,
+    /// Where the config file is.
+    config_path: PathBuf,
+    /// Where the node's stdout and stderr go (appended across restarts).
+    log_path: PathBuf,
+    /// The running process.
+    proc: Option<Proc>,
+    /// How many times it has been spawned.
+    starts: usize,
+}
+
+/// A cluster of real node processes on free loopback ports, with configs, data dirs and logs in
+/// one temp dir. Dropping it kills every node.
+struct Cluster {
+    /// The nodes, in id order (index = id - 1).
+    nodes: Vec<NodeSlot>,
+    /// The runtime the async client runs on.
+    rt: Runtime,
+    /// Holds configs, data dirs, logs and command output; removed on drop.
+    dir: TempDir,
+}
+
+impl Cluster {
+    /// Writes a config per node and starts every node; returns once every client API answers.
+    fn start(settings: Settings) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addrs: Vec<(u64, String, String)> = (1..=settings.nodes)
+            .map(|id| (id, free_addr(), free_addr()))
+            .collect();
+        let initial_cluster = addrs
+            .iter()
+            .map(|(id, _, peer)| format!("{id}={peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = addrs
+            .into_iter()
+            .map(|(id, client_addr, peer_addr)| {
+                let config = NodeConfig {
+                    node_id: id,
+                    cluster_name: CLUSTER_NAME.into(),
+                    client_addr,
+                    peer_addr,
+                    data_dir: dir.path().join(format!("data{id}")),
+                    initial_cluster: initial_cluster.clone(),
+                    log_level: "info".into(),
+                    tick_interval_ms: TICK_INTERVAL_MS,
+                    heartbeat_ticks: HEARTBEAT_TICKS,
+                    election_ticks: ELECTION_TICKS,
+                    max_value_bytes: settings.max_value_bytes,
+                    max_list_limit: settings.max_list_limit,
+                    request_timeout_ms: REQUEST_TIMEOUT_MS,
+                    ..NodeConfig::default()
+                };
+                let config_path = dir.path().join(format!("node{id}.toml"));
+                let text = toml::to_string(&config).expect("serialise config");
+                fs::write(&config_path, text).expect("write config");
+                NodeSlot {
+                    id,
+                    config,
+                    config_path,
+                    log_path: dir.path().join(format!("node{id}.log")),
+                    proc: None,
+                    starts: 0,
+                }
+            })
+            .collect();
+        let mut cluster = Cluster {
+            nodes,
+            rt: Runtime::new().expect("tokio runtime"),
+            dir,
+        };
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i);
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.wait_serving(i);
+        }
+        cluster
+    }
+
+    /// Spawns node `i` (index, not id) from its config file, appending to its log.
+    fn spawn(&mut self, i: usize) {
+        let slot = &mut self.nodes[i];
+        assert!(slot.proc.is_none(), "node {} is already running", slot.id);
+        slot.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&slot.log_path)
+            .expect("open node log");
+        writeln!(
+            log,
+            "===== start #{} of node {} =====",
+            slot.starts, slot.id
+        )
+        .unwrap();
+        let mut cmd = Command::new(NODE_BIN);
+        clean_env(&mut cmd)
+            .current_dir(self.dir.path())
+            .arg("--config")
+            .arg(&slot.config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log);
+        slot.proc = Some(Proc::spawn(format!("node {}", slot.id), &mut cmd));
+    }
+
+    /// Polls until node `i` answers Status.
+    fn wait_serving(&mut self, i: usize) {
+        let addr = self.client_addr(i).to_string();
+        let what = format!("node {} to serve at {addr}", self.nodes[i].id);
+        poll_until(&what, NODE_START_TIMEOUT, || {
+            let proc = self.nodes[i].proc.as_mut().expect("node is running");
+            if let Some(status) = proc.try_status() {
+                panic!("node {} exited during start-up: {status:?}", i + 1);
+            }
+            self.rt.block_on(status_of(&addr)).ok()
+        });
+    }
+
+    /// SIGKILLs node `i`; returns the instant just before the signal was sent.
+    fn kill9(&mut self, i: usize) -> Instant {
+        let mut proc = self.nodes[i].proc.take().expect("node is running");
+        let at = Instant::now();
+        proc.kill9();
+        at
+    }
+
+    /// SIGTERMs every node in `indexes` at once, then waits for each to exit; returns the exit
+    /// statuses in the same order.
+    fn terminate(&mut self, indexes: &[usize]) -> Vec<ExitStatus> {
+        for &i in indexes {
+            self.nodes[i].proc.as_mut().expect("running").terminate();
+        }
+        indexes
+            .iter()
+            .map(|&i| {
+                let mut proc = self.nodes[i].proc.take().expect("running");
+                proc.wait_timeout(EXIT_TIMEOUT).unwrap_or_else(|| {
+                    panic!(
+                        "node {} did not exit within {EXIT_TIMEOUT:?} of SIGTERM",
+                        i + 1
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Node `i`'s client address.
+    fn client_addr(&self, i: usize) -> &str {
+        &self.nodes[i].config.client_addr
+    }
+
+    /// Every node's client address.
+    fn endpoints(&self) -> Vec<String> {
+        (0..self.nodes.len())
+            .map(|i| self.client_addr(i).to_string())
+            .collect()
+    }
+
+    /// A client for the whole cluster.
+    fn client(&self) -> Client {
+        Client::new(self.endpoints()).with_timeout(CLIENT_OP_TIMEOUT)
+    }
+
+    /// Node `i`'s status, asked once.
+    fn status(&self, i: usize) -> Result<StatusResponse, ClientError> {
+        self.rt.block_on(status_of(self.client_addr(i)))
+    }
+
+    /// Indexes of the running nodes.
+    fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].proc.is_some())
+            .collect()
+    }
+
+    /// Polls until one running node is leader and every running node follows it; returns its
+    /// index.
+    fn wait_for_leader(&self) -> usize {
+        poll_until(
+            "a leader every running node follows",
+            LEADER_TIMEOUT,
+            || {
+                let statuses: Vec<(usize, StatusResponse)> = self
+                    .running()
+                    .into_iter()
+                    .map(|i| self.status(i).ok().map(|s| (i, s)))
+                    .collect::<Option<_>>()?;
+                let (leader, status) = statuses.iter().find(|(_, s)| s.role == "leader")?;
+                statuses
+                    .iter()
+                    .all(|(_, s)| s.leader_id == status.node_id && s.term == status.term)
+                    .then_some(*leader)
+            },
+        )
+    }
+
+    /// Index of a running node that is not `leader`.
+    fn follower_of(&self, leader: usize) -> usize {
+        self.running()
+            .into_iter()
+            .find(|&i| i != leader)
+            .expect("a running follower")
+    }
+
+    /// Runs kvctl in the cluster's temp dir against `endpoints`.
+    fn kvctl(&self, endpoints: &str, args: &[&str]) -> Finished {
+        kvctl(self.dir.path(), endpoints, args)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for slot in &mut self.nodes {
+            if let Some(mut proc) = slot.proc.take() {
+                proc.kill9();
+            }
+        }
+        if std::thread::panicking() {
+            for slot in &self.nodes {
+                eprintln!(
+                    "----- node {} log ({}), last {LOG_TAIL_LINES} lines -----\n{}",
+                    slot.id,
+                    slot.log_path.display(),
+                    tail(&slot.log_path, LOG_TAIL_LINES)
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. kill -9 the leader under load
+// ---------------------------------------------------------------------------------------------
+
+/// Concurrent writers in the kill -9 test.
+const WRITERS: usize = 4;
+/// Writes acknowledged before the leader is killed.
+const ACKS_BEFORE_KILL: usize = 150;
+/// Writes started and acknowledged after the kill before the writers stop.
+const ACKS_AFTER_KILL: usize = 150;
+/// A new leader must serve a write within this long of the old one's SIGKILL.
+const FAILOVER_LIMIT: Duration = Duration::from_secs(3);
+/// How long the writers get, in all, to reach their targets.
+const WRITE_PHASE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of one write in the kill -9 test, retries included.
+const WRITER_OP_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// One acknowledged write.
+#[derive(Debug, Clone)]
+struct Ack {
+    /// The key, unique per write.
+    key: String,
+    /// The value written.
+    value: String,
+    /// When the client started the write.
+    started: Instant,
+    /// When the client got the acknowledgement.
+    finished: Instant,
+}
+
+/// What the writers have recorded.
+#[derive(Default)]
+struct WriteLog {
+    /// Acknowledged writes.
+    acked: Vec<Ack>,
+    /// Writes that failed: their outcome may be unknown; (key, value, error).
+    failed: Vec<(String, String, ClientError)>,
+}
+
+#[test]
+fn kill9_leader_under_concurrent_writes_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(Settings::default());
+    let leader = cluster.wait_for_leader();
+
+    let log = Arc::new(Mutex::new(WriteLog::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (log, stop) = (log.clone(), stop.clone());
+            let mut client = Client::new(cluster.endpoints()).with_timeout(WRITER_OP_TIMEOUT);
+            cluster.rt.spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let key = format!("w{w}/{n:06}");
+                    let value = format!("value {w}-{n} {}", "x".repeat((n % 7) as usize));
+                    let started = Instant::now();
+                    let result = client.set(key.as_bytes(), value.as_bytes()).await;
+                    let finished = Instant::now();
+                    let mut log = log.lock().unwrap();
+                    match result {
+                        Ok(_) => log.acked.push(Ack {
+                            key,
+                            value,
+                            started,
+                            finished,
+                        }),
+                        Err(e) => log.failed.push((key, value, e)),
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+
+    poll_until(
+        "writes acknowledged before the kill",
+        WRITE_PHASE_TIMEOUT,
+        || (log.lock().unwrap().acked.len() >= ACKS_BEFORE_KILL).then_some(()),
+    );
+    let killed_at = cluster.kill9(leader);
+    let killed_id = cluster.nodes[leader].id;
+
+    // The first write that started after the kill and was acknowledged: the old leader cannot
+    // have served it.
+    let first_after = poll_until(
+        "a write acknowledged by a new leader",
+        WRITE_PHASE_TIMEOUT,
+        || {
+            let log = log.lock().unwrap();
+            log.acked
+                .iter()
+                .filter(|a| a.started >= killed_at)
+                .map(|a| a.finished)
+                .min()
+        },
+    );
+    let failover = first_after - killed_at;
+    println!(
+        "failover: first write after SIGKILL of node {killed_id} acknowledged in {failover:?}"
+    );
+    assert!(
+        failover <= FAILOVER_LIMIT,
+        "a new leader took {failover:?} to acknowledge a write after the leader was killed \
+         (limit {FAILOVER_LIMIT:?})"
+    );
+    poll_until(
+        "writes acknowledged after the kill",
+        WRITE_PHASE_TIMEOUT,
+        || {
+            let log = log.lock().unwrap();
+            let after = log.acked.iter().filter(|a| a.started >= killed_at).count();
+            (after >= ACKS_AFTER_KILL).then_some(())
+        },
+    );
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        cluster.rt.block_on(w).expect("writer task");
+    }
+    let log = std::mem::take(&mut *log.lock().unwrap());
+    println!(
+        "{} writes acknowledged, {} failed (outcome possibly unknown)",
+        log.acked.len(),
+        log.failed.len()
+    );
+    for (key, _, e) in &log.failed {
+        assert!(
+            !matches!(e, ClientError::Invalid(_) | ClientError::Server(_)),
+            "write of {key} failed with an unexpected error: {e:?}"
+        );
+    }
+
+    // What the cluster committed while the node was down.
+    let new_leader = cluster.wait_for_leader();
+    assert_ne!(new_leader, leader, "the killed node cannot be leader");
+    let target = cluster
+        .status(new_leader)
+        .expect("leader status")
+        .commit_index;
+
+    cluster.spawn(leader);
+    cluster.wait_serving(leader);
+    let caught_up = poll_until(
+        "the restarted node to apply what the leader committed",
+        CATCH_UP_TIMEOUT,
+        || {
+            cluster
+                .status(leader)
+                .ok()
+                .filter(|s| s.applied_index >= target)
+        },
+    );
+    println!(
+        "restarted node {killed_id}: applied {} (target {target}), role {}",
+        caught_up.applied_index, caught_up.role
+    );
+
+    // Every acknowledged write, read linearizably through the cluster...
+    let mut client = cluster.client();
+    let mut wrong = Vec::new();
+    for ack in &log.acked {
+        let got = cluster
+            .rt
+            .block_on(client.get(ack.key.as_bytes(), false))
+            .unwrap_or_else(|e| panic!("linearizable get {}: {e}", ack.key));
+        if got.as_deref() != Some(ack.value.as_bytes()) {
+            wrong.push((
+                ack.key.clone(),
+                got.map(|v| String::from_utf8_lossy(&v).into_owned()),
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} acknowledged writes are lost or wrong (linearizable read), e.g. {:?}",
+        wrong.len(),
+        log.acked.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+    // ... a write with an unknown outcome either happened, with its value, or did not...
+    for (key, value, _) in &log.failed {
+        let got = cluster
+            .rt
+            .block_on(client.get(key.as_bytes(), false))
+            .unwrap_or_else(|e| panic!("linearizable get {key}: {e}"));
+        assert!(
+            got.is_none() || got.as_deref() == Some(value.as_bytes()),
+            "{key} holds {got:?}, which was never written"
+        );
+    }
+    // ... and locally (serializable) on the restarted node, which has caught up.
+    let mut local =
+        Client::new(vec![cluster.client_addr(leader).to_string()]).with_timeout(CLIENT_OP_TIMEOUT);
+    for ack in &log.acked {
+        let got = cluster
+            .rt
+            .block_on(local.get(ack.key.as_bytes(), true))
+            .unwrap_or_else(|e| panic!("serializable get {} on node {killed_id}: {e}", ack.key));
+        if got.as_deref() != Some(ack.value.as_bytes()) {
+            wrong.push((
+                ack.key.clone(),
+                got.map(|v| String::from_utf8_lossy(&v).into_owned()),
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} acknowledged writes are missing or wrong on the restarted node {killed_id} \
+         (serializable read), e.g. {:?}",
+        wrong.len(),
+        log.acked.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. full cluster restart
+// ---------------------------------------------------------------------------------------------
+
+/// Keys written before the full restart.
+const RESTART_KEYS: usize = 100;
+/// Of those, how many are deleted again before the restart (every n-th).
+const RESTART_DELETE_EVERY: usize = 10;
+
+#[test]
+fn full_cluster_restart_after_sigterm_keeps_every_acknowledged_write() {
+    let mut cluster = Cluster::start(Settings::default());
+    cluster.wait_for_leader();
+    let mut client = cluster.client();
+    let mut expected: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for n in 0..RESTART_KEYS {
+        let (key, value) = (format!("restart/{n:04}"), format!("v{n}"));
+        cluster
+            .rt
+            .block_on(client.set(key.as_bytes(), value.as_bytes()))
+            .unwrap_or_else(|e| panic!("set {key}: {e}"));
+        expected.insert(key, Some(value));
+    }
+    for n in (0..RESTART_KEYS).step_by(RESTART_DELETE_EVERY) {
+        let key = format!("restart/{n:04}");
+        let existed = cluster
+            .rt
+            .block_on(client.delete(key.as_bytes()))
+            .unwrap_or_else(|e| panic!("delete {key}: {e}"));
+        assert!(existed, "{key} was written, so delete must find it");
+        expected.insert(key, None);
+    }
+    drop(client);
+
+    let all: Vec<usize> = (0..cluster.nodes.len()).collect();
+    let statuses = cluster.terminate(&all);
+    for (i, status) in statuses.iter().enumerate() {
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "node {} exited with {status:?} after SIGTERM",
+            i + 1
+        );
+    }
+
+    for &i in &all {
+        cluster.spawn(i);
+    }
+    for &i in &all {
+        cluster.wait_serving(i);
+    }
+    cluster.wait_for_leader();
+    let mut client = cluster.client();
+    for (key, want) in &expected {
+        let got = cluster
+            .rt
+            .block_on(client.get(key.as_bytes(), false))
+            .unwrap_or_else(|e| panic!("get {key} after restart: {e}"));
+        assert_eq!(
+            got.map(|v| String::from_utf8(v).unwrap()).as_ref(),
+            want.as_ref(),
+            "{key} after a full restart"
+        );
+    }
+    // A write still works after the restart.
+    cluster
+        .rt
+        .block_on(client.set(b"restart/after", b"yes"))
+        .expect("write after restart");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. kvctl against a cluster
+// ---------------------------------------------------------------------------------------------
+
+/// `max_value_bytes` of the kvctl test cluster.
+const KVCTL_MAX_VALUE_BYTES: usize = 1024;
+/// `max_list_limit` of the kvctl test cluster: small, so `list` must page.
+const KVCTL_MAX_LIST_LIMIT: u32 = 2;
+/// kvctl's own deadline when nothing is reachable, in milliseconds.
+const UNREACHABLE_TIMEOUT_MS: u64 = 500;
+/// kvctl must give up on unreachable endpoints within this long.
+const UNREACHABLE_EXIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// Asserts kvctl exited with `code`, showing everything it printed if not.
+fn assert_exit(out: &Finished, code: i32, what: &str) {
+    assert_eq!(out.code(), code, "{what}: wrong exit status\n{out}");
+}
+
+#[test]
+fn kvctl_commands_output_and_exit_codes() {
+    let cluster = Cluster::start(Settings {
+        max_value_bytes: KVCTL_MAX_VALUE_BYTES,
+        max_list_limit: KVCTL_MAX_LIST_LIMIT,
+        ..Settings::default()
+    });
+    let leader = cluster.wait_for_leader();
+    // Only a follower's address: kvctl must follow the leader hint.
+    let follower = cluster.client_addr(cluster.follower_of(leader)).to_string();
+    let all = cluster.endpoints().join(",");
+    let run = |args: &[&str]| cluster.kvctl(&follower, args);
+
+    let out = run(&["set", "greeting", "hello world"]);
+    assert_exit(&out, 0, "set via a follower");
+    assert_eq!(out.stdout, "", "set prints nothing");
+    let out = run(&["get", "greeting"]);
+    assert_exit(&out, 0, "get");
+    assert_eq!(out.stdout, "hello world\n", "get prints the value alone");
+    let out = cluster.kvctl(&all, &["get", "greeting"]);
+    assert_exit(&out, 0, "get via all endpoints");
+    assert_eq!(out.stdout, "hello world\n");
+    let out = run(&["--consistency", "s", "get", "greeting"]);
+    assert_exit(&out, 0, "serializable get on a follower");
+
+    let out = run(&["get", "no-such-key"]);
+    assert_exit(&out, 1, "get of a missing key");
+    assert_eq!(out.stdout, "", "nothing on stdout for a missing key");
+
+    let out = run(&["delete", "greeting"]);
+    assert_exit(&out, 0, "delete of an existing key");
+    let out = run(&["get", "greeting"]);
+    assert_exit(&out, 1, "get after delete");
+    let out = run(&["delete", "greeting"]);
+    assert_exit(&out, 1, "delete of a missing key");
+
+    for (k, v) in [
+        ("app/a", "1"),
+        ("app/b", "2"),
+        ("app/c", "3"),
+        ("app/d", "4"),
+        ("apple", "fruit"),
+        ("zzz", "last"),
+    ] {
+        assert_exit(&run(&["set", k, v]), 0, "set for list");
+    }
+    let out = run(&["list", "--prefix", "app/"]);
+    assert_exit(&out, 0, "list --prefix");
+    assert_eq!(
+        out.stdout, "app/a\t1\napp/b\t2\napp/c\t3\napp/d\t4\n",
+        "list --prefix pages through every match (server pages hold {KVCTL_MAX_LIST_LIMIT})"
+    );
+    let out = run(&["list", "--prefix", "app/", "--keys-only"]);
+    assert_exit(&out, 0, "list --keys-only");
+    assert_eq!(out.stdout, "app/a\napp/b\napp/c\napp/d\n");
+    let out = run(&["list", "--prefix", "app/", "--limit", "3"]);
+    assert_exit(&out, 0, "list --limit");
+    assert_eq!(out.stdout, "app/a\t1\napp/b\t2\napp/c\t3\n");
+    let out = run(&["list", "--prefix", "app/", "--from", "app/c"]);
+    assert_exit(&out, 0, "list --from");
+    assert_eq!(out.stdout, "app/c\t3\napp/d\t4\n");
+    let out = run(&["list", "--from", "apple", "--limit", "2"]);
+    assert_exit(&out, 0, "list --from --limit without prefix");
+    assert_eq!(out.stdout, "apple\tfruit\nzzz\tlast\n");
+    let out = run(&["list", "--prefix", "nothing/"]);
+    assert_exit(&out, 0, "list with no match");
+    assert_eq!(out.stdout, "");
+
+    // status --json, through the follower: every member is discovered.
+    let statuses = poll_until(
+        "kvctl status --json to report three reachable nodes",
+        LEADER_TIMEOUT,
+        || {
+            let out = run(&["status", "--json"]);
+            assert_exit(&out, 0, "status --json");
+            let v: serde_json::Value = serde_json::from_str(out.stdout.trim())
+                .unwrap_or_else(|e| panic!("status --json is not JSON ({e}):\n{out}"));
+            let arr = v.as_array().expect("status --json prints an array").clone();
+            (arr.len() == 3 && arr.iter().all(|n| n["reachable"] == true)).then_some(arr)
+        },
+    );
+    let fields = [
+        "id",
+        "client_addr",
+        "role",
+        "term",
+        "leader_id",
+        "commit_index",
+        "applied_index",
+        "reachable",
+    ];
+    for node in &statuses {
+        for f in fields {
+            assert!(node.get(f).is_some(), "status entry lacks `{f}`: {node}");
+        }
+    }
+    let leaders: Vec<_> = statuses.iter().filter(|n| n["role"] == "leader").collect();
+    assert_eq!(leaders.len(), 1, "exactly one leader: {statuses:?}");
+    let leader_id = leaders[0]["id"].as_u64().expect("numeric id");
+    let mut ids: Vec<u64> = statuses.iter().map(|n| n["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3]);
+    let mut addrs: Vec<String> = statuses
+        .iter()
+        .map(|n| n["client_addr"].as_str().unwrap().to_string())
+        .collect();
+    addrs.sort();
+    let mut want_addrs = cluster.endpoints();
+    want_addrs.sort();
+    assert_eq!(addrs, want_addrs, "client addresses");
+    for node in &statuses {
+        assert_eq!(node["leader_id"].as_u64(), Some(leader_id), "{node}");
+        assert!(node["term"].as_u64().unwrap() >= 1, "{node}");
+        assert!(
+            node["applied_index"].as_u64().unwrap() <= node["commit_index"].as_u64().unwrap(),
+            "{node}"
+        );
+    }
+
+    // Bad input: exit 2, and the message says why.
+    let out = run(&["set", "", "x"]);
+    assert_exit(&out, 2, "set with an empty key");
+    assert!(out.stderr.contains("empty"), "{out}");
+    for len in [KVCTL_MAX_VALUE_BYTES + 1, 3 * KVCTL_MAX_VALUE_BYTES] {
+        let big = "v".repeat(len);
+        let out = run(&["set", "big", &big]);
+        assert_exit(&out, 2, &format!("set with a {len}-byte value"));
+        assert!(
+            out.stderr.contains(&KVCTL_MAX_VALUE_BYTES.to_string())
+                && out.stderr.contains("max_value_bytes"),
+            "stderr names the limit\n{out}"
+        );
+    }
+    assert_exit(&run(&["get", "big"]), 1, "a refused value is not stored");
+    let at_limit = "v".repeat(KVCTL_MAX_VALUE_BYTES);
+    assert_exit(
+        &run(&["set", "big", &at_limit]),
+        0,
+        "value of exactly the limit",
+    );
+
+    // Nothing reachable: exit 3, soon after the deadline.
+    let closed = free_addr();
+    let started = Instant::now();
+    let timeout_ms = UNREACHABLE_TIMEOUT_MS.to_string();
+    let out = cluster.kvctl(&closed, &["--timeout-ms", &timeout_ms, "get", "k"]);
+    assert_exit(&out, 3, "no node reachable");
+    assert!(
+        started.elapsed() < UNREACHABLE_EXIT_LIMIT,
+        "kvctl took {:?} to give up",
+        started.elapsed()
+    );
+    assert!(!out.stderr.trim().is_empty(), "says why: {out}");
+    let out = cluster.kvctl(&closed, &["--timeout-ms", &timeout_ms, "set", "k", "v"]);
+    assert_exit(&out, 3, "set with no node reachable");
+    let out = cluster.kvctl(&closed, &["status", "--json"]);
+    assert_exit(&out, 3, "status with no node reachable");
+}
+
+/// A value far over `max_value_bytes` (but under the OS limit on one argument) should be refused
+/// with a message naming the configured limit, like a value slightly over it: the server's gRPC
+/// decode limit must not answer first with a transport error.
+#[test]
+fn kvctl_far_oversized_value_names_the_configured_limit() {
+    let cluster = Cluster::start(Settings {
+        nodes: 1,
+        max_value_bytes: KVCTL_MAX_VALUE_BYTES,
+        ..Settings::default()
+    });
+    cluster.wait_for_leader();
+    let huge = "v".repeat(100 * 1024);
+    let out = cluster.kvctl(cluster.client_addr(0), &["set", "huge", &huge]);
+    assert_exit(&out, 2, "set with a value 100x over max_value_bytes");
+    assert!(
+        out.stderr.contains(&KVCTL_MAX_VALUE_BYTES.to_string())
+            && out.stderr.contains("max_value_bytes"),
+        "stderr names the configured limit\n{out}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. bad input to the node binary
+// ---------------------------------------------------------------------------------------------
+
+/// Runs the node binary with `args` in `dir` and expects it to refuse to start: a non-zero exit
+/// code (not a signal), one line on stderr containing every string in `names`, and no panic.
+fn expect_refused(dir: &Path, what: &str, args: &[&OsStr], names: &[&str]) -> Finished {
+    let mut cmd = Command::new(NODE_BIN);
+    clean_env(&mut cmd).current_dir(dir).args(args);
+    let out = run_to_exit(&mut cmd, dir, EXIT_TIMEOUT);
+    let code = out
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("{what}: died from a signal (a panic or abort?)\n{out}"));
+    assert_ne!(code, 0, "{what}: must not succeed\n{out}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: stderr must be one line\n{out}");
+    let lower = out.stderr.to_lowercase();
+    assert!(
+        !lower.contains("panicked") && !lower.contains("backtrace"),
+        "{what}: a panic\n{out}"
+    );
+    for name in names {
+        assert!(
+            out.stderr.contains(name),
+            "{what}: stderr must name `{name}`\n{out}"
+        );
+    }
+    out
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, text).expect("write file");
+    path
+}
+
+/// The start of a config that would otherwise be valid: a single node on free ports with its
+/// data dir in `dir`.
+fn base_config(dir: &Path) -> String {
+    format!(
+        "node_id = 1\nclient_addr = \"{}\"\npeer_addr = \"{}\"\ndata_dir = {:?}\n",
+        free_addr(),
+        free_addr(),
+        dir.join("data").display().to_string()
+    )
+}
+
+#[test]
+fn bad_config_is_refused_with_one_line_naming_file_and_field() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let os = |p: &Path| p.as_os_str().to_owned();
+
+    let unknown = write_file(
+        dir,
+        "unknown.toml",
+        &format!("{}election_tiks = 3\n", base_config(dir)),
+    );
+    // base_config is four lines: the mistake is on line 5.
+    let file_line = format!("{}:5:", unknown.display());
+    let out = expect_refused(
+        dir,
+        "unknown field",
+        &[OsStr::new("--config"), &os(&unknown)],
+        &[&file_line, "election_tiks"],
+    );
+    assert_eq!(out.code(), 2, "a bad config exits with 2\n{out}");
+
+    for (name, bad_line) in [
+        ("malformed.toml", "election_ticks = = 3\n"),
+        ("missing-value.toml", "election_ticks =\n"),
+        ("two-values.toml", "election_ticks = 10 20\n"),
+        ("wrong-type.toml", "election_ticks = \"ten\"\n"),
+    ] {
+        let path = write_file(dir, name, &format!("{}{bad_line}", base_config(dir)));
+        let file_line = format!("{}:5:", path.display());
+        expect_refused(
+            dir,
+            name,
+            &[OsStr::new("--config"), &os(&path)],
+            &[&file_line, "election_ticks"],
+        );
+    }
+
+    let missing = dir.join("does-not-exist.toml");
+    let file = missing.display().to_string();
+    expect_refused(
+        dir,
+        "missing file",
+        &[OsStr::new("--config"), &os(&missing)],
+        &[&file],
+    );
+
+    let (p1, p2) = (free_addr(), free_addr());
+    let dup = write_file(
+        dir,
+        "dup.toml",
+        &format!(
+            "node_id = 1\nclient_addr = \"{}\"\npeer_addr = \"{p1}\"\ndata_dir = \"d\"\n\
+             initial_cluster = \"1={p1},1={p2}\"\n",
+            free_addr()
+        ),
+    );
+    let file = dup.display().to_string();
+    expect_refused(
+        dir,
+        "duplicate ids in initial_cluster",
+        &[OsStr::new("--config"), &os(&dup)],
+        &[&file, "initial_cluster", "twice"],
+    );
+
+    let (p1, p2, p4) = (free_addr(), free_addr(), free_addr());
+    let stranger = write_file(
+        dir,
+        "stranger.toml",
+        &format!(
+            "node_id = 4\nclient_addr = \"{}\"\npeer_addr = \"{p4}\"\ndata_dir = \"d\"\n\
+             initial_cluster = \"1={p1},2={p2}\"\n",
+            free_addr()
+        ),
+    );
+    let file = stranger.display().to_string();
+    expect_refused(
+        dir,
+        "node id not in initial_cluster",
+        &[OsStr::new("--config"), &os(&stranger)],
+        &[&file, "initial_cluster", "node_id 4"],
+    );
+
+    // The same mistake from flags: the source is `<flags/env>`.
+    let cluster = format!("1={}", free_addr());
+    expect_refused(
+        dir,
+        "node id not in initial_cluster (flags)",
+        &[
+            OsStr::new("--node-id"),
+            OsStr::new("3"),
+            OsStr::new("--client-addr"),
+            OsStr::new(&free_addr()),
+            OsStr::new("--peer-addr"),
+            OsStr::new(&free_addr()),
+            OsStr::new("--initial-cluster"),
+            OsStr::new(&cluster),
+        ],
+        &["<flags/env>", "initial_cluster"],
+    );
+
+    // A data dir below a regular file can never be created.
+    let blocker = write_file(dir, "regular-file", "not a directory\n");
+    let data_dir = blocker.join("data");
+    let unwritable = write_file(
+        dir,
+        "unwritable.toml",
+        &format!(
+            "node_id = 1\nclient_addr = \"{}\"\npeer_addr = \"{}\"\ndata_dir = {:?}\n",
+            free_addr(),
+            free_addr(),
+            data_dir.display().to_string()
+        ),
+    );
+    expect_refused(
+        dir,
+        "unwritable data dir",
+        &[OsStr::new("--config"), &os(&unwritable)],
+        &[&data_dir.display().to_string()],
+    );
+}
+
+/// An unusable data dir is a config mistake like any other: the error should name the config
+/// file and the `data_dir` field, not only the directory.
+#[test]
+fn unwritable_data_dir_error_names_file_and_field() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let blocker = write_file(dir, "regular-file", "not a directory\n");
+    let path = write_file(
+        dir,
+        "unwritable.toml",
+        &format!(
+            "node_id = 1\nclient_addr = \"{}\"\npeer_addr = \"{}\"\ndata_dir = {:?}\n",
+            free_addr(),
+            free_addr(),
+            blocker.join("data").display().to_string()
+        ),
+    );
+    expect_refused(
+        dir,
+        "unwritable data dir",
+        &[OsStr::new("--config"), path.as_os_str()],
+        &[&path.display().to_string(), "data_dir"],
+    );
+}
+
+/// A single-node store started from flags only, in `dir`, with its data in `data_dir`.
+fn single_node_from_flags(dir: &Path, node_id: u64, data_dir: &Path, log: &Path) -> (Proc, String) {
+    let client = free_addr();
+    let log = File::create(log).expect("create log");
+    let mut cmd = Command::new(NODE_BIN);
+    clean_env(&mut cmd)
+        .current_dir(dir)
+        .env("KV_TICK_INTERVAL_MS", TICK_INTERVAL_MS.to_string())
+        .arg("--node-id")
+        .arg(node_id.to_string())
+        .arg("--client-addr")
+        .arg(&client)
+        .arg("--peer-addr")
+        .arg(free_addr())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    (
+        Proc::spawn(format!("single node {node_id}"), &mut cmd),
+        client,
+    )
+}
+
+/// Polls until the node at `addr` (run by `proc`) answers Status; returns the status.
+fn wait_single_serving(rt: &Runtime, proc: &mut Proc, addr: &str, log: &Path) -> StatusResponse {
+    poll_until(
+        &format!("a node to serve at {addr}"),
+        NODE_START_TIMEOUT,
+        || {
+            if let Some(status) = proc.try_status() {
+                panic!(
+                    "{} exited during start-up: {status:?}\n{}",
+                    proc.name,
+                    tail(log, LOG_TAIL_LINES)
+                );
+            }
+            rt.block_on(status_of(addr)).ok()
+        },
+    )
+}
+
+#[test]
+fn data_dir_in_use_or_of_another_node_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let rt = Runtime::new().expect("runtime");
+    let data = dir.join("node1-data");
+    let log1 = dir.join("node1.log");
+    let (mut first, addr) = single_node_from_flags(dir, 1, &data, &log1);
+    wait_single_serving(&rt, &mut first, &addr, &log1);
+
+    // A second process on the same data dir, while the first runs.
+    let data_s = data.display().to_string();
+    let out = expect_refused(
+        dir,
+        "data dir in use",
+        &[
+            OsStr::new("--client-addr"),
+            OsStr::new(&free_addr()),
+            OsStr::new("--peer-addr"),
+            OsStr::new(&free_addr()),
+            OsStr::new("--data-dir"),
+            data.as_os_str(),
+        ],
+        &[&data_s],
+    );
+    assert!(
+        out.stderr.contains("in use"),
+        "says the dir is in use\n{out}"
+    );
+    // The refused process did not disturb the running one.
+    assert!(first.is_running(), "the first node must keep running");
+    let mut client = Client::new(vec![addr.clone()]).with_timeout(CLIENT_OP_TIMEOUT);
+    rt.block_on(client.set(b"k", b"v"))
+        .expect("the first node still serves");
+
+    first.terminate();
+    let status = first
+        .wait_timeout(EXIT_TIMEOUT)
+        .expect("node 1 exits after SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "node 1 exit status after SIGTERM; its log:\n{}",
+        tail(&log1, LOG_TAIL_LINES)
+    );
+
+    // Node 2 started on node 1's data dir.
+    let out = expect_refused(
+        dir,
+        "node 2 on node 1's data dir",
+        &[
+            OsStr::new("--node-id"),
+            OsStr::new("2"),
+            OsStr::new("--client-addr"),
+            OsStr::new(&free_addr()),
+            OsStr::new("--peer-addr"),
+            OsStr::new(&free_addr()),
+            OsStr::new("--data-dir"),
+            data.as_os_str(),
+        ],
+        &[&data_s],
+    );
+    assert!(
+        out.stderr.contains("node 1") && out.stderr.contains("node 2"),
+        "the message names both the owner and the intruder\n{out}"
+    );
+
+    // Node 1's data is intact: it starts again and still has its key.
+    let (mut again, addr) = single_node_from_flags(dir, 1, &data, &dir.join("node1-again.log"));
+    wait_single_serving(&rt, &mut again, &addr, &dir.join("node1-again.log"));
+    let mut client = Client::new(vec![addr]).with_timeout(CLIENT_OP_TIMEOUT);
+    let got = rt
+        .block_on(client.get(b"k", false))
+        .expect("get after restart");
+    assert_eq!(got.as_deref(), Some(&b"v"[..]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. garbage on the sockets
+// ---------------------------------------------------------------------------------------------
+
+/// Bytes of random garbage sent per connection.
+const GARBAGE_BYTES: usize = 256 * 1024;
+/// How long to wait for the node to close a garbage connection.
+const GARBAGE_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// The HTTP/2 connection preface: garbage after it reaches the frame parser.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Opens a raw TCP connection to `addr`, writes `prefix` then `len` random bytes, and reads
+/// whatever comes back until the node closes the connection or a timeout passes. Write and
+/// read errors (the node hanging up) are expected and ignored.
+fn send_garbage(addr: &str, prefix: &[u8], len: usize, rng: &mut impl RngCore) {
+    let mut stream = TcpStream::connect(addr).expect("connect for garbage");
+    stream
+        .set_write_timeout(Some(GARBAGE_READ_TIMEOUT))
+        .unwrap();
+    stream.set_read_timeout(Some(GARBAGE_READ_TIMEOUT)).unwrap();
+    let mut bytes = prefix.to_vec();
+    let start = bytes.len();
+    bytes.resize(start + len, 0);
+    rng.fill_bytes(&mut bytes[start..]);
+    let _ = stream.write_all(&bytes);
+    let _ = stream.flush();
+    let mut sink = Vec::new();
+    let _ = stream.read_to_end(&mut sink);
+}
+
+#[test]
+fn garbage_on_peer_and_client_ports_does_not_crash_a_node() {
+    let mut cluster = Cluster::start(Settings::default());
+    let target = cluster.wait_for_leader();
+    let seed: u64 = rand::thread_rng().gen();
+    println!("garbage seed: {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let peer = cluster.nodes[target].config.peer_addr.clone();
+    let client = cluster.client_addr(target).to_string();
+
+    for addr in [&peer, &client] {
+        send_garbage(addr, b"", GARBAGE_BYTES, &mut rng);
+        send_garbage(addr, HTTP2_PREFACE, GARBAGE_BYTES, &mut rng);
+        send_garbage(addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1024, &mut rng);
+        // Many short connections that say a little and hang up.
+        for _ in 0..50 {
+            let len = rng.gen_range(1..64);
+            send_garbage(addr, b"", len, &mut rng);
+        }
+    }
+    // Well-formed gRPC carrying garbage Raft messages.
+    let batches = cluster.rt.block_on(async {
+        let mut raft = RaftTransportClient::connect(format!("http://{peer}"))
+            .await
+            .expect("connect to the peer service");
+        let mut answers = Vec::new();
+        for _ in 0..20 {
+            let len = rng.gen_range(0..512);
+            let mut junk = vec![0u8; len];
+            rng.fill_bytes(&mut junk);
+            let batch = RaftBatch {
+                from: rng.gen(),
+                from_client_addr: "garbage".into(),
+                messages: vec![junk.clone(), vec![0xff; 16]],
+            };
+            answers.push(raft.send(batch).await.map(|_| ()));
+            let chunk = SnapshotChunk {
+                from: 99,
+                from_client_addr: "garbage".into(),
+                message: junk,
+                data: vec![1, 2, 3],
+            };
+            let stream = tokio_stream::iter(vec![chunk]);
+            answers.push(raft.send_snapshot(stream).await.map(|_| ()));
+        }
+        answers
+    });
+    assert!(
+        batches.iter().all(|r| r.is_err()),
+        "garbage Raft messages must be refused: {batches:?}"
+    );
+
+    let proc = cluster.nodes[target].proc.as_mut().expect("running");
+    assert!(
+        proc.is_running(),
+        "the node died from garbage: {:?}",
+        proc.try_status()
+    );
+    let status = cluster
+        .status(target)
+        .expect("the node still answers Status after garbage");
+    assert_eq!(status.node_id, cluster.nodes[target].id);
+    // The cluster, and the node that got the garbage, still serve.
+    let mut c = cluster.client();
+    cluster
+        .rt
+        .block_on(c.set(b"after-garbage", b"ok"))
+        .expect("write after garbage");
+    let mut local = Client::new(vec![client]).with_timeout(CLIENT_OP_TIMEOUT);
+    let got = cluster
+        .rt
+        .block_on(local.get(b"after-garbage", false))
+        .expect("linearizable read on the node that got the garbage");
+    assert_eq!(got.as_deref(), Some(&b"ok"[..]));
+    let leader = cluster.wait_for_leader();
+    assert_eq!(cluster.running().len(), 3);
+    println!("leader after garbage: node {}", cluster.nodes[leader].id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. no config file: flags and environment only
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn single_node_from_flags_and_env_serves() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let rt = Runtime::new().expect("runtime");
+    let data = dir.join("store");
+    let log = dir.join("node.log");
+    let (mut node, addr) = single_node_from_flags(dir, 1, &data, &log);
+    let status = wait_single_serving(&rt, &mut node, &addr, &log);
+    assert_eq!(status.members.len(), 1, "a single-node cluster: {status:?}");
+    let status = poll_until("the single node to lead", LEADER_TIMEOUT, || {
+        rt.block_on(status_of(&addr))
+            .ok()
+            .filter(|s| s.role == "leader")
+    });
+    assert_eq!(status.leader_id, 1);
+
+    let out = kvctl(dir, &addr, &["set", "flag-key", "flag-value"]);
+    assert_exit(&out, 0, "set on a flags-only node");
+    let out = kvctl(dir, &addr, &["get", "flag-key"]);
+    assert_exit(&out, 0, "get on a flags-only node");
+    assert_eq!(out.stdout, "flag-value\n");
+    let mut client = Client::new(vec![addr.clone()]).with_timeout(CLIENT_OP_TIMEOUT);
+    rt.block_on(client.set(b"lib-key", b"lib-value"))
+        .expect("library client set");
+    assert_eq!(
+        rt.block_on(client.get(b"lib-key", false)).expect("get"),
+        Some(b"lib-value".to_vec())
+    );
+
+    assert!(data.is_dir(), "--data-dir {} was used", data.display());
+    assert!(
+        !dir.join("data").exists(),
+        "the default ./data must not be used when --data-dir is given"
+    );
+    node.terminate();
+    let status = node.wait_timeout(EXIT_TIMEOUT).expect("exit after SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM; the node's log:\n{}",
+        tail(&log, LOG_TAIL_LINES)
+    );
+}
+
+#[test]
+fn node_help_lists_the_flags() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(NODE_BIN);
+    clean_env(&mut cmd).current_dir(tmp.path()).arg("--help");
+    let out = run_to_exit(&mut cmd, tmp.path(), EXIT_TIMEOUT);
+    assert_eq!(out.code(), 0, "--help exits 0\n{out}");
+    for flag in [
+        "--election-ticks",
+        "--initial-cluster",
+        "--config",
+        "--data-dir",
+    ] {
+        assert!(out.stdout.contains(flag), "--help lists {flag}\n{out}");
+    }
+}
