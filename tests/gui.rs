@@ -1,0 +1,252 @@
+//! GUI tests: the real egui UI, driven through AccessKit with egui_kittest (no display needed),
+//! against real `distributed_kv` processes started by the test (harness in `tests/common`).
+//!
+//! The UI's network calls run on its worker thread, so results arrive while the test steps the
+//! UI frame by frame; [`step_until`] steps and polls until what the user would see appears, or
+//! a deadline passes. Widgets are found the way a screen reader finds them: by their labels.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use distributed_kv::gui::KvApp;
+use eframe::egui;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+
+/// Window size the UI is laid out in.
+const WINDOW: [f32; 2] = [1200.0, 800.0];
+/// How long the UI may take to show something after the action that causes it.
+const UI_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pause between two frames while waiting (the worker needs time on the network).
+const FRAME_PAUSE: Duration = Duration::from_millis(20);
+/// Longest a single frame may take: the UI must never wait on the network.
+const MAX_FRAME_TIME: Duration = Duration::from_millis(500);
+
+/// The app under test, pointed at `endpoints`, remembering them in a temp file.
+fn harness(endpoints: &[String], state_dir: &std::path::Path) -> Harness<'static, KvApp> {
+    let app = KvApp::new(
+        Some(endpoints.join(",")),
+        Some(state_dir.join("gui-endpoints")),
+        || {},
+    );
+    Harness::builder()
+        .with_size(WINDOW)
+        .build_ui_state(|ui, app: &mut KvApp| app.show(ui), app)
+}
+
+/// Steps the UI until `done` holds, checking that no frame blocks; panics after [`UI_TIMEOUT`].
+fn step_until(h: &mut Harness<'_, KvApp>, what: &str, done: impl Fn(&Harness<'_, KvApp>) -> bool) {
+    let deadline = Instant::now() + UI_TIMEOUT;
+    loop {
+        let frame = Instant::now();
+        h.step();
+        assert!(
+            frame.elapsed() < MAX_FRAME_TIME,
+            "a frame took {:?}: the UI blocked",
+            frame.elapsed()
+        );
+        if done(h) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {UI_TIMEOUT:?} waiting for: {what}"
+        );
+        std::thread::sleep(FRAME_PAUSE);
+    }
+}
+
+/// Clicks the field labelled `label` and types `text` into it.
+fn type_into(h: &mut Harness<'_, KvApp>, label: &str, text: &str) {
+    h.get_by_label(label).click();
+    h.step();
+    h.get_by_label(label).type_text(text);
+    h.step();
+}
+
+/// Empties the field labelled `label` (select all, delete).
+fn clear(h: &mut Harness<'_, KvApp>, label: &str) {
+    h.get_by_label(label).click();
+    h.step();
+    h.key_combination_modifiers(egui::Modifiers::COMMAND, &[egui::Key::A]);
+    h.key_press(egui::Key::Backspace);
+    h.step();
+}
+
+/// Clicks the button labelled `label`, and runs one more frame to show what the click changed
+/// (egui draws a frame before it learns of the click).
+fn click(h: &mut Harness<'_, KvApp>, label: &str) {
+    h.get_by_label(label).click();
+    h.step();
+    h.step();
+}
+
+/// Whether some widget's label contains `text`.
+fn shows(h: &Harness<'_, KvApp>, text: &str) -> bool {
+    h.query_all_by_label_contains(text).next().is_some()
+}
+
+/// Rows of the cluster panel that say "leader".
+fn leader_cells(h: &Harness<'_, KvApp>) -> usize {
+    h.query_all_by_label("leader").count()
+}
+
+#[test]
+fn set_get_browse_delete_and_cluster_panel() {
+    let cluster = Cluster::start(Settings::default());
+    let tmp = tempfile::tempdir().unwrap();
+    // A key written by another client, so Get has something the UI did not write itself.
+    let mut client = cluster.client();
+    cluster
+        .rt
+        .block_on(client.set(b"preset", b"from the cluster"))
+        .unwrap();
+
+    let mut h = harness(&cluster.endpoints(), tmp.path());
+    step_until(
+        &mut h,
+        "3 nodes with exactly one leader in the cluster panel",
+        |h| {
+            h.state().nodes().len() == 3
+                && h.state().nodes().iter().all(|n| n.reachable)
+                && leader_cells(h) == 1
+        },
+    );
+
+    // Set through the UI; the cluster has it.
+    type_into(&mut h, "Key", "greeting");
+    type_into(&mut h, "Value", "hello");
+    click(&mut h, "Set");
+    step_until(&mut h, "the set to succeed", |h| {
+        shows(h, "set greeting: ok")
+    });
+    assert_eq!(
+        cluster.rt.block_on(client.get(b"greeting", false)).unwrap(),
+        Some(b"hello".to_vec())
+    );
+
+    // Get shows the value: empty the value field, then Get fills it again.
+    clear(&mut h, "Value");
+    assert_eq!(h.get_by_label("Value").value().as_deref(), Some(""));
+    click(&mut h, "Get");
+    step_until(&mut h, "get to show the value", |h| {
+        h.get_by_label("Value").value().as_deref() == Some("hello")
+    });
+    assert!(shows(&h, "get greeting: found"));
+
+    // The browser lists both keys; clicking one loads it into the editor.
+    click(&mut h, "Refresh");
+    step_until(&mut h, "the browser to list the keys", |h| {
+        h.query_by_label("greeting").is_some() && h.query_by_label("preset").is_some()
+    });
+    click(&mut h, "preset");
+    step_until(&mut h, "the clicked key to load", |h| {
+        h.get_by_label("Value").value().as_deref() == Some("from the cluster")
+    });
+    assert_eq!(h.get_by_label("Key").value().as_deref(), Some("preset"));
+
+    // Delete, then Get says not found.
+    click(&mut h, "greeting");
+    step_until(&mut h, "greeting to load", |h| {
+        h.get_by_label("Value").value().as_deref() == Some("hello")
+    });
+    click(&mut h, "Delete");
+    step_until(&mut h, "the delete to succeed", |h| {
+        shows(h, "delete greeting: deleted")
+    });
+    click(&mut h, "Get");
+    step_until(&mut h, "get to say not found", |h| {
+        shows(h, "get greeting: not found")
+    });
+    assert_eq!(
+        cluster.rt.block_on(client.get(b"greeting", false)).unwrap(),
+        None
+    );
+
+    // Every operation is in the activity log with its outcome.
+    let log: Vec<String> = h
+        .state()
+        .activity()
+        .iter()
+        .map(|a| format!("{} — {}", a.what, a.outcome))
+        .collect();
+    for expected in [
+        "set greeting — ok",
+        "delete greeting — deleted",
+        "get greeting — not found",
+    ] {
+        assert!(
+            log.iter().any(|l| l.starts_with(expected)),
+            "activity log lacks {expected:?}: {log:?}"
+        );
+    }
+}
+
+#[test]
+fn follows_a_new_leader_after_the_leader_is_killed() {
+    let mut cluster = Cluster::start(Settings::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let old = cluster.wait_for_leader();
+    let old_id = old as u64 + 1;
+    let mut h = harness(&cluster.endpoints(), tmp.path());
+    step_until(&mut h, "the panel to show the leader", |h| {
+        h.state()
+            .nodes()
+            .iter()
+            .any(|n| n.role == "leader" && n.id == old_id)
+    });
+
+    cluster.kill9(old);
+    step_until(
+        &mut h,
+        "the panel to show a new leader and the old one unreachable",
+        |h| {
+            let nodes = h.state().nodes();
+            nodes.iter().any(|n| n.role == "leader" && n.id != old_id)
+                && nodes.iter().filter(|n| !n.reachable).count() == 1
+                && leader_cells(h) == 1
+        },
+    );
+
+    type_into(&mut h, "Key", "after-failover");
+    type_into(&mut h, "Value", "still works");
+    click(&mut h, "Set");
+    step_until(&mut h, "set to succeed on the new leader", |h| {
+        shows(h, "set after-failover: ok")
+    });
+}
+
+#[test]
+fn without_a_cluster_operations_fail_and_the_ui_keeps_answering() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Ports nothing listens on.
+    let endpoints = vec![free_addr(), free_addr()];
+    let mut h = harness(&endpoints, tmp.path());
+
+    // A mistake the user can fix is explained next to the field, and nothing is sent.
+    click(&mut h, "Set");
+    assert!(
+        shows(&h, "enter a key"),
+        "an empty key is explained next to the field"
+    );
+    assert!(h.state().activity().is_empty(), "nothing was sent");
+
+    type_into(&mut h, "Key", "k");
+    type_into(&mut h, "Value", "v");
+    click(&mut h, "Set");
+    assert!(h.state().busy(), "the set is in flight");
+    // step_until also checks that every frame stays fast while the request fails.
+    step_until(
+        &mut h,
+        "an error that explains no leader is reachable",
+        |h| shows(h, "no leader reachable"),
+    );
+    assert!(!h.state().busy());
+    let panel = h.state().nodes();
+    assert!(
+        panel.iter().all(|n| !n.reachable),
+        "the cluster panel shows the nodes unreachable: {panel:?}"
+    );
+}
