@@ -305,6 +305,23 @@ impl Client {
         }
     }
 
+    /// (applied index, state hash) of one node, asked directly.
+    pub async fn hash_of(
+        &mut self,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<HashResponse, ClientError> {
+        let mut c = self.channel(addr)?;
+        match tokio::time::timeout(timeout, c.hash(HashRequest {})).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(ClientError::Unavailable(format!("{addr}: {}", s.message()))),
+            Err(_) => Err(ClientError::Unavailable(format!(
+                "{addr}: no answer within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
     /// The status of every node: the given endpoints plus every member they report.
     /// Returns (client address, status or error) per node, in order of node id where known.
     pub async fn cluster_status(

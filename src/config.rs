@@ -64,6 +64,9 @@ pub struct NodeConfig {
     pub max_pending_requests: usize,
     /// Largest page a List returns, in keys.
     pub max_list_limit: u32,
+    /// UNSAFE — for testing the consistency checker only. Every node answers every read from
+    /// its local state machine without ReadIndex, so reads can be stale. Never in production.
+    pub unsafe_stale_reads: bool,
 }
 
 impl Default for NodeConfig {
@@ -86,6 +89,7 @@ impl Default for NodeConfig {
             request_timeout_ms: 5_000,
             max_pending_requests: 4_096,
             max_list_limit: 1_000,
+            unsafe_stale_reads: false,
         }
     }
 }
@@ -144,6 +148,9 @@ pub struct ConfigOverrides {
     /// Largest List page in keys [default: 1000].
     #[arg(long, env = "KV_MAX_LIST_LIMIT")]
     pub max_list_limit: Option<u32>,
+    /// UNSAFE, testing only: serve reads from local state without ReadIndex (stale reads).
+    #[arg(long, env = "KV_UNSAFE_STALE_READS")]
+    pub unsafe_stale_reads: Option<bool>,
 }
 
 impl NodeConfig {
@@ -211,7 +218,8 @@ impl NodeConfig {
             max_value_bytes,
             request_timeout_ms,
             max_pending_requests,
-            max_list_limit
+            max_list_limit,
+            unsafe_stale_reads
         );
     }
 

@@ -214,13 +214,22 @@ impl Node {
             max_value_bytes: config.max_value_bytes,
             max_pending: config.max_pending_requests,
             max_list_limit: config.max_list_limit as usize,
+            unsafe_stale_reads: config.unsafe_stale_reads,
         };
-        let client_api = api_ctx.run(ClientApiActor::new(
-            config.node_id,
-            limits,
-            storage.clone().recipient(),
-            storage.clone().recipient(),
-        ));
+        if config.unsafe_stale_reads {
+            tracing::warn!(
+                "unsafe_stale_reads is on: reads may be stale; for testing the checker only"
+            );
+        }
+        let client_api = api_ctx.run(
+            ClientApiActor::new(
+                config.node_id,
+                limits,
+                storage.clone().recipient(),
+                storage.clone().recipient(),
+            )
+            .with_hash(storage.clone().recipient()),
+        );
         let advertised_client = config.client_addr.clone();
         let mut peer_addrs = Vec::new();
         let mut peers = HashMap::new();

@@ -79,6 +79,7 @@ fn limits() -> ClientLimits {
         max_value_bytes: MAX_VALUE_BYTES,
         max_pending: MAX_PENDING,
         max_list_limit: MAX_LIST_LIMIT,
+        unsafe_stale_reads: false,
     }
 }
 

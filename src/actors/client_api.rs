@@ -43,6 +43,9 @@ pub struct ClientLimits {
     pub max_pending: usize,
     /// Largest List page.
     pub max_list_limit: usize,
+    /// UNSAFE, for testing the consistency checker only: answer every read from the local
+    /// state machine, on any node, without ReadIndex (reads may be stale).
+    pub unsafe_stale_reads: bool,
 }
 
 /// A write waiting to be applied.
@@ -65,6 +68,8 @@ pub struct ClientApiActor {
     storage: Recipient<Read>,
     /// Where status questions about the state machine go.
     storage_status: Recipient<GetStorageStatus>,
+    /// Where hash questions go.
+    storage_hash: Option<Recipient<GetStateHash>>,
     /// Whether this node is leader, and who is.
     role: StateRole,
     /// Known leader id (0: none).
@@ -102,6 +107,7 @@ impl ClientApiActor {
             raft: None,
             storage,
             storage_status,
+            storage_hash: None,
             role: StateRole::Follower,
             leader_id: 0,
             leader_addr: None,
@@ -111,6 +117,12 @@ impl ClientApiActor {
             applied: 0,
             reads_in_flight: Rc::new(Cell::new(0)),
         }
+    }
+
+    /// Lets the actor answer [`ClientHash`] from `storage`.
+    pub fn with_hash(mut self, storage: Recipient<GetStateHash>) -> Self {
+        self.storage_hash = Some(storage);
+        self
     }
 
     fn not_leader(&self) -> Error {
@@ -379,6 +391,25 @@ impl Handler<ClientStatus> for ClientApiActor {
                 Ok(status)
             }
             .await;
+            let _ = msg.reply.send(result);
+        });
+    }
+}
+
+impl Handler<ClientHash> for ClientApiActor {
+    type Result = ();
+    fn handle(&mut self, msg: ClientHash, _: &mut Context<Self>) {
+        let Some(storage) = self.storage_hash.clone() else {
+            let _ = msg.reply.send(Err(Error::ShuttingDown(
+                "state hashing is not wired".into(),
+            )));
+            return;
+        };
+        actix::spawn(async move {
+            let result = match storage.send(GetStateHash).await {
+                Ok(r) => r,
+                Err(e) => Err(e.into()),
+            };
             let _ = msg.reply.send(result);
         });
     }

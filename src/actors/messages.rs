@@ -141,6 +141,14 @@ pub struct ClientStatus {
     pub reply: Reply<NodeStatus>,
 }
 
+/// gRPC → ClientApiActor: (applied index, hash) of the state machine.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ClientHash {
+    /// Where the answer goes.
+    pub reply: Reply<(u64, u64)>,
+}
+
 /// ClientApiActor → RaftActor: append an encoded `LogCommand`. Answers its (index, term).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(u64, u64)>")]
@@ -255,7 +263,7 @@ pub struct StorageStatus {
 #[rtype(result = "StorageStatus")]
 pub struct GetStorageStatus;
 
-/// Anyone → StorageActor: a hash of the whole state, for comparing nodes.
+/// Anyone → StorageActor: (applied index, hash) of the whole state, for comparing nodes.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(u64, u64)>")]
 pub struct GetStateHash;

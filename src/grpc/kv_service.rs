@@ -141,6 +141,15 @@ impl Kv for KvService {
         }))
     }
 
+    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let (applied_index, hash) = self.call("hash", |reply| ClientHash { reply }).await?;
+        Ok(Response::new(HashResponse {
+            node_id: self.node_id,
+            applied_index,
+            hash,
+        }))
+    }
+
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let s = self.call("status", |reply| ClientStatus { reply }).await?;
         let client_addr = s
