@@ -287,19 +287,13 @@ impl Node {
             )
             .add_service(reflection)
             .add_service(reflection_alpha)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(client_listener),
-                wait_stop(stop_rx.clone()),
-            );
+            .serve_with_incoming_shutdown(nodelay(client_listener), wait_stop(stop_rx.clone()));
         let peer_server = tonic::transport::Server::builder()
             .add_service(
                 RaftTransportServer::new(RaftService::new(config.node_id, raft.clone()))
                     .max_decoding_message_size(usize::MAX),
             )
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(peer_listener),
-                wait_stop(stop_rx),
-            );
+            .serve_with_incoming_shutdown(nodelay(peer_listener), wait_stop(stop_rx));
         let servers = vec![
             tokio::spawn(async move {
                 if let Err(e) = client_server.await {
@@ -378,4 +372,20 @@ async fn wait_stop(mut rx: watch::Receiver<bool>) {
             return;
         }
     }
+}
+
+/// Accepted connections with Nagle's algorithm off. tonic sets `TCP_NODELAY` only on sockets it
+/// binds itself; without it, small responses wait for the peer's delayed ACK (about 40 ms).
+fn nodelay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(stream) = &conn {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+        }
+        conn
+    })
 }

@@ -136,12 +136,7 @@ impl RaftActor {
             }
             self.report_role(change);
         }
-        for msg in out.messages {
-            match self.peers.get(&msg.to) {
-                Some(peer) => peer.do_send(SendToPeer { msg }),
-                None => tracing::warn!(to = msg.to, "message for an unknown peer dropped"),
-            }
-        }
+        send_to_peers(&self.peers, out.messages);
         if out.snapshot.is_some() || !out.committed.is_empty() {
             self.storage.do_send(Apply {
                 snapshot: out.snapshot,
@@ -160,6 +155,16 @@ impl RaftActor {
                     let _ = reply.send(Ok(rs.index));
                 }
             }
+        }
+    }
+}
+
+/// Hands each message to its peer's outbox.
+fn send_to_peers(peers: &HashMap<u64, Recipient<SendToPeer>>, msgs: Vec<raft::prelude::Message>) {
+    for msg in msgs {
+        match peers.get(&msg.to) {
+            Some(peer) => peer.do_send(SendToPeer { msg }),
+            None => tracing::warn!(to = msg.to, "message for an unknown peer dropped"),
         }
     }
 }
@@ -227,7 +232,8 @@ impl Handler<Drive> for RaftActor {
         self.drive_scheduled = false;
         loop {
             self.issue_read_index();
-            match self.node.ready() {
+            let peers = &self.peers;
+            match self.node.ready_with(|msgs| send_to_peers(peers, msgs)) {
                 Ok(Some(out)) => self.dispatch(out),
                 Ok(None) => break,
                 Err(e) => fatal_storage("persisting the raft log", &e),

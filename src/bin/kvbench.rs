@@ -2,6 +2,10 @@
 //! cluster for a fixed number of operations, then one line reports ops/s and latency.
 //!
 //! Example: `kvbench --endpoints 127.0.0.1:50051 --clients 64 --ops 20000 --value-size 256 --workload put`
+//!
+//! `--target etcd` runs the same load against an etcd cluster through etcd's v3 gRPC KV API
+//! (Put, and Range with etcd's default linearizable reads), so both stores can be measured on
+//! the same machine in the same run; see `scripts/bench.sh`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use distributed_kv::client::{endpoints_from, Client};
+use distributed_kv::proto::etcd::kv_client::KvClient as EtcdClient;
+use distributed_kv::proto::etcd::{PutRequest, RangeRequest};
+use tonic::transport::{Channel, Endpoint};
 
 /// Load generator for distributed_kv.
 #[derive(Parser, Debug)]
@@ -35,6 +42,72 @@ struct Cli {
     /// Serializable (local, possibly stale) reads instead of linearizable ones.
     #[arg(long)]
     serializable: bool,
+    /// Which store the endpoints belong to.
+    #[arg(long, value_enum, default_value = "kv")]
+    target: Target,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Target {
+    /// distributed_kv.
+    Kv,
+    /// etcd (v3 API); each client talks to one member, which forwards to its leader.
+    Etcd,
+}
+
+/// One benchmark client's connection.
+enum Conn {
+    /// A leader-following distributed_kv client.
+    Kv(Client),
+    /// An etcd client bound to one member.
+    Etcd(EtcdClient<Channel>),
+}
+
+impl Conn {
+    fn new(target: Target, endpoints: &[String], index: usize) -> anyhow::Result<Conn> {
+        Ok(match target {
+            Target::Kv => Conn::Kv(Client::new(endpoints.to_vec()).with_timeout(OP_TIMEOUT)),
+            Target::Etcd => {
+                let addr = &endpoints[index % endpoints.len()];
+                let channel = Endpoint::from_shared(format!("http://{addr}"))?
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                Conn::Etcd(EtcdClient::new(channel))
+            }
+        })
+    }
+
+    async fn put(&mut self, key: &[u8], value: &[u8]) -> bool {
+        match self {
+            Conn::Kv(c) => c.set(key, value).await.is_ok(),
+            Conn::Etcd(c) => {
+                let req = PutRequest {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                };
+                tokio::time::timeout(OP_TIMEOUT, c.put(req))
+                    .await
+                    .map(|r| r.is_ok())
+                    .unwrap_or(false)
+            }
+        }
+    }
+
+    async fn get(&mut self, key: &[u8], serializable: bool) -> bool {
+        match self {
+            Conn::Kv(c) => c.get(key, serializable).await.is_ok(),
+            Conn::Etcd(c) => {
+                let req = RangeRequest {
+                    key: key.to_vec(),
+                    serializable,
+                };
+                tokio::time::timeout(OP_TIMEOUT, c.range(req))
+                    .await
+                    .map(|r| r.is_ok())
+                    .unwrap_or(false)
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -79,22 +152,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let value = vec![b'x'; cli.value_size];
     if cli.workload != Workload::Put {
         // Preload every key so reads find something.
-        let mut c = Client::new(endpoints.clone()).with_timeout(OP_TIMEOUT);
+        let mut c = Conn::new(cli.target, &endpoints, 0)?;
         for i in 0..cli.keys.min(cli.ops) {
-            c.set(&key(i), &value).await?;
+            anyhow::ensure!(c.put(&key(i), &value).await, "preloading key {i} failed");
         }
     }
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..cli.clients {
-        let (endpoints, value, next, errors) = (
-            endpoints.clone(),
-            value.clone(),
-            next.clone(),
-            errors.clone(),
-        );
+    for index in 0..cli.clients {
+        let mut c = Conn::new(cli.target, &endpoints, index)?;
+        let (value, next, errors) = (value.clone(), next.clone(), errors.clone());
         let (ops, keys, workload, serializable) = (
             cli.ops,
             cli.keys.min(cli.ops).max(1),
@@ -102,7 +171,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cli.serializable,
         );
         tasks.push(tokio::spawn(async move {
-            let mut c = Client::new(endpoints).with_timeout(OP_TIMEOUT);
             let mut lat = Vec::new();
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
@@ -117,9 +185,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 let t = Instant::now();
                 let ok = if write {
-                    c.set(&k, &value).await.is_ok()
+                    c.put(&k, &value).await
                 } else {
-                    c.get(&k, serializable).await.is_ok()
+                    c.get(&k, serializable).await
                 };
                 if ok {
                     lat.push(t.elapsed());
@@ -137,7 +205,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     all.sort();
     println!(
-        "workload={:?} clients={} ops={} errors={} value_size={} elapsed={:.2}s ops/s={:.0} p50={:.2}ms p99={:.2}ms",
+        "target={:?} workload={:?} clients={} ops={} errors={} value_size={} elapsed={:.2}s ops/s={:.0} p50={:.2}ms p99={:.2}ms",
+        cli.target,
         cli.workload,
         cli.clients,
         all.len(),

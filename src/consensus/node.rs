@@ -277,8 +277,25 @@ impl RaftNode {
         self.raw.store().conf_state().clone()
     }
 
-    /// Handles one Ready, if there is one. Each numbered step says why it comes where it does.
+    /// Handles one Ready, if there is one; every message comes back in the output, to be sent
+    /// after this returns. See [`RaftNode::ready_with`].
     pub fn ready(&mut self) -> Result<Option<ReadyOutput>> {
+        let mut early = Vec::new();
+        let out = self.ready_with(|msgs| early = msgs)?;
+        Ok(out.map(|mut out| {
+            early.append(&mut out.messages);
+            out.messages = early;
+            out
+        }))
+    }
+
+    /// Handles one Ready, if there is one. `send_early` gets the messages a leader may send
+    /// before its own write is durable, and is called before the write. Each numbered step says
+    /// why it comes where it does.
+    pub fn ready_with(
+        &mut self,
+        send_early: impl FnOnce(Vec<Message>),
+    ) -> Result<Option<ReadyOutput>> {
         // 1. Nothing to do unless raft-rs has something for us.
         if !self.raw.has_ready() {
             return Ok(None);
@@ -300,10 +317,11 @@ impl RaftNode {
             }
         }
 
-        // 3. Messages a leader may send before its own write completes (raft thesis 10.2.1).
-        //    We still hand them out only after step 5's flush: simpler, and the flush is one
-        //    group commit for everything in this Ready.
-        out.messages = rd.take_messages();
+        // 3. Messages a leader may send before its own write completes (raft thesis 10.2.1):
+        //    followers persist the new entries while the leader does, instead of after it. The
+        //    leader counts itself towards a commit only once step 5's flush is done. (raft-rs
+        //    puts messages here only on a leader; a follower's wait for step 6.)
+        send_early(rd.take_messages());
 
         // 4. A snapshot from the leader goes to the snapshot store first: if we crash after
         //    step 5 recorded it in the log, the restart restores the state machine from it.
