@@ -20,6 +20,7 @@
 //! [`client`] (the client used by kvctl, kvbench and the GUI).
 
 pub mod actors;
+pub mod chaos;
 pub mod client;
 pub mod config;
 pub mod consensus;

@@ -322,7 +322,7 @@ impl Handler<ClientRead> for ClientApiActor {
             let _ = msg.reply.send(Err(e));
             return;
         }
-        if msg.serializable {
+        if msg.serializable || self.limits.unsafe_stale_reads {
             self.storage.do_send(Read {
                 min_index: 0,
                 query: msg.query,

@@ -67,6 +67,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Start a local cluster, run a workload under faults, and check it was linearizable.
+    /// Exit 0 when it was and all nodes converged, 6 on a violation, 7 when undecided.
+    Chaos(ChaosArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ChaosArgs {
+    /// How long the workload runs, in seconds.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Faults to inject, in turn: any of kill,pause,partition (empty: none).
+    #[arg(long, default_value = "kill,pause,partition")]
+    faults: String,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 10)]
+    clients: usize,
+    /// Distinct keys (few keys: more contention).
+    #[arg(long, default_value_t = 5)]
+    keys: usize,
+    /// Cluster size.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// How long each fault lasts, and the healthy time between faults, in seconds.
+    #[arg(long, default_value_t = 4)]
+    fault_hold: u64,
+    /// Seconds the checker may spend.
+    #[arg(long, default_value_t = 120)]
+    check_budget: u64,
+    /// Where a violation's history files go.
+    #[arg(long, default_value = ".")]
+    output: std::path::PathBuf,
+    /// The node binary (default: distributed_kv next to kvctl).
+    #[arg(long)]
+    node_binary: Option<std::path::PathBuf>,
+    /// UNSAFE nodes that serve stale reads, to see the checker catch them.
+    #[arg(long)]
+    unsafe_stale_reads: bool,
+    /// Random seed (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 /// Exit status: key not found.
@@ -99,12 +139,74 @@ fn main() -> ExitCode {
     }
 }
 
+/// Exit status: the chaos run found a violation or did not converge.
+const EXIT_VIOLATION: u8 = 6;
+/// Exit status: the checker could not decide within its budget.
+const EXIT_UNDECIDED: u8 = 7;
+/// One operation's deadline in a chaos run.
+const CHAOS_OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn chaos(args: ChaosArgs) -> Result<ExitCode, ClientError> {
+    use distributed_kv::chaos::runner::{run, ChaosOptions, FaultKind};
+    let faults = FaultKind::parse_list(&args.faults).map_err(ClientError::Invalid)?;
+    let node_binary = match args.node_binary {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .map_err(|e| ClientError::Invalid(format!("cannot find kvctl's own path: {e}")))?
+            .with_file_name("distributed_kv"),
+    };
+    if !node_binary.exists() {
+        return Err(ClientError::Invalid(format!(
+            "{} does not exist; build it or pass --node-binary",
+            node_binary.display()
+        )));
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let work_dir = std::env::temp_dir().join(format!(
+        "distributed_kv-chaos-{}-{seed}",
+        std::process::id()
+    ));
+    let opts = ChaosOptions {
+        node_binary,
+        work_dir,
+        output_dir: args.output,
+        nodes: args.nodes,
+        duration: Duration::from_secs(args.duration),
+        faults,
+        clients: args.clients,
+        keys: args.keys,
+        fault_hold: Duration::from_secs(args.fault_hold),
+        op_timeout: CHAOS_OP_TIMEOUT,
+        check_budget: Duration::from_secs(args.check_budget),
+        unsafe_stale_reads: args.unsafe_stale_reads,
+        seed,
+    };
+    let report = run(opts).await.map_err(ClientError::Server)?;
+    println!("{report} seed={seed}");
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else if matches!(
+        report.verdict,
+        distributed_kv::chaos::Verdict::Unknown { .. }
+    ) {
+        ExitCode::from(EXIT_UNDECIDED)
+    } else {
+        ExitCode::from(EXIT_VIOLATION)
+    })
+}
+
 async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
     let mut client = Client::new(endpoints_from(cli.endpoints.as_deref()))
         .with_timeout(Duration::from_millis(cli.timeout_ms));
     let serializable = cli.consistency == Consistency::S;
     let mut out = std::io::stdout().lock();
     match cli.command {
+        Command::Chaos(args) => return chaos(args).await,
         Command::Set { key, value } => {
             client.set(key.as_bytes(), value.as_bytes()).await?;
         }

@@ -1,0 +1,345 @@
+//! A local cluster of real `distributed_kv` processes that a nemesis can hurt.
+//!
+//! Every node reaches every other node through its own [`LinkProxy`] per direction, so links
+//! can be cut one by one (partitions) without root. Processes can be killed (SIGKILL) and
+//! restarted from their data dir, or paused (SIGSTOP) and resumed (SIGCONT). Dropping the
+//! cluster kills every node; the caller owns the directory.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::chaos::proxy::{LinkProxy, LinkState};
+use crate::client::Client;
+use crate::config::NodeConfig;
+
+/// Raft tick in the generated configs, in milliseconds (fast elections keep runs short).
+pub const CHAOS_TICK_MS: u64 = 50;
+/// Election timeout in ticks.
+pub const CHAOS_ELECTION_TICKS: usize = 10;
+/// A node request's deadline, in milliseconds.
+pub const CHAOS_REQUEST_TIMEOUT_MS: u64 = 2_000;
+/// How long a node may take to start answering.
+pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one Status or Hash question may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Pause between two probes of a condition.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// One node process and its settings.
+struct ChaosNode {
+    /// Its client address.
+    client_addr: String,
+    /// Its config file.
+    config_path: PathBuf,
+    /// Its log file.
+    log_path: PathBuf,
+    /// The process, when running.
+    child: Option<Child>,
+    /// Whether it is stopped with SIGSTOP.
+    paused: bool,
+}
+
+/// A local cluster under a nemesis.
+pub struct LocalCluster {
+    /// The node binary.
+    binary: PathBuf,
+    /// The nodes, by id.
+    nodes: BTreeMap<u64, ChaosNode>,
+    /// One proxy per directed link (from, to).
+    links: BTreeMap<(u64, u64), LinkProxy>,
+}
+
+fn free_addr() -> std::io::Result<String> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.to_string())
+}
+
+fn signal(pid: u32, sig: &str) -> Result<(), String> {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .map_err(|e| format!("cannot run kill: {e}"))?
+        .success();
+    ok.then_some(())
+        .ok_or_else(|| format!("kill -{sig} {pid} failed"))
+}
+
+impl LocalCluster {
+    /// Starts `size` nodes of `binary` with configs, data and logs under `dir`; returns once
+    /// every node answers.
+    pub async fn start(
+        binary: &Path,
+        dir: &Path,
+        size: u64,
+        unsafe_stale_reads: bool,
+    ) -> Result<LocalCluster, String> {
+        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let io = |e: std::io::Error| e.to_string();
+        let mut addrs = BTreeMap::new();
+        for id in 1..=size {
+            addrs.insert(id, (free_addr().map_err(io)?, free_addr().map_err(io)?));
+        }
+        let mut links = BTreeMap::new();
+        for from in 1..=size {
+            for to in (1..=size).filter(|t| *t != from) {
+                let proxy = LinkProxy::start(addrs[&to].1.clone()).await.map_err(io)?;
+                links.insert((from, to), proxy);
+            }
+        }
+        let mut nodes = BTreeMap::new();
+        for (id, (client_addr, peer_addr)) in &addrs {
+            let initial_cluster = (1..=size)
+                .map(|other| {
+                    let addr = if other == *id {
+                        peer_addr.clone()
+                    } else {
+                        links[&(*id, other)].addr().to_string()
+                    };
+                    format!("{other}={addr}")
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            let config = NodeConfig {
+                node_id: *id,
+                cluster_name: "chaos".into(),
+                client_addr: client_addr.clone(),
+                peer_addr: peer_addr.clone(),
+                data_dir: dir.join(format!("data{id}")),
+                initial_cluster,
+                log_level: "warn".into(),
+                tick_interval_ms: CHAOS_TICK_MS,
+                election_ticks: CHAOS_ELECTION_TICKS,
+                request_timeout_ms: CHAOS_REQUEST_TIMEOUT_MS,
+                unsafe_stale_reads,
+                ..NodeConfig::default()
+            };
+            let config_path = dir.join(format!("node{id}.toml"));
+            fs::write(
+                &config_path,
+                toml::to_string(&config).map_err(|e| e.to_string())?,
+            )
+            .map_err(io)?;
+            let log_path = dir.join(format!("node{id}.log"));
+            nodes.insert(
+                *id,
+                ChaosNode {
+                    client_addr: client_addr.clone(),
+                    config_path,
+                    log_path,
+                    child: None,
+                    paused: false,
+                },
+            );
+        }
+        let mut cluster = LocalCluster {
+            binary: binary.to_path_buf(),
+            nodes,
+            links,
+        };
+        for id in 1..=size {
+            cluster.spawn(id)?;
+        }
+        for id in 1..=size {
+            cluster.wait_serving(id).await?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, id: u64) -> Result<(), String> {
+        let binary = self.binary.clone();
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| format!("no node {id}"))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .map_err(|e| e.to_string())?;
+        let child = Command::new(&binary)
+            .arg("--config")
+            .arg(&node.config_path)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    async fn wait_serving(&mut self, id: u64) -> Result<(), String> {
+        let addr = self.nodes[&id].client_addr.clone();
+        let mut client = Client::new(vec![addr.clone()]);
+        let deadline = Instant::now() + NODE_START_TIMEOUT;
+        loop {
+            if client.status_of(&addr, PROBE_TIMEOUT).await.is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.nodes.get_mut(&id).and_then(|n| n.child.as_mut()) {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "node {id} exited during start-up ({status}); see {}",
+                        self.nodes[&id].log_path.display()
+                    ));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "node {id} did not answer within {NODE_START_TIMEOUT:?}"
+                ));
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    /// Node ids.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// Every node's client address.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.values().map(|n| n.client_addr.clone()).collect()
+    }
+
+    /// The leader, if some node that answers says it is one.
+    pub async fn leader(&self) -> Option<u64> {
+        let mut client = Client::new(self.endpoints());
+        for n in self
+            .nodes
+            .values()
+            .filter(|n| n.child.is_some() && !n.paused)
+        {
+            if let Ok(s) = client.status_of(&n.client_addr, PROBE_TIMEOUT).await {
+                if s.role == "leader" {
+                    return Some(s.node_id);
+                }
+            }
+        }
+        None
+    }
+
+    /// SIGKILLs node `id`.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes.get_mut(&id).and_then(|n| n.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts node `id` from its data dir (no-op when it runs).
+    pub async fn restart(&mut self, id: u64) -> Result<(), String> {
+        if self.nodes.get(&id).is_some_and(|n| n.child.is_none()) {
+            self.spawn(id)?;
+            self.wait_serving(id).await?;
+        }
+        Ok(())
+    }
+
+    /// SIGSTOPs node `id`.
+    pub fn pause(&mut self, id: u64) -> Result<(), String> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| format!("no node {id}"))?;
+        if let (Some(child), false) = (&node.child, node.paused) {
+            signal(child.id(), "STOP")?;
+            node.paused = true;
+        }
+        Ok(())
+    }
+
+    /// SIGCONTs node `id`.
+    pub fn resume(&mut self, id: u64) -> Result<(), String> {
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or_else(|| format!("no node {id}"))?;
+        if let (Some(child), true) = (&node.child, node.paused) {
+            signal(child.id(), "CONT")?;
+            node.paused = false;
+        }
+        Ok(())
+    }
+
+    /// Cuts every link between `side` and the other nodes, both ways.
+    pub fn partition(&self, side: &[u64]) {
+        for ((from, to), proxy) in &self.links {
+            if side.contains(from) != side.contains(to) {
+                proxy.set(LinkState::Down);
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal_links(&self) {
+        for proxy in self.links.values() {
+            proxy.set(LinkState::Up);
+        }
+    }
+
+    /// Restores everything: links up, paused nodes resumed, killed nodes restarted.
+    pub async fn heal_all(&mut self) -> Result<(), String> {
+        self.heal_links();
+        for id in self.ids() {
+            self.resume(id)?;
+            self.restart(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every node reports the same applied index and the same state hash twice in
+    /// a row; returns them.
+    pub async fn converge(&self, timeout: Duration) -> Result<(u64, u64), String> {
+        let mut client = Client::new(self.endpoints());
+        let deadline = Instant::now() + timeout;
+        let mut previous = None;
+        let mut last = String::from("no answer yet");
+        loop {
+            let mut seen = Vec::new();
+            for n in self.nodes.values() {
+                match client.hash_of(&n.client_addr, PROBE_TIMEOUT).await {
+                    Ok(h) => seen.push((h.applied_index, h.hash)),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            if seen.len() == self.nodes.len() && seen.windows(2).all(|w| w[0] == w[1]) {
+                if previous == Some(seen[0]) {
+                    return Ok(seen[0]);
+                }
+                previous = Some(seen[0]);
+            } else {
+                previous = None;
+                if seen.len() == self.nodes.len() {
+                    last = format!("nodes differ: (applied, hash) = {seen:?}");
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("nodes did not converge within {timeout:?}: {last}"));
+            }
+            tokio::time::sleep(PROBE_INTERVAL * 4).await;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                if node.paused {
+                    let _ = signal(child.id(), "CONT");
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

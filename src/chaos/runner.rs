@@ -1,0 +1,427 @@
+//! A whole chaos run: a local cluster, a workload, a nemesis, healing, and the verdict.
+//!
+//! 1. Start a [`LocalCluster`] (real processes, proxied peer links).
+//! 2. Clients run the workload: random get/set/delete over a few keys (so keys are contended),
+//!    every value unique, every operation recorded with its invocation and completion times and
+//!    its outcome. A write whose fate the client cannot know (deadline, lost connection,
+//!    leadership lost) is recorded as unknown, never as a failure.
+//! 3. Meanwhile the nemesis cycles through the chosen faults — kill -9 and restart, SIGSTOP and
+//!    SIGCONT, a node cut off from the rest — each held for a while, then healed, and logs each
+//!    into the history with its time.
+//! 4. After the run everything is healed, and every node must converge: the same applied index
+//!    and the same state hash. One final linearizable read per key joins the history, so a lost
+//!    acknowledged write shows up as a violation.
+//! 5. The checker decides. On a violation the history and the smallest failing per-key
+//!    sub-history are written to files the report names.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::chaos::checker::{check, Verdict};
+use crate::chaos::cluster::LocalCluster;
+use crate::chaos::history::{Fault, History, OpKind, OpResult, Operation, Outcome};
+use crate::client::{Client, ClientError};
+
+/// Fraction of operations that are reads, in percent.
+const READ_PERCENT: u32 = 50;
+/// Fraction of operations that are deletes, in percent (the rest are sets).
+const DELETE_PERCENT: u32 = 10;
+/// How long the cluster may take to converge after healing.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeout of the final reads.
+const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A kind of fault the nemesis injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// SIGKILL a node, restart it from its data dir later.
+    Kill,
+    /// SIGSTOP a node, SIGCONT it later.
+    Pause,
+    /// Cut one node off from all others (a minority/majority split), heal later.
+    Partition,
+}
+
+impl FaultKind {
+    /// Parses `kill,pause,partition`.
+    pub fn parse_list(s: &str) -> Result<Vec<FaultKind>, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(|f| match f {
+                "kill" => Ok(FaultKind::Kill),
+                "pause" => Ok(FaultKind::Pause),
+                "partition" => Ok(FaultKind::Partition),
+                other => Err(format!(
+                    "unknown fault `{other}` (expected kill, pause, partition)"
+                )),
+            })
+            .collect()
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+        }
+    }
+}
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct ChaosOptions {
+    /// The `distributed_kv` binary.
+    pub node_binary: PathBuf,
+    /// Where configs, data and logs go (created; removed after a clean run).
+    pub work_dir: PathBuf,
+    /// Where a failing run's history files go.
+    pub output_dir: PathBuf,
+    /// Cluster size.
+    pub nodes: u64,
+    /// How long the workload runs.
+    pub duration: Duration,
+    /// Faults to cycle through; empty for none.
+    pub faults: Vec<FaultKind>,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Distinct keys.
+    pub keys: usize,
+    /// How long each fault lasts; the cluster is also left healthy this long between faults.
+    pub fault_hold: Duration,
+    /// One operation's deadline, retries included.
+    pub op_timeout: Duration,
+    /// Time the checker may spend.
+    pub check_budget: Duration,
+    /// Start the nodes with `unsafe_stale_reads` (to show the checker catches stale reads).
+    pub unsafe_stale_reads: bool,
+    /// Random seed for the workload and the nemesis.
+    pub seed: u64,
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct ChaosReport {
+    /// Operations that completed.
+    pub ok: usize,
+    /// Operations that certainly did not take effect.
+    pub fail: usize,
+    /// Operations whose outcome is unknown.
+    pub unknown: usize,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, usize>,
+    /// (applied index, hash) all nodes agreed on, or why they did not.
+    pub converged: Result<(u64, u64), String>,
+    /// The checker's verdict.
+    pub verdict: Verdict,
+    /// How long the checker took.
+    pub check_time: Duration,
+    /// What a failed run left behind: the whole history and the minimal failing sub-history
+    /// (on a violation), and the cluster's directory with the nodes' configs, data and logs.
+    pub files: Vec<PathBuf>,
+}
+
+impl ChaosReport {
+    /// Whether the run passed: converged and linearizable.
+    pub fn passed(&self) -> bool {
+        self.converged.is_ok() && self.verdict.is_linearizable()
+    }
+}
+
+impl fmt::Display for ChaosReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let faults = if self.faults.is_empty() {
+            "none".to_string()
+        } else {
+            self.faults
+                .iter()
+                .map(|(k, n)| format!("{k}:{n}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let converged = match &self.converged {
+            Ok((applied, _)) => format!("yes(applied={applied})"),
+            Err(e) => format!("NO({e})"),
+        };
+        let verdict = match &self.verdict {
+            Verdict::Linearizable => "linearizable".to_string(),
+            Verdict::NotLinearizable {
+                key,
+                minimal_subhistory,
+            } => format!(
+                "NOT LINEARIZABLE (key {:?}, {} ops in the smallest failing sub-history)",
+                String::from_utf8_lossy(key),
+                minimal_subhistory.len()
+            ),
+            Verdict::Unknown { reason } => format!("unknown ({reason})"),
+        };
+        write!(
+            f,
+            "ops={} ok={} fail={} unknown={} faults={faults} converged={converged} verdict={verdict} check_time={:.2}s",
+            self.ok + self.fail + self.unknown,
+            self.ok,
+            self.fail,
+            self.unknown,
+            self.check_time.as_secs_f64()
+        )?;
+        for file in &self.files {
+            write!(f, " file={}", file.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Shared recording of a run, timed from `start`.
+#[derive(Clone)]
+struct Recorder {
+    start: Instant,
+    history: Arc<Mutex<History>>,
+}
+
+impl Recorder {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn fault(&self, description: String) {
+        tracing::info!("nemesis: {description}");
+        let time = self.now();
+        self.history
+            .lock()
+            .expect("history")
+            .faults
+            .push(Fault { time, description });
+    }
+
+    fn op(&self, op: Operation) {
+        self.history.lock().expect("history").ops.push(op);
+    }
+}
+
+fn key_name(i: usize) -> Vec<u8> {
+    format!("k{i}").into_bytes()
+}
+
+/// Runs one operation and records it.
+async fn one_op(
+    rec: &Recorder,
+    reads: &mut Client,
+    writes: &mut Client,
+    client: u64,
+    id: u64,
+    key: Vec<u8>,
+    kind: OpKind,
+) {
+    let invoke = rec.now();
+    let outcome = match &kind {
+        OpKind::Get => match reads.get(&key, false).await {
+            Ok(v) => Outcome::Ok(OpResult::Read(v)),
+            Err(_) => Outcome::Fail,
+        },
+        OpKind::Set(v) => write_outcome(writes.set(&key, v).await.map(|_| OpResult::Written)),
+        OpKind::Delete => write_outcome(
+            writes
+                .delete(&key)
+                .await
+                .map(|existed| OpResult::Deleted { existed }),
+        ),
+    };
+    let complete = Some(rec.now());
+    rec.op(Operation {
+        id,
+        client,
+        key,
+        kind,
+        invoke,
+        complete,
+        outcome,
+    });
+}
+
+/// A write's outcome as far as the client knows.
+fn write_outcome(r: Result<OpResult, ClientError>) -> Outcome {
+    match r {
+        Ok(res) => Outcome::Ok(res),
+        // The client reports Invalid and Unavailable only when no node could have applied it.
+        Err(ClientError::Invalid(_)) | Err(ClientError::Unavailable(_)) => Outcome::Fail,
+        Err(ClientError::Unknown(_)) | Err(ClientError::Server(_)) => Outcome::Unknown,
+    }
+}
+
+/// Runs the whole thing.
+pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
+    if opts.clients == 0 || opts.keys == 0 || opts.nodes == 0 {
+        return Err("clients, keys and nodes must be positive".into());
+    }
+    let mut cluster = LocalCluster::start(
+        &opts.node_binary,
+        &opts.work_dir,
+        opts.nodes,
+        opts.unsafe_stale_reads,
+    )
+    .await?;
+    let endpoints = cluster.endpoints();
+    let rec = Recorder {
+        start: Instant::now(),
+        history: Arc::new(Mutex::new(History::new())),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let ids_per_client = u64::MAX / (opts.clients as u64 + 2);
+
+    // The workload.
+    let mut workers = Vec::new();
+    for c in 0..opts.clients {
+        // Each client starts at a different node; reads and writes have their own connection,
+        // so a client keeps reading where it started unless that node redirects it.
+        let mut eps = endpoints.clone();
+        let first = c % eps.len();
+        eps.rotate_left(first);
+        let mut reads = Client::new(eps.clone()).with_timeout(opts.op_timeout);
+        let mut writes = Client::new(eps).with_timeout(opts.op_timeout);
+        let (rec, stop, keys) = (rec.clone(), stop.clone(), opts.keys);
+        let mut rng = StdRng::seed_from_u64(opts.seed.wrapping_add(c as u64 + 1));
+        workers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = key_name(rng.gen_range(0..keys));
+                let roll = rng.gen_range(0..100);
+                let kind = if roll < READ_PERCENT {
+                    OpKind::Get
+                } else if roll < READ_PERCENT + DELETE_PERCENT {
+                    OpKind::Delete
+                } else {
+                    OpKind::Set(format!("c{c}-{n}").into_bytes())
+                };
+                let id = c as u64 * ids_per_client + n;
+                one_op(&rec, &mut reads, &mut writes, c as u64, id, key, kind).await;
+                n += 1;
+            }
+        }));
+    }
+
+    // The nemesis.
+    let mut faults = BTreeMap::new();
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let deadline = rec.start + opts.duration;
+    let mut next = 0;
+    while Instant::now() + opts.fault_hold * 2 <= deadline && !opts.faults.is_empty() {
+        tokio::time::sleep(opts.fault_hold).await;
+        let kind = opts.faults[next % opts.faults.len()];
+        next += 1;
+        // Half the time the leader, else any node.
+        let ids = cluster.ids();
+        let target = match (rng.gen_bool(0.5), cluster.leader().await) {
+            (true, Some(l)) => l,
+            _ => ids[rng.gen_range(0..ids.len())],
+        };
+        match kind {
+            FaultKind::Kill => {
+                rec.fault(format!("kill -9 node {target}"));
+                cluster.kill(target);
+                tokio::time::sleep(opts.fault_hold).await;
+                cluster.restart(target).await?;
+                rec.fault(format!("restart node {target}"));
+            }
+            FaultKind::Pause => {
+                rec.fault(format!("pause (SIGSTOP) node {target}"));
+                cluster.pause(target)?;
+                tokio::time::sleep(opts.fault_hold).await;
+                cluster.resume(target)?;
+                rec.fault(format!("resume (SIGCONT) node {target}"));
+            }
+            FaultKind::Partition => {
+                let rest: Vec<u64> = ids.iter().copied().filter(|i| *i != target).collect();
+                rec.fault(format!("partition {{{target}}} | {rest:?}"));
+                cluster.partition(&[target]);
+                tokio::time::sleep(opts.fault_hold).await;
+                cluster.heal_links();
+                rec.fault("heal partition".to_string());
+            }
+        }
+        *faults.entry(kind.name()).or_insert(0) += 1;
+    }
+    if let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        tokio::time::sleep(left).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+
+    // Heal, converge, read every key once more.
+    cluster.heal_all().await?;
+    rec.fault("heal all".to_string());
+    let converged = cluster.converge(CONVERGE_TIMEOUT).await;
+    let mut reader = Client::new(endpoints.clone()).with_timeout(FINAL_READ_TIMEOUT);
+    for k in 0..opts.keys {
+        let id = opts.clients as u64 * ids_per_client + k as u64;
+        one_op(
+            &rec,
+            &mut reader,
+            &mut Client::new(endpoints.clone()),
+            opts.clients as u64,
+            id,
+            key_name(k),
+            OpKind::Get,
+        )
+        .await;
+    }
+    drop(cluster);
+
+    let history = rec.history.lock().expect("history").clone();
+    let count = |f: fn(&Outcome) -> bool| history.ops.iter().filter(|o| f(&o.outcome)).count();
+    let (ok, fail, unknown) = (
+        count(|o| matches!(o, Outcome::Ok(_))),
+        count(|o| matches!(o, Outcome::Fail)),
+        count(|o| matches!(o, Outcome::Unknown)),
+    );
+    let started = Instant::now();
+    let verdict = check(&history, opts.check_budget);
+    let check_time = started.elapsed();
+    let mut files = Vec::new();
+    if let Verdict::NotLinearizable {
+        minimal_subhistory, ..
+    } = &verdict
+    {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        std::fs::create_dir_all(&opts.output_dir).map_err(|e| e.to_string())?;
+        let full = opts.output_dir.join(format!("chaos-{stamp}-history.jsonl"));
+        let minimal = opts.output_dir.join(format!("chaos-{stamp}-minimal.jsonl"));
+        let write = |path: &PathBuf, h: &History| -> Result<(), String> {
+            let file =
+                std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            h.write_json_lines(std::io::BufWriter::new(file))
+                .map_err(|e| format!("{}: {e}", path.display()))
+        };
+        write(&full, &history)?;
+        write(&minimal, &History::from_ops(minimal_subhistory.clone()))?;
+        files = vec![full, minimal];
+    }
+    let mut report = ChaosReport {
+        ok,
+        fail,
+        unknown,
+        faults,
+        converged,
+        verdict,
+        check_time,
+        files,
+    };
+    if report.passed() {
+        let _ = std::fs::remove_dir_all(&opts.work_dir);
+    } else {
+        // Keep the nodes' configs, data and logs for the post-mortem.
+        report.files.push(opts.work_dir.clone());
+    }
+    Ok(report)
+}
