@@ -319,6 +319,87 @@ fn full_cluster_restart_after_sigterm_keeps_every_acknowledged_write() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 2b. catch-up by snapshot
+// ---------------------------------------------------------------------------------------------
+
+/// Applied entries between snapshots in the snapshot test.
+const SNAPSHOT_THRESHOLD: u64 = 200;
+/// Keys written while one node is down.
+const SNAPSHOT_KEYS: usize = 1_200;
+/// Size of each value: the snapshot (about 9.6 MiB) is far over gRPC's 4 MiB message limit.
+const SNAPSHOT_VALUE_BYTES: usize = 8 * 1024;
+/// What the node logs when it installs a snapshot from the leader.
+const SNAPSHOT_RESTORED_LOG: &str = "state restored from the leader's snapshot";
+
+#[test]
+fn a_node_that_missed_many_writes_catches_up_by_a_chunked_snapshot() {
+    let mut cluster = Cluster::start(Settings {
+        snapshot_threshold: SNAPSHOT_THRESHOLD,
+        log_retain_entries: 0,
+        ..Settings::default()
+    });
+    let leader = cluster.wait_for_leader();
+    let lagger = cluster.follower_of(leader);
+    let status = cluster.terminate(&[lagger]);
+    assert_eq!(status[0].code(), Some(0));
+
+    let mut client = cluster.client();
+    let value = |n: usize| format!("{n:08}").repeat(SNAPSHOT_VALUE_BYTES / 8);
+    for n in 0..SNAPSHOT_KEYS {
+        let key = format!("snap/{n:05}");
+        cluster
+            .rt
+            .block_on(client.set(key.as_bytes(), value(n).as_bytes()))
+            .unwrap_or_else(|e| panic!("set {key}: {e}"));
+    }
+    let leader_status = cluster.status(leader).expect("leader status");
+    assert!(
+        leader_status.snapshot_index >= SNAPSHOT_THRESHOLD,
+        "the leader made a snapshot and compacted its log: {leader_status:?}"
+    );
+
+    cluster.spawn(lagger);
+    cluster.wait_serving(lagger);
+    let (leader_addr, lagger_addr) = (
+        cluster.client_addr(leader).to_string(),
+        cluster.client_addr(lagger).to_string(),
+    );
+    poll_until(
+        "the restarted node to reach the leader's state",
+        CATCH_UP_TIMEOUT,
+        || {
+            let a = cluster
+                .rt
+                .block_on(client.hash_of(&leader_addr, STATUS_RPC_TIMEOUT))
+                .ok()?;
+            let b = cluster
+                .rt
+                .block_on(client.hash_of(&lagger_addr, STATUS_RPC_TIMEOUT))
+                .ok()?;
+            (a.applied_index == b.applied_index && a.hash == b.hash).then_some(())
+        },
+    );
+    let log = fs::read_to_string(&cluster.nodes[lagger].log_path).unwrap_or_default();
+    assert!(
+        log.contains(SNAPSHOT_RESTORED_LOG),
+        "the node caught up by installing the leader's snapshot (its log says so)"
+    );
+    let lagger_status = cluster.status(lagger).expect("status");
+    assert!(
+        lagger_status.snapshot_index >= SNAPSHOT_THRESHOLD,
+        "{lagger_status:?}"
+    );
+    // Its own state machine answers with the data written while it was down.
+    let mut local = Client::new(vec![lagger_addr.clone()]);
+    let last = SNAPSHOT_KEYS - 1;
+    let got = cluster
+        .rt
+        .block_on(local.get(format!("snap/{last:05}").as_bytes(), true))
+        .expect("serializable get on the restarted node");
+    assert_eq!(got, Some(value(last).into_bytes()));
+}
+
+// ---------------------------------------------------------------------------------------------
 // 3. kvctl against a cluster
 // ---------------------------------------------------------------------------------------------
 

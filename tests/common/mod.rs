@@ -305,6 +305,10 @@ pub struct Settings {
     pub max_value_bytes: usize,
     /// `max_list_limit` of every node.
     pub max_list_limit: u32,
+    /// `snapshot_threshold` of every node.
+    pub snapshot_threshold: u64,
+    /// `log_retain_entries` of every node.
+    pub log_retain_entries: u64,
 }
 
 impl Default for Settings {
@@ -313,6 +317,8 @@ impl Default for Settings {
             nodes: 3,
             max_value_bytes: 64 * 1024,
             max_list_limit: 1_000,
+            snapshot_threshold: NodeConfig::default().snapshot_threshold,
+            log_retain_entries: NodeConfig::default().log_retain_entries,
         }
     }
 }
@@ -372,6 +378,8 @@ impl Cluster {
                     election_ticks: ELECTION_TICKS,
                     max_value_bytes: settings.max_value_bytes,
                     max_list_limit: settings.max_list_limit,
+                    snapshot_threshold: settings.snapshot_threshold,
+                    log_retain_entries: settings.log_retain_entries,
                     request_timeout_ms: REQUEST_TIMEOUT_MS,
                     ..NodeConfig::default()
                 };
