@@ -32,15 +32,8 @@ BENCH="./target/release/kvbench --clients $CLIENTS --ops $OPS --value-size $VALU
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(etcd --version | head -1)"
 
 # distributed_kv: ports 46101.., data in $WORK.
-BASE=46100
-CLUSTER="1=127.0.0.1:$((BASE + 2)),2=127.0.0.1:$((BASE + 12)),3=127.0.0.1:$((BASE + 22))"
-KV_EPS="127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 11)),127.0.0.1:$((BASE + 21))"
-for i in 1 2 3; do
-  ./target/release/distributed_kv --node-id "$i" --cluster-name bench \
-    --client-addr "127.0.0.1:$((BASE + 10 * (i - 1) + 1))" --peer-addr "127.0.0.1:$((BASE + 10 * (i - 1) + 2))" \
-    --initial-cluster "$CLUSTER" --data-dir "$WORK/kv$i" --log-level warn 2>"$WORK/kv$i.log" &
-  PIDS+=($!)
-done
+source scripts/lib.sh
+start_kv_cluster ./target/release 46100 kv
 ./target/release/kvctl --endpoints "$KV_EPS" --timeout-ms 20000 set warmup 1 >/dev/null
 for w in $WORKLOADS; do $BENCH --target kv --endpoints "$KV_EPS" --workload "$w"; done
 echo "distributed_kv data dir after the run: $(du -sh "$WORK/kv1" | cut -f1) (node 1)"

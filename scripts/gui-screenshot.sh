@@ -32,15 +32,9 @@ cleanup() {
 trap cleanup EXIT
 
 # Ports well away from the defaults, so a running local cluster is not disturbed.
-BASE=45100
-CLUSTER="1=127.0.0.1:$((BASE + 2)),2=127.0.0.1:$((BASE + 12)),3=127.0.0.1:$((BASE + 22))"
-ENDPOINTS="127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 11)),127.0.0.1:$((BASE + 21))"
-for i in 1 2 3; do
-  ./target/debug/distributed_kv --node-id "$i" --cluster-name screenshot \
-    --client-addr "127.0.0.1:$((BASE + 10 * (i - 1) + 1))" --peer-addr "127.0.0.1:$((BASE + 10 * (i - 1) + 2))" \
-    --initial-cluster "$CLUSTER" --data-dir "$WORK/node$i" --log-level warn 2>"$WORK/node$i.log" &
-  PIDS+=($!)
-done
+source scripts/lib.sh
+start_kv_cluster ./target/debug 45100 screenshot
+ENDPOINTS="$KV_EPS"
 export KV_ENDPOINTS="$ENDPOINTS"
 for k in apple banana cherry config/timeout config/retries users/alice users/bob; do
   ./target/debug/kvctl --timeout-ms 20000 set "$k" "value of $k" >/dev/null

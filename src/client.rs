@@ -295,14 +295,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<StatusResponse, ClientError> {
         let mut c = self.channel(addr)?;
-        match tokio::time::timeout(timeout, c.status(StatusRequest {})).await {
-            Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) => Err(ClientError::Unavailable(format!("{addr}: {}", s.message()))),
-            Err(_) => Err(ClientError::Unavailable(format!(
-                "{addr}: no answer within {} ms",
-                timeout.as_millis()
-            ))),
-        }
+        ask_node(addr, timeout, c.status(StatusRequest {})).await
     }
 
     /// (applied index, state hash) of one node, asked directly.
@@ -312,14 +305,7 @@ impl Client {
         timeout: Duration,
     ) -> Result<HashResponse, ClientError> {
         let mut c = self.channel(addr)?;
-        match tokio::time::timeout(timeout, c.hash(HashRequest {})).await {
-            Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) => Err(ClientError::Unavailable(format!("{addr}: {}", s.message()))),
-            Err(_) => Err(ClientError::Unavailable(format!(
-                "{addr}: no answer within {} ms",
-                timeout.as_millis()
-            ))),
-        }
+        ask_node(addr, timeout, c.hash(HashRequest {})).await
     }
 
     /// The status of every node: the given endpoints plus every member they report.
@@ -346,6 +332,22 @@ impl Client {
         }
         out.sort_by_key(|(_, r)| r.as_ref().map(|s| s.node_id).unwrap_or(u64::MAX));
         out
+    }
+}
+
+/// One call to one node, bounded by `timeout`; any failure means the node did not answer.
+async fn ask_node<T>(
+    addr: &str,
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(ClientError::Unavailable(format!("{addr}: {}", s.message()))),
+        Err(_) => Err(ClientError::Unavailable(format!(
+            "{addr}: no answer within {} ms",
+            timeout.as_millis()
+        ))),
     }
 }
 

@@ -391,11 +391,11 @@ impl KvApp {
             });
         });
         egui::Panel::right("activity")
-            .default_size(ACTIVITY_PANEL_WIDTH)
+            .min_size(ACTIVITY_PANEL_WIDTH)
             .show(ui, |ui| self.activity_panel(ui));
         egui::Panel::bottom("cluster").show(ui, |ui| self.cluster_panel(ui));
         egui::Panel::left("browser")
-            .default_size(BROWSER_PANEL_WIDTH)
+            .min_size(BROWSER_PANEL_WIDTH)
             .show(ui, |ui| self.browser_panel(ui));
         egui::CentralPanel::default().show(ui, |ui| self.editor_panel(ui));
     }
