@@ -1086,3 +1086,55 @@ fn node_help_lists_the_flags() {
         assert!(out.stdout.contains(flag), "--help lists {flag}\n{out}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 9. gRPC server reflection
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn grpc_reflection_lists_the_client_api() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let cluster = Cluster::start(Settings {
+        nodes: 1,
+        ..Settings::default()
+    });
+    let addr = cluster.client_addr(0).to_string();
+    let names = cluster.rt.block_on(async move {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut c = ServerReflectionClient::new(channel);
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = c
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .expect("reflection call")
+            .into_inner();
+        match answers
+            .message()
+            .await
+            .expect("answer")
+            .expect("one answer")
+            .message_response
+        {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+            }
+            other => panic!("unexpected reflection answer: {other:?}"),
+        }
+    });
+    assert!(names.iter().any(|n| n == "kv.v1.Kv"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("etcdserverpb")),
+        "the etcd client stubs kvbench uses are not served: {names:?}"
+    );
+}
