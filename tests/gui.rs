@@ -250,3 +250,46 @@ fn without_a_cluster_operations_fail_and_the_ui_keeps_answering() {
         "the cluster panel shows the nodes unreachable: {panel:?}"
     );
 }
+
+#[test]
+fn starts_without_a_cluster_and_connects_when_it_appears() {
+    let mut cluster = Cluster::start(Settings::default());
+    let all: Vec<usize> = (0..cluster.nodes.len()).collect();
+    cluster.terminate(&all);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut h = harness(&cluster.endpoints(), tmp.path());
+    step_until(&mut h, "every node shown unreachable", |h| {
+        h.state().nodes().len() == 3 && h.state().nodes().iter().all(|n| !n.reachable)
+    });
+    assert!(shows(&h, "no leader — retrying"));
+
+    for &i in &all {
+        cluster.spawn(i);
+    }
+    step_until(&mut h, "the cluster to appear with one leader", |h| {
+        h.state().nodes().iter().filter(|n| n.reachable).count() == 3 && leader_cells(h) == 1
+    });
+}
+
+#[test]
+fn endpoints_are_remembered_between_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let endpoints = vec![free_addr(), free_addr()];
+    let mut h = harness(&[free_addr()], tmp.path());
+    clear(&mut h, "Endpoints");
+    type_into(&mut h, "Endpoints", &endpoints.join(","));
+    click(&mut h, "Connect");
+    drop(h);
+
+    // A new run with no endpoints given starts from the remembered ones.
+    let app = KvApp::new(None, Some(tmp.path().join("gui-endpoints")), || {});
+    let mut h = Harness::builder()
+        .with_size(WINDOW)
+        .build_ui_state(|ui, app: &mut KvApp| app.show(ui), app);
+    h.step();
+    assert_eq!(
+        h.get_by_label("Endpoints").value(),
+        Some(endpoints.join(",")),
+        "the endpoints of the last run"
+    );
+}

@@ -541,3 +541,27 @@ impl eframe::App for KvApp {
         self.show(ui);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_show_as_text_or_hex() {
+        assert_eq!(display_bytes(b"hello"), ("hello".to_string(), false));
+        assert_eq!(
+            display_bytes(&[0xff, 0x00, 0x10]),
+            ("ff0010".to_string(), true)
+        );
+    }
+
+    #[test]
+    fn errors_are_explained() {
+        let e = ClientError::Invalid(
+            "value is 2000000 bytes; the limit is 1048576 bytes (max_value_bytes)".into(),
+        );
+        assert!(explain(&e).starts_with("value larger than the server allows"));
+        assert!(explain(&ClientError::Unavailable("x".into())).starts_with("no leader reachable"));
+        assert!(explain(&ClientError::Unknown("x".into())).starts_with("outcome unknown"));
+    }
+}
