@@ -1327,3 +1327,55 @@ async fn client_api_with_real_raft_and_storage_writes_and_reads() {
         d2.index
     );
 }
+
+/// Writes beyond `max_pending` are refused at once with RESOURCE_EXHAUSTED; when the node then
+/// loses leadership, every pending write fails with "outcome unknown" (gRPC UNKNOWN), never
+/// silently and never as done.
+#[actix_rt::test]
+async fn client_api_refuses_overload_and_fails_pending_writes_on_lost_leadership() {
+    let mut single = start_single_raft();
+    until_leader(&mut single.roles).await;
+    let (api, _reads) = start_client_api();
+    api.do_send(Connect {
+        raft: single.addr.clone(),
+    });
+    let leader = |role, leader_id| RoleChanged {
+        change: RoleChange {
+            role,
+            leader_id,
+            term: 1,
+        },
+        leader_client_addr: None,
+    };
+    api.do_send(leader(raft::StateRole::Leader, 1));
+
+    // The RaftActor commits these, but nothing applies them (its Apply goes to a recorder), so
+    // they stay pending.
+    let mut pending = Vec::new();
+    for n in 0..MAX_PENDING {
+        let (reply, rx) = oneshot::channel();
+        let op = set_op(format!("k{n}").as_bytes(), b"v");
+        api.do_send(ClientWrite { op, reply });
+        pending.push(rx);
+    }
+    let over = client_write(&api, set_op(b"one-too-many", b"v")).await;
+    match over {
+        Err(e @ Error::Overloaded(_)) => {
+            assert_eq!(
+                tonic::Status::from(e).code(),
+                tonic::Code::ResourceExhausted
+            )
+        }
+        other => panic!("expected Overloaded, got {other:?}"),
+    }
+
+    api.do_send(leader(raft::StateRole::Follower, 2));
+    for rx in pending {
+        match answer(rx, "a pending write").await {
+            Err(e @ Error::OutcomeUnknown(_)) => {
+                assert_eq!(tonic::Status::from(e).code(), tonic::Code::Unknown)
+            }
+            other => panic!("expected OutcomeUnknown, got {other:?}"),
+        }
+    }
+}
