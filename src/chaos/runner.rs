@@ -45,7 +45,8 @@ pub enum FaultKind {
     Kill,
     /// SIGSTOP a node, SIGCONT it later.
     Pause,
-    /// Cut one node off from all others (a minority/majority split), heal later.
+    /// Cut a minority off from the majority — one node, or in clusters of five or more
+    /// sometimes several — and heal later.
     Partition,
 }
 
@@ -337,9 +338,20 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
                 rec.fault(format!("resume (SIGCONT) node {target}"));
             }
             FaultKind::Partition => {
-                let rest: Vec<u64> = ids.iter().copied().filter(|i| *i != target).collect();
-                rec.fault(format!("partition {{{target}}} | {rest:?}"));
-                cluster.partition(&[target]);
+                // In a cluster of five or more, half the partitions cut off a whole minority
+                // (the target and others) instead of one node.
+                let minority = (ids.len() - 1) / 2;
+                let mut side = vec![target];
+                if minority > 1 && rng.gen_bool(0.5) {
+                    let mut others: Vec<u64> =
+                        ids.iter().copied().filter(|i| *i != target).collect();
+                    while side.len() < minority {
+                        side.push(others.swap_remove(rng.gen_range(0..others.len())));
+                    }
+                }
+                let rest: Vec<u64> = ids.iter().copied().filter(|i| !side.contains(i)).collect();
+                rec.fault(format!("partition {side:?} | {rest:?}"));
+                cluster.partition(&side);
                 tokio::time::sleep(opts.fault_hold).await;
                 cluster.heal_links();
                 rec.fault("heal partition".to_string());
