@@ -274,7 +274,7 @@ fn starts_without_a_cluster_and_connects_when_it_appears() {
 #[test]
 fn endpoints_are_remembered_between_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let endpoints = vec![free_addr(), free_addr()];
+    let endpoints = [free_addr(), free_addr()];
     let mut h = harness(&[free_addr()], tmp.path());
     clear(&mut h, "Endpoints");
     type_into(&mut h, "Endpoints", &endpoints.join(","));
