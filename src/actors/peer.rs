@@ -225,7 +225,11 @@ impl Handler<SendToPeer> for PeerActor {
                     "peer outbox full: dropping messages"
                 );
             }
-            self.report(PeerReport::Unreachable { peer: self.peer_id });
+            // Once per run of drops: Raft stops pipelining to the peer after the first report,
+            // and a report per dropped message would only flood the RaftActor's mailbox.
+            if self.dropped == 1 {
+                self.report(PeerReport::Unreachable { peer: self.peer_id });
+            }
         } else {
             self.dropped = 0;
         }
