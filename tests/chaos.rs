@@ -1,8 +1,8 @@
 //! Chaos tier: a short Jepsen-style run on real processes, and proof that it has teeth.
 //!
 //! `short_run_under_faults_is_linearizable` starts a local 3-node cluster (peer links through
-//! fault-injecting proxies), runs contended clients for about a minute while the nemesis kills
-//! and restarts, pauses and resumes, and partitions nodes, then heals and checks: all nodes
+//! fault-injecting proxies), runs contended clients for 45 s while the nemesis kills and
+//! restarts, pauses and resumes, partitions, and slows nodes, then heals and checks: all nodes
 //! converge to the same state hash and the history is linearizable.
 //!
 //! `stale_reads_are_caught` starts the nodes with the documented unsafe option that answers
@@ -50,14 +50,19 @@ fn options(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_run_under_faults_is_linearizable() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = vec![FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
+    let faults = vec![
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Partition,
+        FaultKind::Delay,
+    ];
     let report = run(options(&dir, Duration::from_secs(45), faults, false))
         .await
         .unwrap();
     println!("chaos: {report}");
     assert!(report.verdict.is_linearizable(), "{report}");
     assert!(report.converged.is_ok(), "{report}");
-    for kind in ["kill", "pause", "partition"] {
+    for kind in ["kill", "pause", "partition", "delay"] {
         assert!(
             report.faults.get(kind).copied().unwrap_or(0) >= 1,
             "no {kind} fault was injected: {report}"

@@ -77,7 +77,7 @@ struct ChaosArgs {
     /// How long the workload runs, in seconds.
     #[arg(long, default_value_t = 60)]
     duration: u64,
-    /// Faults to inject, in turn: any of kill,pause,partition (empty: none).
+    /// Faults to inject, in turn: any of kill,pause,partition,delay (empty: none).
     #[arg(long, default_value = "kill,pause,partition")]
     faults: String,
     /// Concurrent clients.

@@ -279,6 +279,15 @@ impl LocalCluster {
         }
     }
 
+    /// Slows every link to and from `id` by `delay`.
+    pub fn delay(&self, id: u64, delay: Duration) {
+        for ((from, to), proxy) in &self.links {
+            if *from == id || *to == id {
+                proxy.set(LinkState::Delay(delay));
+            }
+        }
+    }
+
     /// Restores every link.
     pub fn heal_links(&self) {
         for proxy in self.links.values() {

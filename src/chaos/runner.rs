@@ -33,6 +33,8 @@ use crate::client::{Client, ClientError};
 const READ_PERCENT: u32 = 50;
 /// Fraction of operations that are deletes, in percent (the rest are sets).
 const DELETE_PERCENT: u32 = 10;
+/// How much a delay fault slows each chunk of bytes on a link.
+pub const LINK_DELAY: Duration = Duration::from_millis(150);
 /// How long the cluster may take to converge after healing.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of the final reads.
@@ -45,6 +47,8 @@ pub enum FaultKind {
     Kill,
     /// SIGSTOP a node, SIGCONT it later.
     Pause,
+    /// Slow every link to and from a node by [`LINK_DELAY`], restore later.
+    Delay,
     /// Cut a minority off from the majority — one node, or in clusters of five or more
     /// sometimes several — and heal later.
     Partition,
@@ -60,8 +64,9 @@ impl FaultKind {
                 "kill" => Ok(FaultKind::Kill),
                 "pause" => Ok(FaultKind::Pause),
                 "partition" => Ok(FaultKind::Partition),
+                "delay" => Ok(FaultKind::Delay),
                 other => Err(format!(
-                    "unknown fault `{other}` (expected kill, pause, partition)"
+                    "unknown fault `{other}` (expected kill, pause, partition, delay)"
                 )),
             })
             .collect()
@@ -72,6 +77,7 @@ impl FaultKind {
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
+            FaultKind::Delay => "delay",
         }
     }
 }
@@ -336,6 +342,13 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
                 tokio::time::sleep(opts.fault_hold).await;
                 cluster.resume(target)?;
                 rec.fault(format!("resume (SIGCONT) node {target}"));
+            }
+            FaultKind::Delay => {
+                rec.fault(format!("delay links of node {target} by {LINK_DELAY:?}"));
+                cluster.delay(target, LINK_DELAY);
+                tokio::time::sleep(opts.fault_hold).await;
+                cluster.heal_links();
+                rec.fault("restore link speed".to_string());
             }
             FaultKind::Partition => {
                 // In a cluster of five or more, half the partitions cut off a whole minority
