@@ -246,26 +246,24 @@ impl LocalCluster {
 
     /// SIGSTOPs node `id`.
     pub fn pause(&mut self, id: u64) -> Result<(), String> {
-        let node = self
-            .nodes
-            .get_mut(&id)
-            .ok_or_else(|| format!("no node {id}"))?;
-        if let (Some(child), false) = (&node.child, node.paused) {
-            signal(child.id(), "STOP")?;
-            node.paused = true;
-        }
-        Ok(())
+        self.set_paused(id, true)
     }
 
     /// SIGCONTs node `id`.
     pub fn resume(&mut self, id: u64) -> Result<(), String> {
+        self.set_paused(id, false)
+    }
+
+    fn set_paused(&mut self, id: u64, paused: bool) -> Result<(), String> {
         let node = self
             .nodes
             .get_mut(&id)
             .ok_or_else(|| format!("no node {id}"))?;
-        if let (Some(child), true) = (&node.child, node.paused) {
-            signal(child.id(), "CONT")?;
-            node.paused = false;
+        if let Some(child) = &node.child {
+            if node.paused != paused {
+                signal(child.id(), if paused { "STOP" } else { "CONT" })?;
+                node.paused = paused;
+            }
         }
         Ok(())
     }
