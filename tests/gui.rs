@@ -293,3 +293,47 @@ fn endpoints_are_remembered_between_runs() {
         "the endpoints of the last run"
     );
 }
+
+#[test]
+fn browser_pages_with_load_more_and_filters_by_prefix() {
+    let cluster = Cluster::start(Settings::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut client = cluster.client();
+    let page = distributed_kv::gui::worker::LIST_PAGE_KEYS as usize;
+    let total = page + page / 2;
+    for n in 0..total {
+        let key = format!("many/{n:04}");
+        cluster
+            .rt
+            .block_on(client.set(key.as_bytes(), b"v"))
+            .unwrap();
+    }
+    cluster.rt.block_on(client.set(b"other", b"v")).unwrap();
+
+    let mut h = harness(&cluster.endpoints(), tmp.path());
+    type_into(&mut h, "Prefix", "many/");
+    click(&mut h, "Refresh");
+    step_until(&mut h, "the first page", |h| {
+        h.state().keys().len() == page && h.query_by_label("Load more").is_some()
+    });
+    // The button sits below a full page of keys, out of view: activate it the way a screen
+    // reader does (an AccessKit click), which needs no scrolling.
+    h.get_by_label("Load more").click_accesskit();
+    h.step();
+    h.step();
+    step_until(&mut h, "the second page", |h| {
+        h.state().keys().len() == total
+    });
+    assert!(
+        h.query_by_label("Load more").is_none(),
+        "no more pages after the last"
+    );
+    assert!(
+        h.query_by_label("other").is_none(),
+        "the prefix filters keys"
+    );
+    let keys: Vec<Vec<u8>> = h.state().keys().to_vec();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "keys are in byte order");
+}
