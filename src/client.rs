@@ -24,6 +24,8 @@ use crate::proto::kv::*;
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:50051";
 /// Environment variable with comma-separated endpoints.
 pub const ENDPOINTS_ENV: &str = "KV_ENDPOINTS";
+/// The error for a client given no endpoints.
+pub const NO_ENDPOINTS: &str = "no endpoints given: expected host:port[,host:port...]";
 /// Pause after every endpoint failed once, before the next round.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Default time an operation may take, retries included.
@@ -62,6 +64,8 @@ impl ClientError {
 }
 
 /// Reads the endpoint list: the argument if given, else `KV_ENDPOINTS`, else the default.
+/// The list is empty when what was given names no endpoint (`--endpoints ,`); a client over
+/// an empty list answers every call with [`NO_ENDPOINTS`].
 pub fn endpoints_from(arg: Option<&str>) -> Vec<String> {
     let env = std::env::var(ENDPOINTS_ENV).ok();
     let raw = arg
@@ -153,7 +157,7 @@ impl Client {
 
     /// The endpoint the next operation goes to first.
     pub fn current_endpoint(&self) -> &str {
-        &self.endpoints[self.current]
+        self.endpoints.get(self.current).map_or("", String::as_str)
     }
 
     /// All endpoints known so far.
@@ -181,6 +185,9 @@ impl Client {
         F: FnMut(GrpcKvClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
+        if self.endpoints.is_empty() {
+            return Err(ClientError::Invalid(NO_ENDPOINTS.into()));
+        }
         let deadline = Instant::now() + self.timeout;
         let mut failures_in_round = 0;
         let mut last_error = String::from("no endpoint was tried");

@@ -158,6 +158,18 @@ impl Node {
         let voters: Vec<u64> = members.keys().copied().collect();
         let mut log = SledRaftStorage::open(&db, snapshots.clone(), &voters)?;
         let mut sm = StateMachine::open(&db)?;
+        // A crash between storing a received snapshot (step 4 of the Ready) and recording it in
+        // the log (step 5) leaves the snapshot file ahead of the log: finish that install.
+        if snapshots.current().0 > raft::Storage::last_index(&log).map_err(Error::from)? {
+            if let Some(snap) = snapshots.load()? {
+                let meta = snap.get_metadata();
+                tracing::info!(
+                    index = meta.index,
+                    "finishing the install of a received snapshot"
+                );
+                log.persist(Some(meta), &[], None, true)?;
+            }
+        }
         if sm.applied().0 < log.truncated().0 {
             let snap = snapshots.load()?.ok_or_else(|| {
                 Error::Storage(format!(

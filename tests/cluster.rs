@@ -804,3 +804,42 @@ fn a_lagging_follower_catches_up_from_a_snapshot() {
     assert!(c.applied_on(&[lagging], last));
     assert_eq!(c.hash(lagging), c.hash(leader));
 }
+
+/// A follower that has persisted a snapshot from the leader but not yet restored it into its
+/// state machine (the StorageActor is busy) must be able to campaign: its log now starts after
+/// the snapshot, so raft-rs must treat the snapshot as applied at once. Before that was done,
+/// an election timeout in this window aborted the process (raft-rs found the entries it wanted
+/// compacted).
+#[test]
+fn a_follower_can_campaign_before_its_snapshot_is_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut peer = open_peer(dir.path(), 2, &[1, 2, 3], Options::default());
+    let mut msg = Message {
+        msg_type: MessageType::MsgSnapshot,
+        from: 1,
+        to: 2,
+        term: 1,
+        ..Default::default()
+    };
+    let snap = msg.mut_snapshot();
+    snap.mut_metadata().index = 100;
+    snap.mut_metadata().term = 1;
+    snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+    peer.node.step(msg).unwrap();
+    let mut restored = false;
+    while let Some(out) = peer.node.ready().unwrap() {
+        restored |= out.snapshot.is_some();
+    }
+    assert!(restored, "the snapshot was handed out for restoring");
+    // The state machine never restores it here, and the leader is gone: time passes.
+    for _ in 0..ELECTION_BUDGET {
+        peer.node.tick();
+        while peer.node.ready().unwrap().is_some() {}
+    }
+    let status = peer.node.status();
+    assert_ne!(status.role, "follower", "it campaigned: {status:?}");
+    assert_eq!(
+        status.applied_index, 100,
+        "raft-rs counts the snapshot as applied"
+    );
+}

@@ -76,8 +76,8 @@ pub struct ClientApiActor {
     leader_id: u64,
     /// The leader's client address, if known.
     leader_addr: Option<String>,
-    /// Next command sequence number; starts at the boot time in µs so numbers are not reused
-    /// across restarts.
+    /// Next command sequence number; starts at a random 63-bit number so numbers are not
+    /// reused across restarts.
     next_seq: u64,
     /// Pending writes by sequence.
     pending: HashMap<u64, PendingWrite>,
@@ -97,10 +97,9 @@ impl ClientApiActor {
         storage: Recipient<Read>,
         storage_status: Recipient<GetStorageStatus>,
     ) -> ClientApiActor {
-        let boot_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(1);
+        // A random start: sequence numbers of this run never meet those of an earlier run still
+        // in the log, whatever the clock did in between.
+        let first_seq = rand::random::<u64>() >> 1;
         ClientApiActor {
             node_id,
             limits,
@@ -111,7 +110,7 @@ impl ClientApiActor {
             role: StateRole::Follower,
             leader_id: 0,
             leader_addr: None,
-            next_seq: boot_us,
+            next_seq: first_seq,
             pending: HashMap::new(),
             by_index: BTreeMap::new(),
             applied: 0,
@@ -322,24 +321,22 @@ impl Handler<ClientRead> for ClientApiActor {
             let _ = msg.reply.send(Err(e));
             return;
         }
-        if msg.serializable || self.limits.unsafe_stale_reads {
-            self.storage.do_send(Read {
-                min_index: 0,
-                query: msg.query,
-                reply: msg.reply,
-            });
-            return;
-        }
-        let Some(raft) = self.raft.clone() else {
-            let _ = msg
-                .reply
-                .send(Err(Error::ShuttingDown("raft is not running".into())));
-            return;
+        // Serializable reads (and every read in the unsafe testing mode) skip ReadIndex.
+        let local = msg.serializable || self.limits.unsafe_stale_reads;
+        let raft = match (local, self.raft.clone()) {
+            (true, _) => None,
+            (false, None) => {
+                let _ = msg
+                    .reply
+                    .send(Err(Error::ShuttingDown("raft is not running".into())));
+                return;
+            }
+            (false, Some(_)) if self.role != StateRole::Leader => {
+                let _ = msg.reply.send(Err(self.not_leader()));
+                return;
+            }
+            (false, Some(raft)) => Some(raft),
         };
-        if self.role != StateRole::Leader {
-            let _ = msg.reply.send(Err(self.not_leader()));
-            return;
-        }
         if self.reads_in_flight.get() >= self.limits.max_pending {
             let _ = msg.reply.send(Err(Error::Overloaded(format!(
                 "{} reads are already in flight on this node",
@@ -351,21 +348,32 @@ impl Handler<ClientRead> for ClientApiActor {
         in_flight.set(in_flight.get() + 1);
         let storage = self.storage.clone();
         actix::spawn(async move {
-            let (tx, rx) = oneshot::channel();
-            let index = match raft.send(ReadIndex { reply: tx }).await {
-                Ok(()) => rx.await.map_err(Error::from).and_then(|r| r),
-                Err(e) => Err(e.into()),
-            };
-            match index {
-                Ok(index) => storage.do_send(Read {
-                    min_index: index,
+            let work = async {
+                let min_index = match raft {
+                    None => 0,
+                    Some(raft) => {
+                        let (tx, rx) = oneshot::channel();
+                        raft.send(ReadIndex { reply: tx }).await?;
+                        rx.await??
+                    }
+                };
+                let (tx, rx) = oneshot::channel();
+                storage.do_send(Read {
+                    min_index,
                     query: msg.query,
-                    reply: msg.reply,
-                }),
-                Err(e) => {
-                    let _ = msg.reply.send(Err(e));
+                    reply: tx,
+                });
+                rx.await?
+            };
+            // A caller that gave up (deadline) stops counting at once.
+            let mut reply = msg.reply;
+            tokio::select! {
+                answer = work => {
+                    let _ = reply.send(answer);
                 }
+                _ = reply.closed() => {}
             }
+            // Counted until answered, so reads parked in the StorageActor count too.
             in_flight.set(in_flight.get() - 1);
         });
     }

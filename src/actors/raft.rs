@@ -18,6 +18,9 @@ use crate::error::{fatal_storage, Error};
 /// Capacity of the RaftActor's mailbox. Senders that use `try_send` (the peer service) drop
 /// messages when it is full — Raft retransmits — and senders that `send` wait.
 pub const RAFT_MAILBOX_CAPACITY: usize = 4_096;
+/// Most committed entries handed to the StorageActor and not yet applied. Beyond this the
+/// RaftActor refuses new proposals (`RESOURCE_EXHAUSTED`) so the apply queue stays bounded.
+pub const MAX_APPLY_BACKLOG_ENTRIES: u64 = 50_000;
 /// Most read-index requests waiting for a quorum; more are refused with `RESOURCE_EXHAUSTED`.
 pub const MAX_PENDING_READ_INDEXES: usize = 8_192;
 
@@ -55,6 +58,10 @@ pub struct RaftActor {
     next_read_ctx: u64,
     /// Whether a `Drive` is already scheduled.
     drive_scheduled: bool,
+    /// Index of the last committed entry (or snapshot) handed to the StorageActor.
+    dispatched_index: u64,
+    /// Applied index the StorageActor last reported.
+    applied_index: u64,
     /// Leader id last reported to `role_to`, and whether its client address was known then.
     reported_leader: (u64, bool),
 }
@@ -70,6 +77,7 @@ impl RaftActor {
         peers: HashMap<u64, Recipient<SendToPeer>>,
         role_to: Option<Recipient<RoleChanged>>,
     ) -> RaftActor {
+        let applied = node.status().applied_index;
         RaftActor {
             node,
             tick_interval,
@@ -84,6 +92,8 @@ impl RaftActor {
             pending_read_count: 0,
             next_read_ctx: 1,
             drive_scheduled: false,
+            dispatched_index: applied,
+            applied_index: applied,
             reported_leader: (0, false),
         }
     }
@@ -137,6 +147,9 @@ impl RaftActor {
             self.report_role(change);
         }
         send_to_peers(&self.peers, out.messages);
+        let last = out.committed.last().map(|e| e.index);
+        let snap = out.snapshot.as_ref().map(|s| s.get_metadata().index);
+        self.dispatched_index = self.dispatched_index.max(last.or(snap).unwrap_or(0));
         if out.snapshot.is_some() || !out.committed.is_empty() {
             self.storage.do_send(Apply {
                 snapshot: out.snapshot,
@@ -246,6 +259,16 @@ impl Handler<StepMessage> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: StepMessage, ctx: &mut Context<Self>) {
         let from = msg.msg.from;
+        // Only members take part, and proposals never travel between nodes here (each node
+        // proposes only as leader): a stray or forged message is dropped before raft-rs sees it.
+        if !self.members.contains_key(&from) || from == self.node.id() {
+            tracing::debug!(from, "message from a non-member dropped");
+            return;
+        }
+        if msg.msg.get_msg_type() == raft::prelude::MessageType::MsgPropose {
+            tracing::debug!(from, "proposal from a peer dropped");
+            return;
+        }
         if !msg.from_client_addr.is_empty()
             && self.peer_client_addrs.get(&from) != Some(&msg.from_client_addr)
         {
@@ -279,6 +302,12 @@ impl Handler<StepMessage> for RaftActor {
 impl Handler<Propose> for RaftActor {
     type Result = crate::Result<(u64, u64)>;
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
+        let backlog = self.dispatched_index.saturating_sub(self.applied_index);
+        if backlog > MAX_APPLY_BACKLOG_ENTRIES {
+            return Err(Error::Overloaded(format!(
+                "{backlog} committed entries are waiting to be applied"
+            )));
+        }
         let result = self.node.propose(msg.data).map_err(|e| match e {
             Error::NotLeader { .. } => self.not_leader(),
             other => other,
@@ -321,6 +350,7 @@ impl Handler<PeerReport> for RaftActor {
 impl Handler<ApplyProgress> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: ApplyProgress, ctx: &mut Context<Self>) {
+        self.applied_index = self.applied_index.max(msg.index);
         self.node.advance_applied(msg.index);
         self.schedule(ctx);
     }

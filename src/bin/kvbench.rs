@@ -149,6 +149,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let endpoints = endpoints_from(cli.endpoints.as_deref());
+    anyhow::ensure!(!endpoints.is_empty(), distributed_kv::client::NO_ENDPOINTS);
     let value = vec![b'x'; cli.value_size];
     if cli.workload != Workload::Put {
         // Preload every key so reads find something.

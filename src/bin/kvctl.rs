@@ -201,8 +201,13 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, ClientError> {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
-    let mut client = Client::new(endpoints_from(cli.endpoints.as_deref()))
-        .with_timeout(Duration::from_millis(cli.timeout_ms));
+    let endpoints = endpoints_from(cli.endpoints.as_deref());
+    if endpoints.is_empty() && !matches!(cli.command, Command::Chaos(_)) {
+        return Err(ClientError::Invalid(
+            distributed_kv::client::NO_ENDPOINTS.into(),
+        ));
+    }
+    let mut client = Client::new(endpoints).with_timeout(Duration::from_millis(cli.timeout_ms));
     let serializable = cli.consistency == Consistency::S;
     let mut out = std::io::stdout().lock();
     match cli.command {

@@ -357,6 +357,17 @@ impl RaftNode {
         }
         out.messages.extend(light.take_messages());
         out.committed.extend(light.take_committed_entries());
+
+        // 10. A persisted snapshot counts as applied for raft-rs at once. Its log now starts
+        //     after the snapshot, so raft-rs must never look for entries between its old
+        //     applied index and the snapshot (an election would, and would find them compacted).
+        //     The state machine restores the snapshot before anything after it, in order.
+        if let Some(snap) = &out.snapshot {
+            let index = snap.get_metadata().index;
+            if index > self.raw.raft.raft_log.applied {
+                self.raw.advance_apply_to(index);
+            }
+        }
         Ok(Some(out))
     }
 

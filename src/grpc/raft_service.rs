@@ -90,7 +90,22 @@ impl RaftTransport for RaftService {
         }
         tracing::info!(from = first.from, bytes = data.len(), "snapshot received");
         msg.mut_snapshot().data = data.into();
-        self.deliver(msg, &first.from_client_addr)?;
+        if msg.to != self.node_id {
+            return Err(Status::invalid_argument(format!(
+                "snapshot for node {} reached node {}",
+                msg.to, self.node_id
+            )));
+        }
+        // Unlike ordinary messages, a snapshot is not dropped when the mailbox is full: the
+        // leader would take it as delivered and only find out after another full transfer.
+        let step = StepMessage {
+            msg,
+            from_client_addr: first.from_client_addr,
+        };
+        self.raft
+            .send(step)
+            .await
+            .map_err(|e| Status::unavailable(format!("raft is not running: {e}")))?;
         Ok(Response::new(SnapshotAck {}))
     }
 }

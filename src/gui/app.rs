@@ -60,6 +60,8 @@ pub struct KvApp {
     key: String,
     /// The value field.
     value: String,
+    /// A problem with the endpoints field, shown next to it.
+    endpoints_error: Option<String>,
     /// A problem with the key field, shown next to it.
     key_error: Option<String>,
     /// A problem with the value field, shown next to it.
@@ -148,6 +150,7 @@ impl KvApp {
             state_file,
             key: String::new(),
             value: String::new(),
+            endpoints_error: None,
             key_error: None,
             value_error: None,
             result: None,
@@ -271,6 +274,11 @@ impl KvApp {
 
     fn connect(&mut self) {
         let list = endpoints_from(Some(&self.endpoints));
+        if list.is_empty() {
+            self.endpoints_error = Some("enter at least one host:port".into());
+            return;
+        }
+        self.endpoints_error = None;
         if let Some(file) = &self.state_file {
             if let Some(dir) = file.parent() {
                 let _ = std::fs::create_dir_all(dir);
@@ -379,6 +387,9 @@ impl KvApp {
                 .labelled_by(label.id);
                 if ui.button("Connect").clicked() {
                     self.connect();
+                }
+                if let Some(e) = &self.endpoints_error {
+                    ui.colored_label(egui::Color32::RED, e);
                 }
                 match self.nodes.iter().find(|n| n.role == "leader") {
                     Some(l) => ui.label(format!("leader: node {} at {}", l.id, l.addr)),
