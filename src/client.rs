@@ -24,6 +24,12 @@ use crate::proto::kv::*;
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:50051";
 /// Environment variable with comma-separated endpoints.
 pub const ENDPOINTS_ENV: &str = "KV_ENDPOINTS";
+/// Fragments of tonic's messages for a connection that could not be made at all.
+const CONNECT_FAILURES: [&str; 3] = [
+    "tcp connect error",
+    "error trying to connect",
+    "Connection refused",
+];
 /// The error for a client given no endpoints.
 pub const NO_ENDPOINTS: &str = "no endpoints given: expected host:port[,host:port...]";
 /// Pause after every endpoint failed once, before the next round.
@@ -110,7 +116,9 @@ fn classify(status: &Status, kind: Kind) -> Next {
                 return Next::Redirect(addr.to_string());
             }
             let ours = msg.starts_with("not the leader") || msg.starts_with("not applied");
-            let not_sent = msg.contains("connect") || msg.contains("Connection refused");
+            // Only a failed connection proves the request never left; a connection that broke
+            // later ("connection reset", "disconnected") may have carried it.
+            let not_sent = CONNECT_FAILURES.iter().any(|m| msg.contains(m));
             if kind == Kind::Write && !ours && !not_sent {
                 Next::Fail(ClientError::Unknown(msg))
             } else {
