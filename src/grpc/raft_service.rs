@@ -29,17 +29,22 @@ impl RaftService {
         RaftService { node_id, raft }
     }
 
-    fn deliver(&self, msg: RaftMessage, from_client_addr: &str) -> Result<(), Status> {
+    /// Wraps `msg` for the RaftActor, refusing a message meant for another node.
+    fn step_for_me(&self, msg: RaftMessage, from_client_addr: &str) -> Result<StepMessage, Status> {
         if msg.to != self.node_id {
             return Err(Status::invalid_argument(format!(
                 "message for node {} reached node {}",
                 msg.to, self.node_id
             )));
         }
-        let step = StepMessage {
+        Ok(StepMessage {
             msg,
             from_client_addr: from_client_addr.to_string(),
-        };
+        })
+    }
+
+    fn deliver(&self, msg: RaftMessage, from_client_addr: &str) -> Result<(), Status> {
+        let step = self.step_for_me(msg, from_client_addr)?;
         // A full mailbox drops the message: Raft resends what is not acknowledged.
         if let Err(e) = self.raft.try_send(step) {
             tracing::debug!("raft mailbox full or closed, message dropped: {e}");
@@ -90,18 +95,9 @@ impl RaftTransport for RaftService {
         }
         tracing::info!(from = first.from, bytes = data.len(), "snapshot received");
         msg.mut_snapshot().data = data.into();
-        if msg.to != self.node_id {
-            return Err(Status::invalid_argument(format!(
-                "snapshot for node {} reached node {}",
-                msg.to, self.node_id
-            )));
-        }
+        let step = self.step_for_me(msg, &first.from_client_addr)?;
         // Unlike ordinary messages, a snapshot is not dropped when the mailbox is full: the
         // leader would take it as delivered and only find out after another full transfer.
-        let step = StepMessage {
-            msg,
-            from_client_addr: first.from_client_addr,
-        };
         self.raft
             .send(step)
             .await
