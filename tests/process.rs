@@ -1138,3 +1138,67 @@ fn grpc_reflection_lists_the_client_api() {
         "the etcd client stubs kvbench uses are not served: {names:?}"
     );
 }
+
+/// What the node logs when start-up finishes the install of a snapshot that a crash
+/// interrupted.
+const INSTALL_FINISHED_LOG: &str = "finishing the install of a received snapshot";
+/// Keys written while the node is down in the interrupted-install test.
+const INTERRUPTED_KEYS: usize = 300;
+
+/// A crash after a received snapshot was stored in the data dir but before the log recorded it
+/// leaves the snapshot file ahead of the log. Copying the leader's snapshot file into a stopped
+/// follower's data dir creates exactly that state; the follower must start, finish the install,
+/// and converge.
+#[test]
+fn a_snapshot_stored_but_not_recorded_before_a_crash_is_installed_at_start_up() {
+    let mut cluster = Cluster::start(Settings {
+        snapshot_threshold: SNAPSHOT_THRESHOLD,
+        log_retain_entries: 0,
+        ..Settings::default()
+    });
+    let leader = cluster.wait_for_leader();
+    let follower = cluster.follower_of(leader);
+    cluster.terminate(&[follower]);
+    let mut client = cluster.client();
+    for n in 0..INTERRUPTED_KEYS {
+        let key = format!("crash/{n:04}");
+        cluster
+            .rt
+            .block_on(client.set(key.as_bytes(), b"v"))
+            .unwrap_or_else(|e| panic!("set {key}: {e}"));
+    }
+    let snapshot = |i: usize| {
+        cluster.nodes[i]
+            .config
+            .data_dir
+            .join(distributed_kv::consensus::snapshot::SNAPSHOT_FILE)
+    };
+    fs::copy(snapshot(leader), snapshot(follower)).expect("copy the leader's snapshot");
+
+    cluster.spawn(follower);
+    cluster.wait_serving(follower);
+    let (leader_addr, follower_addr) = (
+        cluster.client_addr(leader).to_string(),
+        cluster.client_addr(follower).to_string(),
+    );
+    poll_until(
+        "the node to reach the leader's state",
+        CATCH_UP_TIMEOUT,
+        || {
+            let a = cluster
+                .rt
+                .block_on(client.hash_of(&leader_addr, STATUS_RPC_TIMEOUT))
+                .ok()?;
+            let b = cluster
+                .rt
+                .block_on(client.hash_of(&follower_addr, STATUS_RPC_TIMEOUT))
+                .ok()?;
+            (a.applied_index == b.applied_index && a.hash == b.hash).then_some(())
+        },
+    );
+    let log = fs::read_to_string(&cluster.nodes[follower].log_path).unwrap_or_default();
+    assert!(
+        log.contains(INSTALL_FINISHED_LOG),
+        "start-up finished the install"
+    );
+}
