@@ -360,25 +360,7 @@ fn a_node_that_missed_many_writes_catches_up_by_a_chunked_snapshot() {
 
     cluster.spawn(lagger);
     cluster.wait_serving(lagger);
-    let (leader_addr, lagger_addr) = (
-        cluster.client_addr(leader).to_string(),
-        cluster.client_addr(lagger).to_string(),
-    );
-    poll_until(
-        "the restarted node to reach the leader's state",
-        CATCH_UP_TIMEOUT,
-        || {
-            let a = cluster
-                .rt
-                .block_on(client.hash_of(&leader_addr, STATUS_RPC_TIMEOUT))
-                .ok()?;
-            let b = cluster
-                .rt
-                .block_on(client.hash_of(&lagger_addr, STATUS_RPC_TIMEOUT))
-                .ok()?;
-            (a.applied_index == b.applied_index && a.hash == b.hash).then_some(())
-        },
-    );
+    cluster.wait_same_state(leader, lagger);
     let log = fs::read_to_string(&cluster.nodes[lagger].log_path).unwrap_or_default();
     assert!(
         log.contains(SNAPSHOT_RESTORED_LOG),
@@ -390,7 +372,7 @@ fn a_node_that_missed_many_writes_catches_up_by_a_chunked_snapshot() {
         "{lagger_status:?}"
     );
     // Its own state machine answers with the data written while it was down.
-    let mut local = Client::new(vec![lagger_addr.clone()]);
+    let mut local = Client::new(vec![cluster.client_addr(lagger).to_string()]);
     let last = SNAPSHOT_KEYS - 1;
     let got = cluster
         .rt
@@ -1177,25 +1159,7 @@ fn a_snapshot_stored_but_not_recorded_before_a_crash_is_installed_at_start_up() 
 
     cluster.spawn(follower);
     cluster.wait_serving(follower);
-    let (leader_addr, follower_addr) = (
-        cluster.client_addr(leader).to_string(),
-        cluster.client_addr(follower).to_string(),
-    );
-    poll_until(
-        "the node to reach the leader's state",
-        CATCH_UP_TIMEOUT,
-        || {
-            let a = cluster
-                .rt
-                .block_on(client.hash_of(&leader_addr, STATUS_RPC_TIMEOUT))
-                .ok()?;
-            let b = cluster
-                .rt
-                .block_on(client.hash_of(&follower_addr, STATUS_RPC_TIMEOUT))
-                .ok()?;
-            (a.applied_index == b.applied_index && a.hash == b.hash).then_some(())
-        },
-    );
+    cluster.wait_same_state(leader, follower);
     let log = fs::read_to_string(&cluster.nodes[follower].log_path).unwrap_or_default();
     assert!(
         log.contains(INSTALL_FINISHED_LOG),

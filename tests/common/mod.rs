@@ -528,6 +528,27 @@ impl Cluster {
         )
     }
 
+    /// Polls until nodes `a` and `b` report the same applied index and state hash.
+    pub fn wait_same_state(&self, a: usize, b: usize) {
+        let addrs = [
+            self.client_addr(a).to_string(),
+            self.client_addr(b).to_string(),
+        ];
+        let mut client = Client::new(addrs.to_vec());
+        let what = format!("nodes {} and {} to reach the same state", a + 1, b + 1);
+        poll_until(&what, CATCH_UP_TIMEOUT, || {
+            let x = self
+                .rt
+                .block_on(client.hash_of(&addrs[0], STATUS_RPC_TIMEOUT))
+                .ok()?;
+            let y = self
+                .rt
+                .block_on(client.hash_of(&addrs[1], STATUS_RPC_TIMEOUT))
+                .ok()?;
+            (x.applied_index == y.applied_index && x.hash == y.hash).then_some(())
+        });
+    }
+
     /// Index of a running node that is not `leader`.
     pub fn follower_of(&self, leader: usize) -> usize {
         self.running()
