@@ -67,6 +67,10 @@ pub struct NodeConfig {
     /// UNSAFE — for testing the consistency checker only. Every node answers every read from
     /// its local state machine without ReadIndex, so reads can be stale. Never in production.
     pub unsafe_stale_reads: bool,
+    /// UNSAFE — for testing the power-cut test only. The Raft log is written but never
+    /// `fdatasync`ed, so a power cut can take back acknowledged writes and votes. Never in
+    /// production.
+    pub unsafe_no_fsync: bool,
 }
 
 impl Default for NodeConfig {
@@ -90,6 +94,7 @@ impl Default for NodeConfig {
             max_pending_requests: 4_096,
             max_list_limit: 1_000,
             unsafe_stale_reads: false,
+            unsafe_no_fsync: false,
         }
     }
 }
@@ -151,6 +156,9 @@ pub struct ConfigOverrides {
     /// UNSAFE, testing only: serve reads from local state without ReadIndex (stale reads).
     #[arg(long, env = "KV_UNSAFE_STALE_READS")]
     pub unsafe_stale_reads: Option<bool>,
+    /// UNSAFE, testing only: never fdatasync the Raft log (a power cut loses acknowledged writes).
+    #[arg(long, env = "KV_UNSAFE_NO_FSYNC")]
+    pub unsafe_no_fsync: Option<bool>,
 }
 
 impl NodeConfig {
@@ -219,7 +227,8 @@ impl NodeConfig {
             request_timeout_ms,
             max_pending_requests,
             max_list_limit,
-            unsafe_stale_reads
+            unsafe_stale_reads,
+            unsafe_no_fsync
         );
     }
 

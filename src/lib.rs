@@ -29,6 +29,7 @@ pub mod grpc;
 pub mod gui;
 pub mod node;
 pub mod proto;
+pub mod recovery;
 pub mod storage;
 
 pub use config::NodeConfig;

@@ -2,9 +2,10 @@
 //!
 //! [`Node::start`] must run inside an actix `System` (tonic's servers run on the same tokio
 //! runtime). It:
-//! 1. claims the data dir (a lock file, and an identity file naming the node and cluster);
-//! 2. opens sled and recovers: if the state machine is behind the start of the Raft log (a crash
-//!    while installing a snapshot), it restores the stored snapshot first;
+//! 1. claims the data dir (a lock file, and an identity file naming the node and cluster,
+//!    written durably: temporary file, fsync, rename, fsync of the directory);
+//! 2. opens the WAL, the snapshot file and the state machine, and brings them back in step
+//!    ([`crate::recovery`]);
 //! 3. starts the StorageActor (sync, one thread), the ClientApiActor and one PeerActor per peer,
 //!    then the RaftActor on its own arbiter, and connects them;
 //! 4. binds both listeners (so a taken port is reported at once) and serves gRPC.
@@ -28,19 +29,19 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::actors::messages::{Connect, FlushStorage};
 use crate::actors::{ClientApiActor, ClientLimits, PeerActor, RaftActor, StorageActor};
 use crate::config::NodeConfig;
-use crate::consensus::{RaftNode, RaftParams, SledRaftStorage, SnapshotStore};
+use crate::consensus::wal::sync_dir;
+use crate::consensus::{LogOptions, RaftNode, RaftParams};
 use crate::error::{Error, Result};
 use crate::grpc::{KvService, RaftService};
 use crate::proto::kv::kv_server::KvServer;
 use crate::proto::raftpb::raft_transport_server::RaftTransportServer;
-use crate::storage::StateMachine;
+use crate::recovery::recover;
 
 /// Name of the lock file in the data dir.
 pub const LOCK_FILE: &str = "LOCK";
 /// Name of the identity file in the data dir.
 pub const IDENTITY_FILE: &str = "identity.toml";
-/// Name of the sled database directory in the data dir.
-pub const DB_DIR: &str = "db";
+pub use crate::recovery::{DB_DIR, WAL_DIR};
 
 /// What a data dir records about its owner.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -84,7 +85,13 @@ fn data_dir_err(path: &Path, message: impl Into<String>) -> Error {
 
 /// Locks `dir` and checks (or writes) its identity.
 fn claim_data_dir(dir: &Path, config: &NodeConfig) -> Result<fs::File> {
-    fs::create_dir_all(dir).map_err(|e| data_dir_err(dir, format!("cannot create it: {e}")))?;
+    if !dir.exists() {
+        fs::create_dir_all(dir).map_err(|e| data_dir_err(dir, format!("cannot create it: {e}")))?;
+        // The new directory's name must survive a power cut too.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
     let lock = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -118,7 +125,7 @@ fn claim_data_dir(dir: &Path, config: &NodeConfig) -> Result<fs::File> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let text = toml::to_string(&mine).map_err(|e| Error::Storage(e.to_string()))?;
-            fs::write(&id_path, text)
+            write_durably(&id_path, text.as_bytes())
                 .map_err(|e| data_dir_err(dir, format!("is not writable: {e}")))?;
         }
         Err(e) => {
@@ -129,6 +136,21 @@ fn claim_data_dir(dir: &Path, config: &NodeConfig) -> Result<fs::File> {
         }
     }
     Ok(lock)
+}
+
+/// Writes `path` so that a power cut at any moment leaves either no file or the whole of it:
+/// a temporary file, fsynced, renamed into place, and the directory fsynced.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 async fn bind(addr: &str, what: &str) -> Result<TcpListener> {
@@ -150,44 +172,19 @@ impl Node {
         let client_addr = client_listener.local_addr()?;
         let peer_addr = peer_listener.local_addr()?;
 
-        let db = sled::Config::new()
-            .path(dir.join(DB_DIR))
-            .open()
-            .map_err(|e| data_dir_err(&dir, format!("cannot open the database: {e}")))?;
-        let snapshots = SnapshotStore::open(&dir)?;
         let voters: Vec<u64> = members.keys().copied().collect();
-        let mut log = SledRaftStorage::open(&db, snapshots.clone(), &voters)?;
-        let mut sm = StateMachine::open(&db)?;
-        // A crash between storing a received snapshot (step 4 of the Ready) and recording it in
-        // the log (step 5) leaves the snapshot file ahead of the log: finish that install.
-        if snapshots.current().0 > raft::Storage::last_index(&log).map_err(Error::from)? {
-            if let Some(snap) = snapshots.load()? {
-                let meta = snap.get_metadata();
-                tracing::info!(
-                    index = meta.index,
-                    "finishing the install of a received snapshot"
-                );
-                log.persist(Some(meta), &[], None, true)?;
-            }
-        }
-        if sm.applied().0 < log.truncated().0 {
-            let snap = snapshots.load()?.ok_or_else(|| {
-                Error::Storage(format!(
-                    "state machine is at {} but the log starts after {} and no snapshot is stored",
-                    sm.applied().0,
-                    log.truncated().0
-                ))
-            })?;
-            tracing::info!(
-                index = snap.get_metadata().index,
-                "restoring the state machine from the stored snapshot"
+        if config.unsafe_no_fsync {
+            tracing::warn!(
+                "unsafe_no_fsync is on: a power cut can lose acknowledged writes; for testing the power-cut test only"
             );
-            sm.restore(&snap)?;
         }
-        if sm.applied().0 > log.hard_state().commit {
-            // Applied entries are committed; the commit index itself is written lazily.
-            log.set_commit(sm.applied().0)?;
-        }
+        let options = LogOptions {
+            fsync: !config.unsafe_no_fsync,
+            ..LogOptions::default()
+        };
+        let recovered = recover(&dir, &voters, options)
+            .map_err(|e| data_dir_err(&dir, format!("cannot open its storage: {e}")))?;
+        let (log, sm, snapshots) = (recovered.log, recovered.sm, recovered.snapshots);
         let params = RaftParams {
             id: config.node_id,
             election_ticks: config.election_ticks,

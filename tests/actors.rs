@@ -32,7 +32,9 @@ use tokio::time::timeout;
 
 use distributed_kv::actors::messages::*;
 use distributed_kv::actors::{ClientApiActor, ClientLimits, RaftActor, StorageActor};
-use distributed_kv::consensus::{RaftNode, RaftParams, RoleChange, SledRaftStorage, SnapshotStore};
+use distributed_kv::consensus::{
+    LogOptions, LogStore, RaftNode, RaftParams, RoleChange, SnapshotStore,
+};
 use distributed_kv::error::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
 use distributed_kv::proto::raftpb::{log_command::Op, DeleteOp, LogCommand, SetOp};
 use distributed_kv::storage::state_machine::encode_command;
@@ -286,8 +288,7 @@ struct StorageUnderTest {
 /// (one sync thread, as in `src/node.rs`), with recorders for everything it sends on.
 fn start_storage(snapshot_threshold: u64) -> StorageUnderTest {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = sled::open(dir.path().join("db")).expect("sled");
-    let sm = StateMachine::open(&db).expect("state machine");
+    let sm = StateMachine::open(&dir.path().join("db")).expect("state machine");
     let snapshots = SnapshotStore::open(dir.path()).expect("snapshot store");
     let (applied_to, applied) = recorder::<Applied>();
     let (progress_to, progress) = recorder::<ApplyProgress>();
@@ -350,9 +351,14 @@ async fn value(addr: &Addr<StorageActor>, key: &str) -> Option<Vec<u8>> {
 
 /// A RaftNode for node 1 over a fresh sled log in `dir`, whose initial voters are `members`.
 fn raft_node(dir: &TempDir, members: &[u64], election_ticks: usize) -> RaftNode {
-    let db = sled::open(dir.path().join("raft-db")).expect("sled");
     let snapshots = SnapshotStore::open(dir.path()).expect("snapshot store");
-    let log = SledRaftStorage::open(&db, snapshots, members).expect("raft log");
+    let log = LogStore::open(
+        &dir.path().join("wal"),
+        LogOptions::default(),
+        snapshots,
+        members,
+    )
+    .expect("raft log");
     let params = RaftParams {
         id: 1,
         election_ticks,
@@ -1240,8 +1246,7 @@ async fn client_api_not_leader_carries_leader_hint() {
 #[actix_rt::test]
 async fn client_api_with_real_raft_and_storage_writes_and_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path().join("db")).unwrap();
-    let sm = Mutex::new(Some(StateMachine::open(&db).unwrap()));
+    let sm = Mutex::new(Some(StateMachine::open(&dir.path().join("db")).unwrap()));
     let snapshots = SnapshotStore::open(dir.path()).unwrap();
 
     // The StorageActor reports to the ClientApiActor, which reads from the StorageActor:

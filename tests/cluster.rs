@@ -1,7 +1,7 @@
 //! Tier 3 of the test plan (ARCHITECTURE.md, "Test tiers"): an in-process cluster.
 //!
 //! Three or five [`RaftNode`]s run in one thread, each over its own sled database
-//! ([`SledRaftStorage`] for the log, [`StateMachine`] for the data) and [`SnapshotStore`] in a
+//! ([`LogStore`] for the log, [`StateMachine`] for the data) and [`SnapshotStore`] in a
 //! temporary directory. There is no actix runtime, no network and no wall clock: time is a
 //! manual tick, and the network is the [`Cluster`] harness below.
 //!
@@ -24,10 +24,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use distributed_kv::consensus::{
-    RaftNode, RaftParams, ReadyOutput, RoleChange, SledRaftStorage, SnapshotStore,
-};
+use distributed_kv::consensus::{LogOptions, RaftNode, RaftParams, ReadyOutput, RoleChange};
 use distributed_kv::proto::raftpb::{log_command::Op, LogCommand, SetOp};
+use distributed_kv::recovery::{recover, Recovered};
 use distributed_kv::storage::state_machine::encode_command;
 use distributed_kv::storage::StateMachine;
 use raft::prelude::{Message, MessageType};
@@ -71,21 +70,8 @@ struct Peer {
 /// Opens (or reopens) the peer stored in `dir`, with the start-up steps of `Node::start`.
 fn open_peer(dir: &Path, id: u64, voters: &[u64], opts: Options) -> Peer {
     std::fs::create_dir_all(dir).expect("create the node dir");
-    let db = sled::open(dir.join("db")).expect("open sled");
-    let snapshots = SnapshotStore::open(dir).expect("open the snapshot store");
-    let mut log = SledRaftStorage::open(&db, snapshots.clone(), voters).expect("open the log");
-    let mut sm = StateMachine::open(&db).expect("open the state machine");
-    if sm.applied().0 < log.truncated().0 {
-        let snap = snapshots
-            .load()
-            .expect("read the snapshot")
-            .expect("a compacted log has a snapshot");
-        sm.restore(&snap).expect("restore the stored snapshot");
-    }
-    if sm.applied().0 > log.hard_state().commit {
-        log.set_commit(sm.applied().0)
-            .expect("record the commit index");
-    }
+    let Recovered { log, sm, .. } =
+        recover(dir, voters, LogOptions::default()).expect("open the node's storage");
     let params = RaftParams {
         id,
         election_ticks: ELECTION_TICKS,

@@ -1,4 +1,4 @@
-//! `RaftNode`: a raft-rs `RawNode` over [`SledRaftStorage`], plus the bookkeeping a node needs.
+//! `RaftNode`: a raft-rs `RawNode` over [`LogStore`], plus the bookkeeping a node needs.
 //!
 //! # Protocol in brief
 //! Raft keeps a replicated log. One node is leader for a term; it appends client commands to its
@@ -21,8 +21,8 @@
 use raft::prelude::{Entry, Message, Snapshot};
 use raft::{Config, RawNode, ReadState, SnapshotStatus, StateRole, Storage};
 
+use crate::consensus::log_store::LogStore;
 use crate::consensus::logger::raft_logger;
-use crate::consensus::storage::SledRaftStorage;
 use crate::error::{Error, Result};
 
 /// Largest total size of entries in one append message, in bytes. Keeps peer messages far
@@ -113,7 +113,7 @@ pub fn role_name(role: StateRole) -> &'static str {
 /// The Raft half of a node, without any runtime.
 pub struct RaftNode {
     /// raft-rs's node.
-    raw: RawNode<SledRaftStorage>,
+    raw: RawNode<LogStore>,
     /// Entries kept behind a snapshot when compacting.
     log_retain_entries: u64,
     /// Role and leader as last reported, to detect changes.
@@ -122,7 +122,7 @@ pub struct RaftNode {
 
 impl RaftNode {
     /// Creates the node over `storage`, resuming from what it holds.
-    pub fn new(params: &RaftParams, storage: SledRaftStorage) -> Result<RaftNode> {
+    pub fn new(params: &RaftParams, storage: LogStore) -> Result<RaftNode> {
         let config = Config {
             id: params.id,
             election_tick: params.election_ticks,
@@ -372,7 +372,7 @@ impl RaftNode {
     }
 
     /// Read access to the storage, for tests and status.
-    pub fn storage(&self) -> &SledRaftStorage {
+    pub fn storage(&self) -> &LogStore {
         self.raw.store()
     }
 

@@ -3,14 +3,24 @@
 //! Committed Raft entries are applied in log order, a whole batch of them in one sled `Batch`
 //! that also records the applied index and term and the key count. Because the applied index
 //! moves atomically with the data it covers, a restart resumes exactly after the last applied
-//! entry and never applies one twice. Applying does not flush: the Raft log already holds every
-//! committed entry durably, so an unflushed apply is simply redone from the log after a crash.
-//! Snapshots flush first, because the log before a snapshot is discarded.
+//! entry and never applies one twice.
+//!
+//! Durability: applying neither flushes nor syncs. The WAL holds every committed entry durably
+//! and the snapshot file everything the WAL has discarded, so whatever sled loses — to a kill,
+//! or to a power cut that takes back every write not yet synced — is applied again from them at
+//! start-up. What sled must never be is inconsistent: its periodic flusher is off, and the
+//! database is made durable as a whole ([`StateMachine::sync`]: flush, then fsync every file
+//! and directory under it) only at chosen points: after opening, after a snapshot is made or
+//! restored, and at shutdown. sled writes a value too large for a page to a file of its own
+//! before the page that points to it, so syncing every blob before the main file keeps that
+//! order on disk; a batch with such a value is synced at once.
 //!
 //! Layout of the `sm` tree: user keys under the prefix `d`; metadata under `m` (`mapplied`:
 //! index and term; `mcount`: number of keys, kept because sled's `len()` walks the tree).
 
 use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use prost::Message as _;
 use raft::prelude::{ConfState, Entry, EntryType, Snapshot};
@@ -23,6 +33,9 @@ pub const SM_TREE: &str = "sm";
 const DATA_PREFIX: u8 = b'd';
 const APPLIED_KEY: &[u8] = b"mapplied";
 const COUNT_KEY: &[u8] = b"mcount";
+/// Values at least this large may be stored by sled in a blob file of their own (sled's limit
+/// is a quarter of its 512 KiB segment, less headers); a batch holding one is synced at once.
+pub const SLED_BLOB_BYTES: usize = 64 * 1024;
 
 /// What applying one entry did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +79,8 @@ pub struct ListPage {
 pub struct StateMachine {
     /// The database, for flushes.
     db: sled::Db,
+    /// The database's directory, for syncs.
+    path: PathBuf,
     /// The `sm` tree.
     tree: sled::Tree,
     /// Index and term of the last applied entry.
@@ -95,20 +110,43 @@ fn applied_value(index: u64, term: u64) -> [u8; 16] {
 }
 
 impl StateMachine {
-    /// Opens the state machine stored in `db`.
-    pub fn open(db: &sled::Db) -> Result<StateMachine> {
+    /// Opens (or creates) the state machine stored in the sled database at `path`, and makes
+    /// what sled recovered durable.
+    pub fn open(path: &Path) -> Result<StateMachine> {
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| {
+                Error::Storage(format!("{}: cannot open the database: {e}", path.display()))
+            })?;
         let tree = db.open_tree(SM_TREE)?;
         let applied = tree
             .get(APPLIED_KEY)?
             .map(|v| (be_u64(&v, 0), be_u64(&v, 8)))
             .unwrap_or((0, 0));
         let key_count = tree.get(COUNT_KEY)?.map(|v| be_u64(&v, 0)).unwrap_or(0);
-        Ok(StateMachine {
-            db: db.clone(),
+        let sm = StateMachine {
+            db,
+            path: path.to_path_buf(),
             tree,
             applied,
             key_count,
-        })
+        };
+        sm.sync()?;
+        Ok(sm)
+    }
+
+    /// The sled database, for the start-up migration of an old log kept in it.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Makes everything applied so far durable: sled's flush, then an fsync of every file
+    /// and directory of the database, blobs first.
+    pub fn sync(&self) -> Result<()> {
+        self.db.flush()?;
+        sync_tree(&self.path)
     }
 
     /// Index and term of the last applied entry.
@@ -130,6 +168,7 @@ impl StateMachine {
         let mut count = self.key_count;
         let mut applied = self.applied;
         let mut out = Vec::with_capacity(entries.len());
+        let mut large_value = false;
         for e in entries.iter().filter(|e| e.index > self.applied.0) {
             if e.index != applied.0 + 1 {
                 return Err(Error::Storage(format!(
@@ -156,6 +195,7 @@ impl StateMachine {
                                     if !self.exists(&overlay, &k)? {
                                         count += 1;
                                     }
+                                    large_value |= op.value.len() >= SLED_BLOB_BYTES;
                                     batch.insert(k.clone(), op.value.clone());
                                     overlay.insert(k, Some(op.value));
                                     CommandOutcome::Set
@@ -190,6 +230,9 @@ impl StateMachine {
         self.tree.apply_batch(batch)?;
         self.applied = applied;
         self.key_count = count;
+        if large_value {
+            self.sync()?;
+        }
         Ok(out)
     }
 
@@ -264,9 +307,9 @@ impl StateMachine {
     }
 
     /// A snapshot of everything applied so far, with `conf_state` as its configuration.
-    /// Flushes first: the snapshot lets the log before it be discarded.
+    /// Syncs first, so a restart after it rarely has much to apply again.
     pub fn snapshot(&self, conf_state: &ConfState) -> Result<Snapshot> {
-        self.db.flush()?;
+        self.sync()?;
         let mut data = Vec::new();
         for kv in self.tree.scan_prefix([DATA_PREFIX]) {
             let (k, v) = kv?;
@@ -286,7 +329,7 @@ impl StateMachine {
         Ok(snap)
     }
 
-    /// Replaces the whole state with `snap`'s, atomically, and flushes.
+    /// Replaces the whole state with `snap`'s, atomically, and syncs.
     pub fn restore(&mut self, snap: &Snapshot) -> Result<()> {
         let mut pairs = Vec::new();
         let mut rest: &[u8] = &snap.data;
@@ -315,11 +358,43 @@ impl StateMachine {
         batch.insert(APPLIED_KEY, &applied_value(m.index, m.term));
         batch.insert(COUNT_KEY, &count.to_be_bytes());
         self.tree.apply_batch(batch)?;
-        self.db.flush()?;
+        self.sync()?;
         self.applied = (m.index, m.term);
         self.key_count = count;
         Ok(())
     }
+}
+
+/// Fsyncs every file and directory under `dir`, children before their directory, blob files
+/// before the rest (they are written before the pages that point to them).
+pub fn sync_tree(dir: &Path) -> Result<()> {
+    let err =
+        |p: &Path, e: std::io::Error| Error::Storage(format!("{}: cannot sync: {e}", p.display()));
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for item in fs::read_dir(dir).map_err(|e| err(dir, e))? {
+        let item = item.map_err(|e| err(dir, e))?;
+        let path = item.path();
+        if item.file_type().map_err(|e| err(&path, e))?.is_dir() {
+            dirs.push(path);
+        } else {
+            files.push(path);
+        }
+    }
+    for d in &dirs {
+        sync_tree(d)?;
+    }
+    for f in &files {
+        match fs::File::open(f) {
+            Ok(file) => file.sync_all().map_err(|e| err(f, e))?,
+            // sled removes old snapshot and blob files as it goes.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(f, e)),
+        }
+    }
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| err(dir, e))
 }
 
 /// Encodes a command as the data of a log entry.
@@ -366,8 +441,7 @@ mod tests {
     #[test]
     fn apply_get_delete_and_count() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let mut sm = StateMachine::open(&db).unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
         let noop = Entry {
             index: 1,
             term: 1,
@@ -400,13 +474,11 @@ mod tests {
     fn restart_resumes_after_last_applied_without_reapplying() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
-            let mut sm = StateMachine::open(&db).unwrap();
+            let mut sm = StateMachine::open(dir.path()).unwrap();
             sm.apply(&[set(1, "a", "1"), set(2, "b", "1")]).unwrap();
-            db.flush().unwrap();
+            sm.sync().unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
-        let mut sm = StateMachine::open(&db).unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
         assert_eq!((sm.applied().0, sm.key_count()), (2, 2));
         let out = sm.apply(&[set(2, "b", "1"), del(3, "a")]).unwrap();
         assert_eq!(out.len(), 1, "entry 2 is not applied twice");
@@ -417,8 +489,7 @@ mod tests {
     #[test]
     fn list_pages_by_prefix_and_start() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let mut sm = StateMachine::open(&db).unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
         let keys = ["a/1", "a/2", "a/3", "b/1"];
         let entries: Vec<_> = keys
             .iter()
@@ -441,8 +512,7 @@ mod tests {
     #[test]
     fn snapshot_restores_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path().join("a")).unwrap();
-        let mut a = StateMachine::open(&db).unwrap();
+        let mut a = StateMachine::open(&dir.path().join("a")).unwrap();
         a.apply(&[set(1, "x", "1"), set(2, "y", "2")]).unwrap();
         let snap = a
             .snapshot(&ConfState {
@@ -450,8 +520,7 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        let db2 = sled::open(dir.path().join("b")).unwrap();
-        let mut b = StateMachine::open(&db2).unwrap();
+        let mut b = StateMachine::open(&dir.path().join("b")).unwrap();
         b.apply(&[set(1, "old", "gone")]).unwrap();
         b.restore(&snap).unwrap();
         assert_eq!(b.get(b"old").unwrap(), None);

@@ -1,0 +1,202 @@
+//! Opening a node's storage, and bringing its parts back in step after a crash or a power cut.
+//!
+//! A data dir holds three stores, each durable on its own terms:
+//!
+//! | path | what | durable when |
+//! |---|---|---|
+//! | `wal/` | the Raft log and `HardState` ([`LogStore`]) | every `Ready` that must sync, before acting on it |
+//! | `snapshot.bin` | the newest snapshot ([`SnapshotStore`]) | before it is used or the log is compacted past it |
+//! | `db/` | the state machine in sled ([`StateMachine`]) | only at chosen points; it is redone from the other two |
+//!
+//! After a power cut each store holds what it last synced, so they can disagree in only these
+//! ways, each repaired here, in this order:
+//! 1. The snapshot file is ahead of the log: a received snapshot was stored, but its record in
+//!    the log was not. Record it now (the install completes).
+//! 2. The state machine is behind the start of the log: restore it from the snapshot file.
+//! 3. The state machine is ahead of the log's commit index (the commit index is written
+//!    lazily): what was applied was committed, so raise the commit index.
+//!
+//! The state machine ahead of the log's last entry cannot happen while the log syncs; if it
+//! does, the log lost synced writes, and the node refuses to start rather than diverge.
+//!
+//! A data dir written before the WAL existed keeps its log in sled's `raft` tree: it is copied
+//! into the WAL, synced, and only then dropped.
+
+use std::path::Path;
+
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, SnapshotMetadata};
+
+use crate::consensus::{LogOptions, LogStore, SnapshotStore};
+use crate::error::{Error, Result};
+use crate::storage::StateMachine;
+
+/// Name of the WAL directory in the data dir.
+pub const WAL_DIR: &str = "wal";
+/// Name of the sled database directory in the data dir.
+pub const DB_DIR: &str = "db";
+/// The sled tree that held the Raft log before the WAL.
+const OLD_RAFT_TREE: &str = "raft";
+
+/// A node's storage, consistent and ready for a `RaftNode` and a `StorageActor`.
+pub struct Recovered {
+    /// The Raft log.
+    pub log: LogStore,
+    /// The state machine.
+    pub sm: StateMachine,
+    /// The snapshot file (shared by the log and the state machine's actor).
+    pub snapshots: SnapshotStore,
+}
+
+/// Opens the stores in `dir` and repairs what a crash left out of step (see the module docs).
+/// A new data dir starts with `voters` as its configuration.
+pub fn recover(dir: &Path, voters: &[u64], options: LogOptions) -> Result<Recovered> {
+    let snapshots = SnapshotStore::open(dir)?;
+    let mut sm = StateMachine::open(&dir.join(DB_DIR))?;
+    let mut log = LogStore::open(&dir.join(WAL_DIR), options, snapshots.clone(), voters)?;
+    migrate_sled_log(&sm, &mut log)?;
+
+    // 1. A received snapshot stored but not recorded in the log.
+    if snapshots.current().0 > raft::Storage::last_index(&log)? {
+        if let Some(snap) = snapshots.load()? {
+            let meta = snap.get_metadata();
+            tracing::info!(
+                index = meta.index,
+                "finishing the install of a received snapshot"
+            );
+            log.persist(Some(meta), &[], None, true)?;
+        }
+    }
+    // 2. The state machine is behind the start of the log.
+    if sm.applied().0 < log.truncated().0 {
+        let snap = snapshots.load()?.ok_or_else(|| {
+            Error::Storage(format!(
+                "state machine is at {} but the log starts after {} and no snapshot is stored",
+                sm.applied().0,
+                log.truncated().0
+            ))
+        })?;
+        tracing::info!(
+            index = snap.get_metadata().index,
+            "restoring the state machine from the stored snapshot"
+        );
+        sm.restore(&snap)?;
+    }
+    let last = raft::Storage::last_index(&log)?;
+    if sm.applied().0 > last {
+        return Err(Error::Storage(format!(
+            "the state machine has applied entry {} but the raft log ends at {last}: the log \
+             lost writes it had synced, and this node must not take part until it is rebuilt",
+            sm.applied().0
+        )));
+    }
+    // 3. Applied entries are committed; the commit index itself is written lazily.
+    if sm.applied().0 > log.hard_state().commit {
+        log.set_commit(sm.applied().0)?;
+    }
+    Ok(Recovered { log, sm, snapshots })
+}
+
+fn be_u64(b: &[u8], at: usize) -> Result<u64> {
+    b.get(at..at + 8)
+        .map(|s| u64::from_be_bytes(s.try_into().expect("8 bytes")))
+        .ok_or_else(|| Error::Storage("old raft log record is truncated".into()))
+}
+
+/// Moves a log kept in sled's `raft` tree (the layout before the WAL) into the WAL.
+fn migrate_sled_log(sm: &StateMachine, log: &mut LogStore) -> Result<()> {
+    let db = sm.db();
+    if !db
+        .tree_names()
+        .iter()
+        .any(|n| n == OLD_RAFT_TREE.as_bytes())
+    {
+        return Ok(());
+    }
+    let tree = db.open_tree(OLD_RAFT_TREE)?;
+    let wal_is_new = log.hard_state() == &HardState::default()
+        && log.truncated() == (0, 0)
+        && raft::Storage::last_index(log)? == 0;
+    if wal_is_new && !tree.is_empty() {
+        let hs = match tree.get(b"hs")? {
+            Some(v) => HardState::parse_from_bytes(&v)?,
+            None => HardState::default(),
+        };
+        let mut meta = SnapshotMetadata::default();
+        if let Some(v) = tree.get(b"trunc")? {
+            meta.index = be_u64(&v, 0)?;
+            meta.term = be_u64(&v, 8)?;
+        }
+        if let Some(v) = tree.get(b"cs")? {
+            meta.set_conf_state(ConfState::parse_from_bytes(&v)?);
+        } else {
+            meta.set_conf_state(log.conf_state().clone());
+        }
+        let mut entries = Vec::new();
+        for kv in tree.scan_prefix(b"e") {
+            let (_, v) = kv?;
+            entries.push(Entry::parse_from_bytes(v.get(8..).unwrap_or_default())?);
+        }
+        tracing::info!(
+            entries = entries.len(),
+            "moving the raft log from sled into the WAL"
+        );
+        log.persist(Some(&meta), &entries, Some(&hs), true)?;
+    }
+    // The WAL now holds the log durably; only then does the old copy go.
+    db.drop_tree(OLD_RAFT_TREE)?;
+    sm.sync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    #[test]
+    fn a_log_kept_in_sled_moves_into_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The old layout: the log in sled's `raft` tree, beside the state machine.
+            let db = sled::open(dir.path().join(DB_DIR)).unwrap();
+            let tree = db.open_tree(OLD_RAFT_TREE).unwrap();
+            let hs = HardState {
+                term: 3,
+                vote: 2,
+                commit: 2,
+                ..Default::default()
+            };
+            tree.insert(b"hs", hs.write_to_bytes().unwrap()).unwrap();
+            let cs = ConfState {
+                voters: vec![1, 2, 3],
+                ..Default::default()
+            };
+            tree.insert(b"cs", cs.write_to_bytes().unwrap()).unwrap();
+            for index in 1..=2 {
+                let e = Entry {
+                    index,
+                    term: 3,
+                    ..Default::default()
+                };
+                let mut key = vec![b'e'];
+                key.extend_from_slice(&index.to_be_bytes());
+                let mut v = 3u64.to_be_bytes().to_vec();
+                v.extend_from_slice(&e.write_to_bytes().unwrap());
+                tree.insert(key, v).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let r = recover(dir.path(), &[9], LogOptions::default()).unwrap();
+        assert_eq!(r.log.hard_state().vote, 2);
+        assert_eq!(r.log.hard_state().commit, 2);
+        assert_eq!(r.log.conf_state().voters, vec![1, 2, 3]);
+        assert_eq!(r.log.last_index().unwrap(), 2);
+        assert_eq!(r.log.term(2).unwrap(), 3);
+        assert!(!r
+            .sm
+            .db()
+            .tree_names()
+            .iter()
+            .any(|n| n == OLD_RAFT_TREE.as_bytes()));
+    }
+}
