@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# Measures distributed_kv and etcd on this machine in one run: a local 3-node cluster of each
-# (one at a time, so they never compete for the CPU), the same kvbench load against each.
-# Installs etcd-server (Debian's package) if it is missing. Prints one kvbench line per run.
-#   scripts/bench.sh                         64 clients, 20000 ops, 256-byte values
-#   CLIENTS=16 OPS=5000 scripts/bench.sh
+# Measures distributed_kv and etcd side by side on this machine, in one run: a local 3-node
+# cluster of each, both up for the whole run, and the same kvbench load against one at a time,
+# interleaved point by point (distributed_kv, then etcd, then the next point), every point held
+# for DURATION seconds, the whole sequence ROUNDS times. Each line also gives the servers' CPU
+# time per operation (user + system, from /proc, all three processes of the store under load).
+# Installs etcd-server (Debian's package) if it is missing.
+#   scripts/bench.sh                                      put at 1, 64, 256 clients; 15 s; 2 rounds
+#   POINTS="put:64 get:64 mixed:64" DURATION=20 scripts/bench.sh
+#   KV_VARIANTS="wal=./target/release other=/path/to/release" scripts/bench.sh   compare builds
+# Data dirs live under the repository's .bench/ (a real disk: /tmp may be a RAM disk, where
+# fsync costs nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CLIENTS="${CLIENTS:-64}"
-OPS="${OPS:-20000}"
+POINTS="${POINTS:-put:1 put:64 put:256}"
+DURATION="${DURATION:-15}"
+ROUNDS="${ROUNDS:-2}"
 VALUE="${VALUE:-256}"
-WORKLOADS="${WORKLOADS:-put get mixed}"
+KEYS="${KEYS:-10000}"
+KV_VARIANTS="${KV_VARIANTS:-distributed_kv=./target/release}"
 
 if ! command -v etcd >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -20,7 +28,8 @@ if ! command -v etcd >/dev/null 2>&1; then
 fi
 cargo build --release --bin distributed_kv --bin kvbench --bin kvctl
 
-WORK=$(mktemp -d)
+mkdir -p .bench
+WORK=$(mktemp -d "$PWD/.bench/run.XXXXXX")
 PIDS=()
 stop_all() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -28,21 +37,31 @@ stop_all() {
   PIDS=()
 }
 trap 'stop_all; rm -rf "$WORK"' EXIT
-BENCH="./target/release/kvbench --clients $CLIENTS --ops $OPS --value-size $VALUE"
+BENCH="./target/release/kvbench --value-size $VALUE --keys $KEYS --duration-secs $DURATION"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(etcd --version | head -1)"
+echo "points: $POINTS; $DURATION s each; $ROUNDS rounds; $VALUE-byte values over $KEYS keys"
 
-# distributed_kv: ports 46101.., data in $WORK.
+# distributed_kv variants: ports 46100.., 46200.., data in $WORK.
 source scripts/lib.sh
-start_kv_cluster ./target/release 46100 kv
-./target/release/kvctl --endpoints "$KV_EPS" --timeout-ms 20000 set warmup 1 >/dev/null
-for w in $WORKLOADS; do $BENCH --target kv --endpoints "$KV_EPS" --workload "$w"; done
-echo "distributed_kv data dir after the run: $(du -sh "$WORK/kv1" | cut -f1) (node 1)"
-stop_all
+declare -A EPS SERVER_PIDS
+NAMES=()
+base=46100
+for variant in $KV_VARIANTS; do
+  name="${variant%%=*}"; bin="${variant#*=}"
+  before=${#PIDS[@]}
+  start_kv_cluster "$bin" "$base" "$name"
+  EPS[$name]="$KV_EPS"
+  SERVER_PIDS[$name]=$(IFS=,; echo "${PIDS[*]:$before}")
+  NAMES+=("$name")
+  ./target/release/kvctl --endpoints "$KV_EPS" --timeout-ms 20000 set warmup 1 >/dev/null
+  base=$((base + 100))
+done
 
 # etcd: ports 47101.., data in $WORK.
 BASE=47100
 INITIAL="e1=http://127.0.0.1:$((BASE + 2)),e2=http://127.0.0.1:$((BASE + 12)),e3=http://127.0.0.1:$((BASE + 22))"
-ETCD_EPS="127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 11)),127.0.0.1:$((BASE + 21))"
+EPS[etcd]="127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 11)),127.0.0.1:$((BASE + 21))"
+before=${#PIDS[@]}
 for i in 1 2 3; do
   c="http://127.0.0.1:$((BASE + 10 * (i - 1) + 1))"; p="http://127.0.0.1:$((BASE + 10 * (i - 1) + 2))"
   etcd --name "e$i" --data-dir "$WORK/etcd$i" --listen-client-urls "$c" --advertise-client-urls "$c" \
@@ -50,10 +69,26 @@ for i in 1 2 3; do
     --initial-cluster-state new --log-level error 2>"$WORK/etcd$i.log" &
   PIDS+=($!)
 done
+SERVER_PIDS[etcd]=$(IFS=,; echo "${PIDS[*]:$before}")
+NAMES+=(etcd)
 # Wait until the etcd cluster accepts a write.
 for _ in $(seq 1 100); do
-  if $BENCH --target etcd --endpoints "$ETCD_EPS" --clients 1 --ops 1 --workload put 2>/dev/null | grep -q "errors=0"; then break; fi
+  if ./target/release/kvbench --target etcd --endpoints "${EPS[etcd]}" --clients 1 --ops 1 --workload put 2>/dev/null | grep -q "errors=0"; then break; fi
   sleep 0.2
 done
-for w in $WORKLOADS; do $BENCH --target etcd --endpoints "$ETCD_EPS" --workload "$w"; done
-echo "etcd data dir after the run: $(du -sh "$WORK/etcd1" | cut -f1) (member 1)"
+
+for round in $(seq 1 "$ROUNDS"); do
+  for point in $POINTS; do
+    workload="${point%%:*}"; clients="${point#*:}"
+    for name in "${NAMES[@]}"; do
+      target=kv; [ "$name" = etcd ] && target=etcd
+      printf 'round=%s store=%s ' "$round" "$name"
+      $BENCH --target "$target" --endpoints "${EPS[$name]}" --server-pids "${SERVER_PIDS[$name]}" \
+        --clients "$clients" --workload "$workload"
+    done
+  done
+done
+for name in "${NAMES[@]}"; do
+  if [ "$name" = etcd ]; then d="$WORK/etcd1"; else d="$WORK/${name}1"; fi
+  echo "data dir of $name member 1 after the run: $(du -sh "$d" | cut -f1); memory (RSS) of its 3 processes: $(ps -o rss= -p "${SERVER_PIDS[$name]}" | awk '{s+=$1} END {printf "%.0f MiB", s/1024}')"
+done

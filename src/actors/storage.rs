@@ -225,6 +225,6 @@ impl Handler<GetStateHash> for StorageActor {
 impl Handler<FlushStorage> for StorageActor {
     type Result = crate::Result<()>;
     fn handle(&mut self, _: FlushStorage, _: &mut Self::Context) -> Self::Result {
-        self.sm.flush()
+        self.sm.sync()
     }
 }

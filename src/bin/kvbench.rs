@@ -1,7 +1,8 @@
 //! kvbench: load generator. N concurrent clients do put, get or mixed operations against a
-//! cluster for a fixed number of operations, then one line reports ops/s and latency.
+//! cluster for a fixed number of operations or a fixed time, then one line reports ops/s and
+//! latency, and — given the servers' process ids — the CPU time they spent per operation.
 //!
-//! Example: `kvbench --endpoints 127.0.0.1:50051 --clients 64 --ops 20000 --value-size 256 --workload put`
+//! Example: `kvbench --endpoints 127.0.0.1:50051 --clients 64 --duration-secs 15 --value-size 256 --workload put --server-pids 101,102,103`
 //!
 //! `--target etcd` runs the same load against an etcd cluster through etcd's v3 gRPC KV API
 //! (Put, and Range with etcd's default linearizable reads), so both stores can be measured on
@@ -30,6 +31,13 @@ struct Cli {
     /// Total operations across all clients.
     #[arg(long, default_value_t = 20_000)]
     ops: u64,
+    /// Run for this many seconds instead of a number of operations.
+    #[arg(long)]
+    duration_secs: Option<u64>,
+    /// Comma-separated process ids of the servers: their user + system CPU time during the
+    /// timed run is reported, in total and per operation.
+    #[arg(long, value_delimiter = ',')]
+    server_pids: Vec<u32>,
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
     value_size: usize,
@@ -131,6 +139,30 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// User + system CPU time of process `pid` so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start at its closing paren;
+    // utime and stime are fields 14 and 15, i.e. the 12th and 13th after it.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow::anyhow!("unreadable /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11)
+        .zip(fields.get(12))
+        .and_then(|(u, s)| Some(u.parse::<u64>().ok()? + s.parse::<u64>().ok()?))
+        .ok_or_else(|| anyhow::anyhow!("unreadable /proc/{pid}/stat"))?;
+    // SAFETY: sysconf has no preconditions.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_micros(ticks * 1_000_000 / per_sec))
+}
+
+fn servers_cpu(pids: &[u32]) -> anyhow::Result<Duration> {
+    pids.iter().map(|p| cpu_time(*p)).sum()
+}
+
 fn key(i: u64) -> Vec<u8> {
     format!("bench/{i:010}").into_bytes()
 }
@@ -160,14 +192,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let cpu_before = servers_cpu(&cli.server_pids)?;
     let started = Instant::now();
+    let deadline = cli.duration_secs.map(|s| started + Duration::from_secs(s));
     let mut tasks = Vec::new();
     for index in 0..cli.clients {
         let mut c = Conn::new(cli.target, &endpoints, index)?;
         let (value, next, errors) = (value.clone(), next.clone(), errors.clone());
         let (ops, keys, workload, serializable) = (
-            cli.ops,
-            cli.keys.min(cli.ops).max(1),
+            if deadline.is_some() {
+                u64::MAX
+            } else {
+                cli.ops
+            },
+            if deadline.is_some() {
+                cli.keys
+            } else {
+                cli.keys.min(cli.ops).max(1)
+            },
             cli.workload,
             cli.serializable,
         );
@@ -175,7 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut lat = Vec::new();
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= ops {
+                if n >= ops || deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
                 let k = key(n % keys);
@@ -204,9 +246,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         all.extend(t.await?);
     }
     let elapsed = started.elapsed();
+    let cpu = servers_cpu(&cli.server_pids)?.saturating_sub(cpu_before);
     all.sort();
+    let cpu_report = if cli.server_pids.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " server_cpu={:.2}s cpu_per_op={:.0}us",
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64
+        )
+    };
     println!(
-        "target={:?} workload={:?} clients={} ops={} errors={} value_size={} elapsed={:.2}s ops/s={:.0} p50={:.2}ms p99={:.2}ms",
+        "target={:?} workload={:?} clients={} ops={} errors={} value_size={} elapsed={:.2}s ops/s={:.0} p50={:.2}ms p99={:.2}ms{cpu_report}",
         cli.target,
         cli.workload,
         cli.clients,

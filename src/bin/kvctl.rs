@@ -77,7 +77,8 @@ struct ChaosArgs {
     /// How long the workload runs, in seconds.
     #[arg(long, default_value_t = 60)]
     duration: u64,
-    /// Faults to inject, in turn: any of kill,pause,partition,delay (empty: none).
+    /// Faults to inject, in turn: any of kill,pause,partition,delay,power (empty: none). power
+    /// keeps the nodes' data on power-cut filesystems (needs root and /dev/fuse).
     #[arg(long, default_value = "kill,pause,partition")]
     faults: String,
     /// Concurrent clients.
@@ -104,6 +105,10 @@ struct ChaosArgs {
     /// UNSAFE nodes that serve stale reads, to see the checker catch them.
     #[arg(long)]
     unsafe_stale_reads: bool,
+    /// UNSAFE nodes that never fdatasync their Raft log, to see power cuts lose acknowledged
+    /// writes and the checker catch it.
+    #[arg(long)]
+    unsafe_no_fsync: bool,
     /// Random seed (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
@@ -184,6 +189,7 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, ClientError> {
         op_timeout: CHAOS_OP_TIMEOUT,
         check_budget: Duration::from_secs(args.check_budget),
         unsafe_stale_reads: args.unsafe_stale_reads,
+        unsafe_no_fsync: args.unsafe_no_fsync,
         seed,
     };
     let report = run(opts).await.map_err(ClientError::Server)?;

@@ -2,8 +2,10 @@
 //!
 //! Every node reaches every other node through its own [`LinkProxy`] per direction, so links
 //! can be cut one by one (partitions) without root. Processes can be killed (SIGKILL) and
-//! restarted from their data dir, or paused (SIGSTOP) and resumed (SIGCONT). Dropping the
-//! cluster kills every node; the caller owns the directory.
+//! restarted from their data dir, or paused (SIGSTOP) and resumed (SIGCONT). With
+//! [`ClusterOptions::power_fs`] each node's data dir lies on its own [`PowerFs`] mount, and a
+//! power cut kills nodes and throws away everything they had not synced before restarting
+//! them. Dropping the cluster kills every node, then unmounts; the caller owns the directory.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,6 +13,8 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use powerfs::PowerFs;
 
 use crate::chaos::proxy::{LinkProxy, LinkState};
 use crate::client::Client;
@@ -43,6 +47,18 @@ struct ChaosNode {
     paused: bool,
 }
 
+/// How the nodes of a [`LocalCluster`] are set up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterOptions {
+    /// Start the nodes with `unsafe_stale_reads` (to show the checker catches stale reads).
+    pub unsafe_stale_reads: bool,
+    /// Start the nodes with `unsafe_no_fsync` (to show the power-cut test catches lost writes).
+    pub unsafe_no_fsync: bool,
+    /// Keep each node's data dir on its own power-cut filesystem, so power cuts can be injected.
+    /// Needs root and /dev/fuse.
+    pub power_fs: bool,
+}
+
 /// A local cluster under a nemesis.
 pub struct LocalCluster {
     /// The node binary.
@@ -51,6 +67,9 @@ pub struct LocalCluster {
     nodes: BTreeMap<u64, ChaosNode>,
     /// One proxy per directed link (from, to).
     links: BTreeMap<(u64, u64), LinkProxy>,
+    /// Each node's power-cut filesystem, by id, when the options asked for them. Declared after
+    /// `nodes` and unmounted only after `Drop` has killed every node.
+    power: BTreeMap<u64, PowerFs>,
 }
 
 fn free_addr() -> std::io::Result<String> {
@@ -76,7 +95,7 @@ impl LocalCluster {
         binary: &Path,
         dir: &Path,
         size: u64,
-        unsafe_stale_reads: bool,
+        options: ClusterOptions,
     ) -> Result<LocalCluster, String> {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let io = |e: std::io::Error| e.to_string();
@@ -92,7 +111,22 @@ impl LocalCluster {
             }
         }
         let mut nodes = BTreeMap::new();
+        let mut power = BTreeMap::new();
         for (id, (client_addr, peer_addr)) in &addrs {
+            let data_dir = if options.power_fs {
+                let mnt = dir.join(format!("power{id}"));
+                fs::create_dir_all(&mnt).map_err(io)?;
+                let pfs = PowerFs::mount(&mnt).map_err(|e| {
+                    format!(
+                        "cannot mount a power-cut filesystem at {} (needs root and /dev/fuse): {e}",
+                        mnt.display()
+                    )
+                })?;
+                power.insert(*id, pfs);
+                mnt.join("data")
+            } else {
+                dir.join(format!("data{id}"))
+            };
             let initial_cluster = (1..=size)
                 .map(|other| {
                     let addr = if other == *id {
@@ -109,13 +143,14 @@ impl LocalCluster {
                 cluster_name: "chaos".into(),
                 client_addr: client_addr.clone(),
                 peer_addr: peer_addr.clone(),
-                data_dir: dir.join(format!("data{id}")),
+                data_dir,
                 initial_cluster,
                 log_level: "warn".into(),
                 tick_interval_ms: CHAOS_TICK_MS,
                 election_ticks: CHAOS_ELECTION_TICKS,
                 request_timeout_ms: CHAOS_REQUEST_TIMEOUT_MS,
-                unsafe_stale_reads,
+                unsafe_stale_reads: options.unsafe_stale_reads,
+                unsafe_no_fsync: options.unsafe_no_fsync,
                 ..NodeConfig::default()
             };
             let config_path = dir.join(format!("node{id}.toml"));
@@ -140,6 +175,7 @@ impl LocalCluster {
             binary: binary.to_path_buf(),
             nodes,
             links,
+            power,
         };
         for id in 1..=size {
             cluster.spawn(id)?;
@@ -242,6 +278,29 @@ impl LocalCluster {
             self.wait_serving(id).await?;
         }
         Ok(())
+    }
+
+    /// Cuts the power of nodes `ids` at once: SIGKILLs them, throws away everything their
+    /// filesystems had not made durable, and restarts them. Returns what each cut dropped.
+    pub async fn power_cut(&mut self, ids: &[u64]) -> Result<String, String> {
+        for id in ids {
+            self.kill(*id);
+        }
+        let mut dropped = Vec::new();
+        for id in ids {
+            let pfs = self
+                .power
+                .get(id)
+                .ok_or_else(|| format!("node {id} has no power-cut filesystem"))?;
+            dropped.push(format!("node {id}: {}", pfs.power_cut()));
+        }
+        for id in ids {
+            self.spawn(*id)?;
+        }
+        for id in ids {
+            self.wait_serving(*id).await?;
+        }
+        Ok(dropped.join("; "))
     }
 
     /// SIGSTOPs node `id`.

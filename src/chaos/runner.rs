@@ -6,8 +6,9 @@
 //!    its outcome. A write whose fate the client cannot know (deadline, lost connection,
 //!    leadership lost) is recorded as unknown, never as a failure.
 //! 3. Meanwhile the nemesis cycles through the chosen faults — kill -9 and restart, SIGSTOP and
-//!    SIGCONT, a node cut off from the rest — each held for a while, then healed, and logs each
-//!    into the history with its time.
+//!    SIGCONT, a node cut off from the rest, slow links, and power cuts (one node, a minority or
+//!    every node killed at once, with every write they had not synced thrown away) — each held
+//!    for a while, then healed, and logs each into the history with its time.
 //! 4. After the run everything is healed, and every node must converge: the same applied index
 //!    and the same state hash. One final linearizable read per key joins the history, so a lost
 //!    acknowledged write shows up as a violation.
@@ -25,7 +26,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::chaos::checker::{check, Verdict};
-use crate::chaos::cluster::LocalCluster;
+use crate::chaos::cluster::{ClusterOptions, LocalCluster};
 use crate::chaos::history::{Fault, History, OpKind, OpResult, Operation, Outcome};
 use crate::client::{Client, ClientError};
 
@@ -52,6 +53,10 @@ pub enum FaultKind {
     /// Cut a minority off from the majority — one node, or in clusters of five or more
     /// sometimes several — and heal later.
     Partition,
+    /// Cut the power of one node, a minority, or every node at once: SIGKILL them, throw away
+    /// every write their filesystems had not made durable, restart them. Needs
+    /// [`ChaosOptions::power_fs`].
+    Power,
 }
 
 impl FaultKind {
@@ -65,8 +70,9 @@ impl FaultKind {
                 "pause" => Ok(FaultKind::Pause),
                 "partition" => Ok(FaultKind::Partition),
                 "delay" => Ok(FaultKind::Delay),
+                "power" => Ok(FaultKind::Power),
                 other => Err(format!(
-                    "unknown fault `{other}` (expected kill, pause, partition, delay)"
+                    "unknown fault `{other}` (expected kill, pause, partition, delay, power)"
                 )),
             })
             .collect()
@@ -78,6 +84,7 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
             FaultKind::Delay => "delay",
+            FaultKind::Power => "power",
         }
     }
 }
@@ -109,6 +116,8 @@ pub struct ChaosOptions {
     pub check_budget: Duration,
     /// Start the nodes with `unsafe_stale_reads` (to show the checker catches stale reads).
     pub unsafe_stale_reads: bool,
+    /// Start the nodes with `unsafe_no_fsync` (to show power cuts then lose acknowledged writes).
+    pub unsafe_no_fsync: bool,
     /// Random seed for the workload and the nemesis.
     pub seed: u64,
 }
@@ -267,11 +276,16 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
     if opts.clients == 0 || opts.keys == 0 || opts.nodes == 0 {
         return Err("clients, keys and nodes must be positive".into());
     }
+    let cluster_options = ClusterOptions {
+        unsafe_stale_reads: opts.unsafe_stale_reads,
+        unsafe_no_fsync: opts.unsafe_no_fsync,
+        power_fs: opts.faults.contains(&FaultKind::Power),
+    };
     let mut cluster = LocalCluster::start(
         &opts.node_binary,
         &opts.work_dir,
         opts.nodes,
-        opts.unsafe_stale_reads,
+        cluster_options,
     )
     .await?;
     let endpoints = cluster.endpoints();
@@ -349,6 +363,29 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
                 tokio::time::sleep(opts.fault_hold).await;
                 cluster.heal_links();
                 rec.fault("restore link speed".to_string());
+            }
+            FaultKind::Power => {
+                // Every node, one node, a minority, in turn: the first cut is of every node, so
+                // even a short run has the cut that can lose the most.
+                let minority = (ids.len() - 1) / 2;
+                let turn = faults.get(kind.name()).copied().unwrap_or(0) % 3;
+                let victims: Vec<u64> = match turn {
+                    1 => vec![target],
+                    2 => {
+                        let mut side = vec![target];
+                        let mut others: Vec<u64> =
+                            ids.iter().copied().filter(|i| *i != target).collect();
+                        while side.len() < minority.max(1) {
+                            side.push(others.swap_remove(rng.gen_range(0..others.len())));
+                        }
+                        side
+                    }
+                    _ => ids.clone(),
+                };
+                rec.fault(format!("power cut {victims:?}"));
+                let dropped = cluster.power_cut(&victims).await?;
+                rec.fault(format!("power back {victims:?} ({dropped})"));
+                tokio::time::sleep(opts.fault_hold).await;
             }
             FaultKind::Partition => {
                 // In a cluster of five or more, half the partitions cut off a whole minority

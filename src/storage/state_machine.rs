@@ -134,6 +134,10 @@ impl StateMachine {
             key_count,
         };
         sm.sync()?;
+        // The database directory's own name, when sled has just created it.
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::consensus::wal::sync_dir(parent)?;
+        }
         Ok(sm)
     }
 
@@ -241,12 +245,6 @@ impl StateMachine {
             Some(v) => v.is_some(),
             None => self.tree.contains_key(k)?,
         })
-    }
-
-    /// Makes everything applied so far durable.
-    pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
     }
 
     /// The value of `key`, if present.
