@@ -19,6 +19,11 @@
 //! The state machine ahead of the log's last entry cannot happen while the log syncs; if it
 //! does, the log lost synced writes, and the node refuses to start rather than diverge.
 //!
+//! The state machine is derived data: the snapshot file plus the log always cover it (the log
+//! is compacted only up to an index the snapshot file covers). So a sled database that no
+//! longer opens — sled is not built for power cuts between our syncs — is moved aside and the
+//! state machine rebuilt from them, never trusted half-way.
+//!
 //! A data dir written before the WAL existed keeps its log in sled's `raft` tree: it is copied
 //! into the WAL, synced, and only then dropped.
 
@@ -52,7 +57,7 @@ pub struct Recovered {
 /// A new data dir starts with `voters` as its configuration.
 pub fn recover(dir: &Path, voters: &[u64], options: LogOptions) -> Result<Recovered> {
     let snapshots = SnapshotStore::open(dir)?;
-    let mut sm = StateMachine::open(&dir.join(DB_DIR))?;
+    let mut sm = open_or_rebuild(&dir.join(DB_DIR))?;
     let mut log = LogStore::open(&dir.join(WAL_DIR), options, snapshots.clone(), voters)?;
     migrate_sled_log(&sm, &mut log)?;
 
@@ -95,6 +100,31 @@ pub fn recover(dir: &Path, voters: &[u64], options: LogOptions) -> Result<Recove
         log.set_commit(sm.applied().0)?;
     }
     Ok(Recovered { log, sm, snapshots })
+}
+
+/// Opens the state machine at `path`; if sled cannot open it, moves it aside (kept for a
+/// post-mortem, next to it) and starts an empty one, which recovery then fills from the
+/// snapshot file and the log.
+fn open_or_rebuild(path: &Path) -> Result<StateMachine> {
+    match StateMachine::open(path) {
+        Ok(sm) => Ok(sm),
+        Err(e) if path.exists() => {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let aside = path.with_extension(format!("unopenable-{stamp}"));
+            tracing::error!(
+                db = %path.display(),
+                moved_to = %aside.display(),
+                "the state machine does not open ({e}); rebuilding it from the snapshot file and the log"
+            );
+            std::fs::rename(path, &aside)
+                .map_err(|re| Error::Storage(format!("{e}; and moving it aside failed: {re}")))?;
+            StateMachine::open(path)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn be_u64(b: &[u8], at: usize) -> Result<u64> {
@@ -152,6 +182,47 @@ fn migrate_sled_log(sm: &StateMachine, log: &mut LogStore) -> Result<()> {
 mod tests {
     use super::*;
     use raft::Storage;
+
+    #[test]
+    fn an_unopenable_state_machine_is_rebuilt_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut r = recover(dir.path(), &[1], LogOptions::default()).unwrap();
+            let e = Entry {
+                index: 1,
+                term: 1,
+                ..Default::default()
+            };
+            let hs = HardState {
+                term: 1,
+                vote: 1,
+                commit: 1,
+                ..Default::default()
+            };
+            r.log.persist(None, &[e.clone()], Some(&hs), true).unwrap();
+            r.sm.apply(&[e]).unwrap();
+        }
+        // sled's directory replaced by something sled cannot open.
+        std::fs::remove_dir_all(dir.path().join(DB_DIR)).unwrap();
+        std::fs::write(dir.path().join(DB_DIR), b"not a database").unwrap();
+        let r = recover(dir.path(), &[1], LogOptions::default()).unwrap();
+        assert_eq!(
+            r.sm.applied().0,
+            0,
+            "a new state machine, to be filled from the log"
+        );
+        assert_eq!(r.log.hard_state().commit, 1);
+        assert_eq!(r.log.last_index().unwrap(), 1);
+        let kept = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("db.unopenable-")
+            });
+        assert!(kept, "the unopenable database is kept for a post-mortem");
+    }
 
     #[test]
     fn a_log_kept_in_sled_moves_into_the_wal() {
