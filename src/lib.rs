@@ -1,12 +1,13 @@
 //! distributed_kv: a fault-tolerant, strongly consistent key-value store.
 //!
-//! Every write goes through Raft (raft-rs), is kept in sled, and is served over gRPC (tonic).
+//! Every write goes through Raft (raft-rs), is made durable in a write-ahead log, is kept in sled,
+//! and is served over gRPC (tonic).
 //! A node is a set of actix actors that talk only through typed messages:
 //!
 //! ```text
 //! client --gRPC--> KvService (grpc) --ClientWrite--> ClientApiActor
 //!    ClientApiActor --Propose--> RaftActor            (RawNode::propose)
-//!    RaftActor Ready: persist entries + HardState in sled (one batch, flush when must_sync)
+//!    RaftActor Ready: append entries + HardState to the WAL (one write, fdatasync when must_sync)
 //!                     --> PeerActor(s) --gRPC RaftTransport.Send--> peers' RaftActor (step)
 //!    committed entries --Apply--> StorageActor (state machine in sled, applied index in the same batch)
 //!    StorageActor --Applied--> ClientApiActor completes the waiting request
@@ -15,15 +16,19 @@
 //! A linearizable read asks the RaftActor for a ReadIndex (a quorum confirms leadership), then
 //! the StorageActor answers once it has applied up to that index.
 //!
-//! Modules: [`config`] (TOML + flags), [`consensus`] and [`storage`] (plain structs, no runtime),
-//! [`actors`] (the actor shells), [`grpc`] (tonic services), [`node`] (start/stop a node),
-//! [`client`] (the client used by kvctl, kvbench and the GUI).
+//! Modules: [`config`] (TOML + flags), [`consensus`] (the WAL, the Raft log store, the snapshot
+//! file, `RaftNode`) and [`storage`] (the state machine) — plain structs, no runtime;
+//! [`recovery`] (opening a data dir's stores and repairing what a crash left out of step),
+//! [`durable`] (file steps that survive a power cut), [`actors`] (the actor shells), [`grpc`]
+//! (tonic services), [`node`] (start/stop a node), [`client`] (the client used by kvctl, kvbench
+//! and the GUI). Tools, not product: [`chaos`] (the consistency suite), [`gui`].
 
 pub mod actors;
 pub mod chaos;
 pub mod client;
 pub mod config;
 pub mod consensus;
+pub mod durable;
 pub mod error;
 pub mod grpc;
 pub mod gui;

@@ -10,8 +10,8 @@
 //!    then the RaftActor on its own arbiter, and connects them;
 //! 4. binds both listeners (so a taken port is reported at once) and serves gRPC.
 //!
-//! [`Node::shutdown`] stops accepting, lets in-flight requests finish or fail, flushes sled and
-//! stops the actors.
+//! [`Node::shutdown`] stops accepting, lets in-flight requests finish or fail, syncs the state
+//! machine and stops the actors.
 
 use std::collections::HashMap;
 use std::fs;
@@ -29,8 +29,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::actors::messages::{Connect, FlushStorage};
 use crate::actors::{ClientApiActor, ClientLimits, PeerActor, RaftActor, StorageActor};
 use crate::config::NodeConfig;
-use crate::consensus::wal::sync_dir;
 use crate::consensus::{LogOptions, RaftNode, RaftParams};
+use crate::durable::{sync_dir, write_durably};
 use crate::error::{Error, Result};
 use crate::grpc::{KvService, RaftService};
 use crate::proto::kv::kv_server::KvServer;
@@ -136,21 +136,6 @@ fn claim_data_dir(dir: &Path, config: &NodeConfig) -> Result<fs::File> {
         }
     }
     Ok(lock)
-}
-
-/// Writes `path` so that a power cut at any moment leaves either no file or the whole of it:
-/// a temporary file, fsynced, renamed into place, and the directory fsynced.
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
 }
 
 async fn bind(addr: &str, what: &str) -> Result<TcpListener> {

@@ -57,9 +57,25 @@ pub struct Recovered {
 /// A new data dir starts with `voters` as its configuration.
 pub fn recover(dir: &Path, voters: &[u64], options: LogOptions) -> Result<Recovered> {
     let snapshots = SnapshotStore::open(dir)?;
-    let mut sm = open_or_rebuild(&dir.join(DB_DIR))?;
-    let mut log = LogStore::open(&dir.join(WAL_DIR), options, snapshots.clone(), voters)?;
-    migrate_sled_log(&sm, &mut log)?;
+    let wal_dir = dir.join(WAL_DIR);
+    // Without a WAL, sled may hold the only copy of an old-layout log: never rebuild it then.
+    let mut sm = if wal_dir.exists() {
+        open_or_rebuild(&dir.join(DB_DIR))?
+    } else {
+        StateMachine::open(&dir.join(DB_DIR))?
+    };
+    let old_log = has_old_log(&sm);
+    if old_log && wal_dir.exists() {
+        // A migration that a crash interrupted: the node never ran on this WAL (the old tree is
+        // dropped before recovery returns), so start the copy again from the old tree.
+        tracing::warn!("discarding a WAL left by an interrupted migration");
+        std::fs::remove_dir_all(&wal_dir)
+            .map_err(|e| Error::Storage(format!("{}: cannot remove it: {e}", wal_dir.display())))?;
+    }
+    let mut log = LogStore::open(&wal_dir, options, snapshots.clone(), voters)?;
+    if old_log {
+        migrate_sled_log(&mut sm, &mut log)?;
+    }
 
     // 1. A received snapshot stored but not recorded in the log.
     if snapshots.current().0 > raft::Storage::last_index(&log)? {
@@ -81,6 +97,21 @@ pub fn recover(dir: &Path, voters: &[u64], options: LogOptions) -> Result<Recove
                 log.truncated().0
             ))
         })?;
+        // The snapshot must cover the log's start and agree with the log about the term there;
+        // anything else is a snapshot the log never recorded, and restoring it would claim
+        // entries as committed that nobody checked.
+        let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
+        let agrees =
+            index >= log.truncated().0 && raft::Storage::term(&log, index).is_ok_and(|t| t == term);
+        if !agrees {
+            return Err(Error::Storage(format!(
+                "the snapshot file (index {index}, term {term}) does not match the raft log \
+                 (compacted through {} at term {}, last index {})",
+                log.truncated().0,
+                log.truncated().1,
+                raft::Storage::last_index(&log)?
+            )));
+        }
         tracing::info!(
             index = snap.get_metadata().index,
             "restoring the state machine from the stored snapshot"
@@ -95,25 +126,36 @@ pub fn recover(dir: &Path, voters: &[u64], options: LogOptions) -> Result<Recove
             sm.applied().0
         )));
     }
-    // 3. Applied entries are committed; the commit index itself is written lazily.
-    if sm.applied().0 > log.hard_state().commit {
-        log.set_commit(sm.applied().0)?;
+    // 3. Applied entries are committed; the commit index itself is written lazily. A commit
+    //    index outside the log (only a damaged or foreign log has one) is brought inside it:
+    //    raft-rs would stop the process over it.
+    let commit = log
+        .hard_state()
+        .commit
+        .max(sm.applied().0)
+        .clamp(log.truncated().0, last);
+    if commit != log.hard_state().commit {
+        log.set_commit(commit)?;
     }
     Ok(Recovered { log, sm, snapshots })
 }
 
-/// Opens the state machine at `path`; if sled cannot open it, moves it aside (kept for a
-/// post-mortem, next to it) and starts an empty one, which recovery then fills from the
-/// snapshot file and the log.
+/// Opens the state machine at `path`; if sled cannot open it, moves it aside (the newest such
+/// copy is kept for a post-mortem, as `db.unopenable`) and starts an empty one, which recovery
+/// then fills from the snapshot file and the log.
 fn open_or_rebuild(path: &Path) -> Result<StateMachine> {
     match StateMachine::open(path) {
         Ok(sm) => Ok(sm),
         Err(e) if path.exists() => {
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let aside = path.with_extension(format!("unopenable-{stamp}"));
+            let aside = path.with_extension("unopenable");
+            if aside.exists() {
+                std::fs::remove_dir_all(&aside).map_err(|re| {
+                    Error::Storage(format!(
+                        "{e}; and removing {} failed: {re}",
+                        aside.display()
+                    ))
+                })?;
+            }
             tracing::error!(
                 db = %path.display(),
                 moved_to = %aside.display(),
@@ -121,6 +163,7 @@ fn open_or_rebuild(path: &Path) -> Result<StateMachine> {
             );
             std::fs::rename(path, &aside)
                 .map_err(|re| Error::Storage(format!("{e}; and moving it aside failed: {re}")))?;
+            crate::durable::sync_parent(path)?;
             StateMachine::open(path)
         }
         Err(e) => Err(e),
@@ -133,21 +176,19 @@ fn be_u64(b: &[u8], at: usize) -> Result<u64> {
         .ok_or_else(|| Error::Storage("old raft log record is truncated".into()))
 }
 
-/// Moves a log kept in sled's `raft` tree (the layout before the WAL) into the WAL.
-fn migrate_sled_log(sm: &StateMachine, log: &mut LogStore) -> Result<()> {
-    let db = sm.db();
-    if !db
+/// Whether sled still holds a log in the old layout's `raft` tree.
+fn has_old_log(sm: &StateMachine) -> bool {
+    sm.db()
         .tree_names()
         .iter()
         .any(|n| n == OLD_RAFT_TREE.as_bytes())
-    {
-        return Ok(());
-    }
+}
+
+/// Moves a log kept in sled's `raft` tree (the layout before the WAL) into `log`, a new WAL.
+fn migrate_sled_log(sm: &mut StateMachine, log: &mut LogStore) -> Result<()> {
+    let db = sm.db().clone();
     let tree = db.open_tree(OLD_RAFT_TREE)?;
-    let wal_is_new = log.hard_state() == &HardState::default()
-        && log.truncated() == (0, 0)
-        && raft::Storage::last_index(log)? == 0;
-    if wal_is_new && !tree.is_empty() {
+    if !tree.is_empty() {
         let hs = match tree.get(b"hs")? {
             Some(v) => HardState::parse_from_bytes(&v)?,
             None => HardState::default(),
@@ -199,7 +240,9 @@ mod tests {
                 commit: 1,
                 ..Default::default()
             };
-            r.log.persist(None, &[e.clone()], Some(&hs), true).unwrap();
+            r.log
+                .persist(None, std::slice::from_ref(&e), Some(&hs), true)
+                .unwrap();
             r.sm.apply(&[e]).unwrap();
         }
         // sled's directory replaced by something sled cannot open.
@@ -213,23 +256,68 @@ mod tests {
         );
         assert_eq!(r.log.hard_state().commit, 1);
         assert_eq!(r.log.last_index().unwrap(), 1);
-        let kept = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("db.unopenable-")
-            });
-        assert!(kept, "the unopenable database is kept for a post-mortem");
+        assert!(
+            dir.path().join("db.unopenable").exists(),
+            "the unopenable database is kept for a post-mortem"
+        );
     }
 
+    /// Recreates the on-disk state of a snapshot file the log never recorded (a received
+    /// snapshot stored, then a crash, then a lower snapshot from another leader recorded
+    /// instead, then a crash before it was restored): start-up must not restore it.
     #[test]
-    fn a_log_kept_in_sled_moves_into_the_wal() {
+    fn a_snapshot_file_that_disagrees_with_the_log_is_refused() {
         let dir = tempfile::tempdir().unwrap();
+        let cs = ConfState {
+            voters: vec![1],
+            ..Default::default()
+        };
+        let snapshot_at = |index, term| {
+            let mut snap = raft::prelude::Snapshot::default();
+            snap.mut_metadata().index = index;
+            snap.mut_metadata().term = term;
+            snap.mut_metadata().set_conf_state(cs.clone());
+            snap
+        };
         {
-            // The old layout: the log in sled's `raft` tree, beside the state machine.
-            let db = sled::open(dir.path().join(DB_DIR)).unwrap();
+            let mut r = recover(dir.path(), &[1], LogOptions::default()).unwrap();
+            // The log recorded snapshot T at 10 (term 2), then entries 11..=20 of term 2.
+            let entries: Vec<Entry> = (11..=20)
+                .map(|index| Entry {
+                    index,
+                    term: 2,
+                    ..Default::default()
+                })
+                .collect();
+            let t = snapshot_at(10, 2);
+            r.log
+                .persist(Some(t.get_metadata()), &entries, None, true)
+                .unwrap();
+            // The file holds F at 20, from a term the log does not have there.
+            r.snapshots.save_received(&snapshot_at(20, 3)).unwrap();
+        }
+        let err = recover(dir.path(), &[1], LogOptions::default())
+            .err()
+            .expect("a disagreeing snapshot is refused");
+        assert!(
+            err.to_string().contains("does not match the raft log"),
+            "{err}"
+        );
+
+        // The same file with the log's term at 20 is consistent with it, and is used.
+        SnapshotStore::open(dir.path())
+            .unwrap()
+            .save_received(&snapshot_at(20, 2))
+            .unwrap();
+        let r = recover(dir.path(), &[1], LogOptions::default()).unwrap();
+        assert_eq!(r.sm.applied(), (20, 2));
+        assert_eq!(r.log.hard_state().commit, 20);
+    }
+
+    /// Writes the old layout: the log in sled's `raft` tree, beside the state machine.
+    fn write_old_layout(dir: &Path) {
+        {
+            let db = sled::open(dir.join(DB_DIR)).unwrap();
             let tree = db.open_tree(OLD_RAFT_TREE).unwrap();
             let hs = HardState {
                 term: 3,
@@ -257,6 +345,12 @@ mod tests {
             }
             db.flush().unwrap();
         }
+    }
+
+    #[test]
+    fn a_log_kept_in_sled_moves_into_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        write_old_layout(dir.path());
         let r = recover(dir.path(), &[9], LogOptions::default()).unwrap();
         assert_eq!(r.log.hard_state().vote, 2);
         assert_eq!(r.log.hard_state().commit, 2);
@@ -269,5 +363,34 @@ mod tests {
             .tree_names()
             .iter()
             .any(|n| n == OLD_RAFT_TREE.as_bytes()));
+    }
+
+    /// A migration cut short by a crash left a partial WAL and the old tree: the copy starts
+    /// again from the old tree, so nothing of the old log is lost.
+    #[test]
+    fn an_interrupted_migration_starts_again() {
+        let dir = tempfile::tempdir().unwrap();
+        write_old_layout(dir.path());
+        {
+            // What a crash mid-copy can leave: a WAL holding part of the log.
+            let snapshots = SnapshotStore::open(dir.path()).unwrap();
+            let mut partial = LogStore::open(
+                &dir.path().join(WAL_DIR),
+                LogOptions::default(),
+                snapshots,
+                &[9],
+            )
+            .unwrap();
+            let first = Entry {
+                index: 1,
+                term: 3,
+                ..Default::default()
+            };
+            partial.persist(None, &[first], None, true).unwrap();
+        }
+        let r = recover(dir.path(), &[9], LogOptions::default()).unwrap();
+        assert_eq!(r.log.hard_state().vote, 2, "the old vote survives");
+        assert_eq!(r.log.last_index().unwrap(), 2);
+        assert_eq!(r.log.conf_state().voters, vec![1, 2, 3]);
     }
 }

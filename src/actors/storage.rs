@@ -101,6 +101,13 @@ impl StorageActor {
         }
     }
 
+    /// Stops the node on a state machine failure, marking the database for rebuilding first:
+    /// after a sled error nothing it holds is believed at the next start.
+    fn fatal(&mut self, context: &str, e: &Error) -> ! {
+        self.sm.mark_untrusted();
+        fatal_storage(context, e)
+    }
+
     fn maybe_snapshot(&mut self, conf_state: &raft::prelude::ConfState) {
         let applied = self.sm.applied().0;
         if applied < self.snapshots.current().0 + self.snapshot_threshold {
@@ -122,7 +129,7 @@ impl StorageActor {
                 }
             }
             Ok(false) => {}
-            Err(e) => fatal_storage("creating a snapshot", &e),
+            Err(e) => self.fatal("creating a snapshot", &e),
         }
     }
 }
@@ -145,7 +152,7 @@ impl Handler<Apply> for StorageActor {
         if let Some(snap) = &msg.snapshot {
             if snap.get_metadata().index > self.sm.applied().0 {
                 if let Err(e) = self.sm.restore(snap) {
-                    fatal_storage("restoring a snapshot", &e);
+                    self.fatal("restoring a snapshot", &e);
                 }
                 tracing::info!(
                     index = snap.get_metadata().index,
@@ -155,7 +162,7 @@ impl Handler<Apply> for StorageActor {
         }
         let entries = match self.sm.apply(&msg.entries) {
             Ok(entries) => entries,
-            Err(e) => fatal_storage("applying committed entries", &e),
+            Err(e) => self.fatal("applying committed entries", &e),
         };
         let applied_index = self.sm.applied().0;
         if let Some(to) = &self.applied_to {

@@ -19,6 +19,7 @@ use powerfs::PowerFs;
 use crate::chaos::proxy::{LinkProxy, LinkState};
 use crate::client::Client;
 use crate::config::NodeConfig;
+use crate::storage::trust::BOOT_ID_ENV;
 
 /// Raft tick in the generated configs, in milliseconds (fast elections keep runs short).
 pub const CHAOS_TICK_MS: u64 = 50;
@@ -45,6 +46,9 @@ struct ChaosNode {
     child: Option<Child>,
     /// Whether it is stopped with SIGSTOP.
     paused: bool,
+    /// Power cuts it has been through: each one is a new boot of its "machine", which the node
+    /// sees as a new boot id.
+    boots: u64,
 }
 
 /// How the nodes of a [`LocalCluster`] are set up.
@@ -168,6 +172,7 @@ impl LocalCluster {
                     log_path,
                     child: None,
                     paused: false,
+                    boots: 0,
                 },
             );
         }
@@ -201,6 +206,7 @@ impl LocalCluster {
             .arg("--config")
             .arg(&node.config_path)
             .env("NO_COLOR", "1")
+            .env(BOOT_ID_ENV, format!("chaos-node{id}-boot{}", node.boots))
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
@@ -293,6 +299,9 @@ impl LocalCluster {
                 .get(id)
                 .ok_or_else(|| format!("node {id} has no power-cut filesystem"))?;
             dropped.push(format!("node {id}: {}", pfs.power_cut()));
+            if let Some(node) = self.nodes.get_mut(id) {
+                node.boots += 1;
+            }
         }
         for id in ids {
             self.spawn(*id)?;

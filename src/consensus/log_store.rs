@@ -53,6 +53,9 @@ impl Default for LogOptions {
     }
 }
 
+/// Indexes at or above this are refused as damage when the log is read back.
+const MAX_LOG_INDEX: u64 = u64::MAX / 2;
+
 fn store_err(e: Error) -> raft::Error {
     raft::Error::Store(StorageError::Other(Box::new(e)))
 }
@@ -81,6 +84,20 @@ struct Replay {
 
 impl Replay {
     fn visit(&mut self, record: Record, loc: Location) -> Result<()> {
+        let index = match &record {
+            Record::Entry(e) => e.index,
+            Record::Compact { index, .. } | Record::Snapshot { index, .. } => *index,
+            Record::HardState(hs) => hs.commit,
+            Record::ConfState(_) => 0,
+        };
+        // A real log never comes near this; a record that does is damage, and arithmetic on
+        // it would overflow.
+        if index >= MAX_LOG_INDEX || matches!(&record, Record::Entry(e) if e.index == 0) {
+            return Err(Error::Storage(format!(
+                "raft log record at segment {} offset {} has an impossible index {index}",
+                loc.segment, loc.offset
+            )));
+        }
         match record {
             Record::Entry(e) => {
                 let next = self.first + self.slots.len() as u64;
@@ -90,10 +107,11 @@ impl Replay {
                     self.slots.clear();
                     self.first = e.index;
                 } else if e.index < self.first {
-                    return Err(Error::Storage(format!(
-                        "raft log entry {} rewrites the log before its first entry {}",
-                        e.index, self.first
-                    )));
+                    // A leader overwrote entries that began in a segment since deleted: the
+                    // log goes on from here, and a later compaction record must cover what
+                    // lies before it (checked once replay ends).
+                    self.slots.clear();
+                    self.first = e.index;
                 } else {
                     self.slots.truncate((e.index - self.first) as usize);
                 }
@@ -421,7 +439,16 @@ impl LogStore {
         let slot = &self.slots[self.offset(idx)];
         match &slot.cached {
             Some(e) => Ok(e.clone()),
-            None => self.wal.read_entry(slot.location),
+            None => {
+                let e = self.wal.read_entry(slot.location)?;
+                if (e.index, e.term) != (idx, slot.term) {
+                    return Err(Error::Storage(format!(
+                        "raft log entry {idx} read back as entry {} of term {}",
+                        e.index, e.term
+                    )));
+                }
+                Ok(e)
+            }
         }
     }
 }

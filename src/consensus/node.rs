@@ -10,8 +10,9 @@
 //!
 //! # Invariants kept here
 //! - Nothing raft-rs hands over in a `Ready` is acted on before it is durable: entries, the
-//!   `HardState` and a received snapshot are written in one sled batch and flushed (when
-//!   `must_sync`) before any message is returned for sending.
+//!   `HardState` and a received snapshot's metadata are appended to the WAL with one write and
+//!   `fdatasync`ed (when `must_sync`), the snapshot itself stored in its file first, before any
+//!   message that depends on them is returned for sending.
 //! - Applying is asynchronous (the StorageActor does it); raft-rs learns the applied index only
 //!   through [`RaftNode::advance_applied`], so it never assumes more was applied than was.
 //! - The log is compacted only up to an index covered by a stored snapshot.
@@ -327,7 +328,7 @@ impl RaftNode {
         //    step 5 recorded it in the log, the restart restores the state machine from it.
         let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
         if let Some(snap) = &snapshot {
-            self.raw.store().snapshots().save(snap)?;
+            self.raw.store().snapshots().save_received(snap)?;
         }
 
         // 5. Persist snapshot metadata, new entries and the HardState in one batch, flushed if

@@ -2,21 +2,22 @@
 //!
 //! The file holds a protobuf-encoded raft `Snapshot` (metadata: index, term, ConfState; data:
 //! the state machine's dump). It is written to a temporary file, fsynced, and renamed over the
-//! old one, so a crash leaves either the old or the new snapshot, never half of one. It only
-//! moves forward: saving a snapshot older than the stored one is a no-op, because two writers
-//! exist (the StorageActor creating one, the RaftActor receiving one from the leader).
+//! old one, so a crash leaves either the old or the new snapshot, never half of one. Two writers
+//! exist: the StorageActor saves the snapshots it makes, only moving forward; the RaftActor
+//! saves a snapshot received from the leader, which always wins (it is above the commit index,
+//! so above anything made here, and it is what the log records next).
 //!
 //! Invariant used at start-up: the file's index is never below the index where the Raft log
 //! was truncated, so a node whose state machine is behind the log's start can always restore.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use protobuf::Message as _;
 use raft::prelude::Snapshot;
 
+use crate::durable::write_durably;
 use crate::error::{Error, Result};
 
 /// File name of the snapshot inside the data dir.
@@ -62,26 +63,28 @@ impl SnapshotStore {
         }
     }
 
-    /// Stores `snap` durably unless a snapshot at the same or a later index is already stored.
-    /// Returns whether it was stored.
+    /// Stores `snap` (one the state machine made) durably unless a snapshot at the same or a
+    /// later index is already stored. Returns whether it was stored.
     pub fn save(&self, snap: &Snapshot) -> Result<bool> {
         let mut current = self.current.lock().expect("snapshot lock");
         let m = snap.get_metadata();
         if m.index <= current.0 && current.0 != 0 {
             return Ok(false);
         }
-        let bytes = snap.write_to_bytes()?;
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            fs::File::open(dir)?.sync_all()?;
-        }
+        write_durably(&self.path, &snap.write_to_bytes()?)?;
         *current = (m.index, m.term);
         Ok(true)
+    }
+
+    /// Stores a snapshot received from the leader durably, whatever is stored. raft-rs hands one
+    /// over only above this node's commit index, so it is newer than any snapshot this node
+    /// made; a stored one at a higher index can only be an earlier received snapshot that a
+    /// crash kept out of the log, and the log is about to record this one instead.
+    pub fn save_received(&self, snap: &Snapshot) -> Result<()> {
+        let mut current = self.current.lock().expect("snapshot lock");
+        let m = snap.get_metadata();
+        write_durably(&self.path, &snap.write_to_bytes()?)?;
+        *current = (m.index, m.term);
+        Ok(())
     }
 }

@@ -49,6 +49,7 @@ use std::path::{Path, PathBuf};
 use protobuf::Message as _;
 use raft::prelude::{ConfState, Entry, HardState};
 
+use crate::durable::sync_dir;
 use crate::error::{Error, Result};
 
 /// First bytes of every segment: identifies the file and the format version.
@@ -148,13 +149,6 @@ fn storage_err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 fn segment_name(seq: u64) -> String {
     format!("{seq:016x}{SEGMENT_SUFFIX}")
-}
-
-/// Fsyncs a directory, so the names created or renamed in it survive a power cut.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| storage_err(dir, format!("cannot sync the directory: {e}")))
 }
 
 fn encode(record: &Record, out: &mut Vec<u8>) -> Result<()> {
@@ -440,13 +434,14 @@ impl Wal {
     }
 
     /// Syncs the newest segment, then begins the next one with `head` (the current compaction
-    /// point, configuration and hard state). The new segment is durable after the next `sync`.
+    /// point, configuration and hard state) and syncs that too, directory included, so every
+    /// segment on disk can be read without its predecessors even if nothing more is synced.
     pub fn rotate(&mut self, head: &[Record]) -> Result<()> {
         self.sync()?;
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         self.begin_segment(seq)?;
         self.append(head)?;
-        Ok(())
+        self.sync()
     }
 
     fn begin_segment(&mut self, seq: u64) -> Result<()> {

@@ -8,25 +8,30 @@
 //! Durability: applying neither flushes nor syncs. The WAL holds every committed entry durably
 //! and the snapshot file everything the WAL has discarded, so whatever sled loses — to a kill,
 //! or to a power cut that takes back every write not yet synced — is applied again from them at
-//! start-up. What sled must never be is inconsistent: its periodic flusher is off, and the
-//! database is made durable as a whole ([`StateMachine::sync`]: flush, then fsync every file
-//! and directory under it) only at chosen points: after opening, after a snapshot is made or
-//! restored, and at shutdown. sled writes a value too large for a page to a file of its own
-//! before the page that points to it, so syncing every blob before the main file keeps that
-//! order on disk; a batch with such a value is synced at once.
+//! start-up. sled's periodic flusher is off; the database is made durable as a whole
+//! ([`StateMachine::sync`]: flush, then fsync every file and directory under it) at chosen
+//! points: after opening, after a snapshot is made or restored, at shutdown, and after a batch
+//! holding a value large enough for sled to keep in a blob file of its own.
+//!
+//! sled itself is not built to survive a power cut between those points, so a marker beside
+//! the database ([`TrustMarker`]) says whether it was cleanly synced, or written to since within
+//! the same boot of the machine; if neither, opening throws it away and starts empty, and
+//! recovery fills it again from the snapshot file and the log.
 //!
 //! Layout of the `sm` tree: user keys under the prefix `d`; metadata under `m` (`mapplied`:
 //! index and term; `mcount`: number of keys, kept because sled's `len()` walks the tree).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use prost::Message as _;
 use raft::prelude::{ConfState, Entry, EntryType, Snapshot};
 
+use crate::durable::sync_parent;
 use crate::error::{Error, Result};
 use crate::proto::raftpb::{log_command::Op, LogCommand};
+use crate::storage::trust::{Trust, TrustMarker};
 
 /// Name of the sled tree holding the state machine.
 pub const SM_TREE: &str = "sm";
@@ -81,6 +86,11 @@ pub struct StateMachine {
     db: sled::Db,
     /// The database's directory, for syncs.
     path: PathBuf,
+    /// Says whether the database may be believed after a restart.
+    trust: TrustMarker,
+    /// Blob files already fsynced: sled writes each once and never changes it, so a sync
+    /// needs to fsync only the new ones.
+    synced_blobs: HashSet<PathBuf>,
     /// The `sm` tree.
     tree: sled::Tree,
     /// Index and term of the last applied entry.
@@ -111,8 +121,19 @@ fn applied_value(index: u64, term: u64) -> [u8; 16] {
 
 impl StateMachine {
     /// Opens (or creates) the state machine stored in the sled database at `path`, and makes
-    /// what sled recovered durable.
+    /// what sled recovered durable. A database its marker does not vouch for is thrown away
+    /// first: the state machine then starts empty, to be filled from the snapshot and the log.
     pub fn open(path: &Path) -> Result<StateMachine> {
+        let (trust, verdict) = TrustMarker::read(&path.with_extension("trust"));
+        if let Trust::Untrusted(why) = verdict {
+            tracing::warn!(db = %path.display(), "rebuilding the state machine: {why}");
+            if path.exists() {
+                fs::remove_dir_all(path).map_err(|e| {
+                    Error::Storage(format!("{}: cannot remove it: {e}", path.display()))
+                })?;
+                sync_parent(path)?;
+            }
+        }
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(None)
@@ -126,18 +147,18 @@ impl StateMachine {
             .map(|v| (be_u64(&v, 0), be_u64(&v, 8)))
             .unwrap_or((0, 0));
         let key_count = tree.get(COUNT_KEY)?.map(|v| be_u64(&v, 0)).unwrap_or(0);
-        let sm = StateMachine {
+        let mut sm = StateMachine {
             db,
             path: path.to_path_buf(),
+            trust,
+            synced_blobs: HashSet::new(),
             tree,
             applied,
             key_count,
         };
-        sm.sync()?;
         // The database directory's own name, when sled has just created it.
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            crate::consensus::wal::sync_dir(parent)?;
-        }
+        sync_parent(path)?;
+        sm.sync()?;
         Ok(sm)
     }
 
@@ -147,10 +168,16 @@ impl StateMachine {
     }
 
     /// Makes everything applied so far durable: sled's flush, then an fsync of every file
-    /// and directory of the database, blobs first.
-    pub fn sync(&self) -> Result<()> {
+    /// and directory of the database (blob files once each), then the marker says `clean`.
+    pub fn sync(&mut self) -> Result<()> {
         self.db.flush()?;
-        sync_tree(&self.path)
+        sync_tree(&self.path, &mut self.synced_blobs)?;
+        self.trust.set_clean()
+    }
+
+    /// Marks the database for rebuilding at the next start (sled failed at run time).
+    pub fn mark_untrusted(&mut self) {
+        self.trust.set_untrusted();
     }
 
     /// Index and term of the last applied entry.
@@ -231,6 +258,7 @@ impl StateMachine {
         }
         batch.insert(APPLIED_KEY, &applied_value(applied.0, applied.1));
         batch.insert(COUNT_KEY, &count.to_be_bytes());
+        self.trust.set_dirty()?;
         self.tree.apply_batch(batch)?;
         self.applied = applied;
         self.key_count = count;
@@ -306,7 +334,7 @@ impl StateMachine {
 
     /// A snapshot of everything applied so far, with `conf_state` as its configuration.
     /// Syncs first, so a restart after it rarely has much to apply again.
-    pub fn snapshot(&self, conf_state: &ConfState) -> Result<Snapshot> {
+    pub fn snapshot(&mut self, conf_state: &ConfState) -> Result<Snapshot> {
         self.sync()?;
         let mut data = Vec::new();
         for kv in self.tree.scan_prefix([DATA_PREFIX]) {
@@ -355,6 +383,7 @@ impl StateMachine {
         let m = snap.get_metadata();
         batch.insert(APPLIED_KEY, &applied_value(m.index, m.term));
         batch.insert(COUNT_KEY, &count.to_be_bytes());
+        self.trust.set_dirty()?;
         self.tree.apply_batch(batch)?;
         self.sync()?;
         self.applied = (m.index, m.term);
@@ -363,9 +392,9 @@ impl StateMachine {
     }
 }
 
-/// Fsyncs every file and directory under `dir`, children before their directory, blob files
-/// before the rest (they are written before the pages that point to them).
-pub fn sync_tree(dir: &Path) -> Result<()> {
+/// Fsyncs every file and directory under `dir`, children before their directory, skipping
+/// the blob files in `synced_blobs` and adding those it syncs.
+fn sync_tree(dir: &Path, synced_blobs: &mut HashSet<PathBuf>) -> Result<()> {
     let err =
         |p: &Path, e: std::io::Error| Error::Storage(format!("{}: cannot sync: {e}", p.display()));
     let mut files = Vec::new();
@@ -380,11 +409,20 @@ pub fn sync_tree(dir: &Path) -> Result<()> {
         }
     }
     for d in &dirs {
-        sync_tree(d)?;
+        sync_tree(d, synced_blobs)?;
     }
+    let in_blobs = dir.file_name().is_some_and(|n| n == "blobs");
     for f in &files {
+        if in_blobs && synced_blobs.contains(f) {
+            continue;
+        }
         match fs::File::open(f) {
-            Ok(file) => file.sync_all().map_err(|e| err(f, e))?,
+            Ok(file) => {
+                file.sync_all().map_err(|e| err(f, e))?;
+                if in_blobs {
+                    synced_blobs.insert(f.clone());
+                }
+            }
             // sled removes old snapshot and blob files as it goes.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(err(f, e)),
