@@ -5,12 +5,18 @@
 //! way, or a node is down), it tries the next endpoint, pausing [`RETRY_PAUSE`] after each full
 //! round, until the operation's deadline.
 //!
+//! A hint is only a hint: one that names an unspecified address (`0.0.0.0`, `::`) or port 0 is
+//! never followed, and when a hinted leader cannot be connected to, the client goes on with the
+//! endpoints after the node that hinted it and does not follow hints to that address again until
+//! the next round; so a wrong advertised address slows a call down but cannot trap it.
+//!
 //! Writes are retried only when the server certainly did not apply them (not the leader, not
 //! applied, connection refused). A write whose outcome is unknown (deadline exceeded, leadership
 //! lost, connection lost mid-request) is reported as [`ClientError::Unknown`], never retried
 //! behind the caller's back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
@@ -134,6 +140,30 @@ fn classify(status: &Status, kind: Kind) -> Next {
     }
 }
 
+/// Whether `status` shows that no connection to the endpoint could be made at all (refused, or
+/// not accepted within [`CONNECT_TIMEOUT`]), as opposed to a node that answered.
+fn connect_failed(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        && CONNECT_FAILURES
+            .iter()
+            .any(|m| status.message().contains(m))
+}
+
+/// Why a leader hint cannot be followed, if it cannot: an unspecified IP (`0.0.0.0`, `::`) or
+/// port 0 is what a node listening on a wildcard says when it advertises no real address, and
+/// connecting there would reach whatever listens on the client's own machine, not the leader.
+fn unusable_hint(addr: &str) -> Option<&'static str> {
+    match addr.parse::<SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => Some("an unspecified address"),
+        Ok(a) if a.port() == 0 => Some("port 0"),
+        Ok(_) => None,
+        Err(_) if Endpoint::from_shared(format!("http://{addr}")).is_err() => {
+            Some("not a host:port address")
+        }
+        Err(_) => None,
+    }
+}
+
 /// A client for a whole cluster.
 pub struct Client {
     /// Known endpoints (given ones, plus leaders learned from hints).
@@ -199,6 +229,10 @@ impl Client {
         let deadline = Instant::now() + self.timeout;
         let mut failures_in_round = 0;
         let mut last_error = String::from("no endpoint was tried");
+        // Addresses that could not be connected to since the last pause between rounds.
+        let mut unreachable: HashSet<String> = HashSet::new();
+        // The index of the endpoint whose leader hint the current attempt follows.
+        let mut hinted_by: Option<usize> = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -209,20 +243,39 @@ impl Client {
             }
             let addr = self.endpoints[self.current].clone();
             let client = self.channel(&addr)?;
-            let outcome = match tokio::time::timeout(remaining, f(client)).await {
+            let (outcome, no_connection) = match tokio::time::timeout(remaining, f(client)).await {
                 Ok(Ok(resp)) => return Ok(resp.into_inner()),
-                Ok(Err(status)) => classify(&status, kind),
+                Ok(Err(status)) => (classify(&status, kind), connect_failed(&status)),
                 Err(_) if kind == Kind::Write => {
                     return Err(ClientError::Unknown(format!(
                         "no answer from {addr} within the deadline"
                     )))
                 }
-                Err(_) => Next::Rotate(format!("no answer from {addr}")),
+                Err(_) => (Next::Rotate(format!("no answer from {addr}")), false),
+            };
+            if no_connection {
+                unreachable.insert(addr.clone());
+            }
+            // A hint is not followed when it names no usable address, or one that could not be
+            // connected to in this round: the hinting node sent it because it is not the leader,
+            // so nothing was applied, and moving on to the other endpoints is safe. Following it
+            // instead would bounce between the hinting node and the dead address until the
+            // deadline, never trying the rest.
+            let outcome = match outcome {
+                Next::Redirect(leader) => match unusable_hint(&leader) {
+                    Some(why) => Next::Rotate(format!("ignored a leader hint to {leader}: {why}")),
+                    None if unreachable.contains(&leader) => Next::Rotate(format!(
+                        "redirected to the leader at {leader}, which did not answer"
+                    )),
+                    None => Next::Redirect(leader),
+                },
+                other => other,
             };
             match outcome {
                 Next::Fail(e) => return Err(e),
                 Next::Redirect(leader) => {
                     last_error = format!("{addr} redirected to the leader at {leader}");
+                    hinted_by = Some(self.current);
                     self.current = match self.endpoints.iter().position(|e| *e == leader) {
                         Some(i) => i,
                         None => {
@@ -237,10 +290,22 @@ impl Client {
                 }
                 Next::Rotate(e) => {
                     last_error = format!("{addr}: {e}");
-                    self.current = (self.current + 1) % self.endpoints.len();
+                    // After a hinted leader failed, go on after the node that hinted it (the
+                    // hint may have been appended at the end, past every configured endpoint),
+                    // passing over addresses that could not be connected to in this round.
+                    let after = hinted_by.take().unwrap_or(self.current);
+                    self.current = (after + 1) % self.endpoints.len();
                     failures_in_round += 1;
+                    while unreachable.contains(&self.endpoints[self.current])
+                        && failures_in_round < self.endpoints.len()
+                    {
+                        self.current = (self.current + 1) % self.endpoints.len();
+                        failures_in_round += 1;
+                    }
                     if failures_in_round >= self.endpoints.len() {
                         failures_in_round = 0;
+                        // A new round tries every address again: a node may be back.
+                        unreachable.clear();
                         tokio::time::sleep(RETRY_PAUSE).await;
                     }
                 }
@@ -375,4 +440,187 @@ pub fn leader_id_hint(status: &Status) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::{Request, Response};
+
+    use super::*;
+    use crate::proto::kv::kv_server::{Kv, KvServer};
+
+    /// How long one operation of these tests may take, retries included.
+    const TEST_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A stand-in node: with a hint, a follower answering every call `UNAVAILABLE` with that
+    /// leader hint, as a real follower does; without, a leader answering every call.
+    struct FakeNode {
+        hint: Option<String>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl FakeNode {
+        fn answer<T: Default>(&self) -> Result<Response<T>, Status> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            match &self.hint {
+                Some(hint) => {
+                    let mut s =
+                        Status::unavailable(format!("not the leader; leader is node 9 at {hint}"));
+                    s.metadata_mut()
+                        .insert(LEADER_ADDR_METADATA, hint.parse().expect("ascii hint"));
+                    Err(s)
+                }
+                None => Ok(Response::new(T::default())),
+            }
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Kv for FakeNode {
+        async fn get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+            self.answer()
+        }
+        async fn set(&self, _: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
+            self.answer()
+        }
+        async fn delete(
+            &self,
+            _: Request<DeleteRequest>,
+        ) -> Result<Response<DeleteResponse>, Status> {
+            self.answer()
+        }
+        async fn list(&self, _: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+            self.answer()
+        }
+        async fn status(
+            &self,
+            _: Request<StatusRequest>,
+        ) -> Result<Response<StatusResponse>, Status> {
+            self.answer()
+        }
+        async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+            self.answer()
+        }
+    }
+
+    /// Serves a [`FakeNode`] on a free loopback port; returns its address and its call counter.
+    async fn serve(hint: Option<String>) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let node = FakeNode {
+            hint,
+            calls: calls.clone(),
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(KvServer::new(node))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        (addr, calls)
+    }
+
+    /// A loopback address nothing listens on (connections are refused).
+    fn dead_addr() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_hinted_leader_that_does_not_answer_falls_back_to_the_other_endpoints() {
+        let dead = dead_addr();
+        let (follower, follower_calls) = serve(Some(dead.clone())).await;
+        let (leader, leader_calls) = serve(None).await;
+        // The follower comes first and its hint is appended after the leader: following the
+        // hint and then rotating from it would land on the follower again, never the leader.
+        let mut client = Client::new(vec![follower.clone(), leader.clone()])
+            .with_timeout(TEST_OPERATION_TIMEOUT);
+        assert_eq!(client.set(b"k", b"v").await, Ok(0), "the write completes");
+        assert_eq!(leader_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(follower_calls.load(Ordering::SeqCst), 1, "asked once");
+        assert_eq!(client.current_endpoint(), leader);
+        assert_eq!(
+            client.endpoints(),
+            [follower.clone(), leader.clone(), dead.clone()]
+        );
+
+        // A read starting at the follower again falls back the same way.
+        let mut client = Client::new(vec![follower.clone(), leader.clone()])
+            .with_timeout(TEST_OPERATION_TIMEOUT);
+        assert_eq!(client.get(b"k", false).await, Ok(None));
+        assert_eq!(leader_calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_dead_hint_from_every_follower_is_tried_once_per_round() {
+        let dead = dead_addr();
+        let (a, a_calls) = serve(Some(dead.clone())).await;
+        let (b, b_calls) = serve(Some(dead.clone())).await;
+        let (leader, leader_calls) = serve(None).await;
+        let mut client = Client::new(vec![a.clone(), b.clone(), leader.clone()])
+            .with_timeout(TEST_OPERATION_TIMEOUT);
+        assert_eq!(client.delete(b"k").await, Ok(false));
+        assert_eq!(
+            (
+                a_calls.load(Ordering::SeqCst),
+                b_calls.load(Ordering::SeqCst),
+                leader_calls.load(Ordering::SeqCst)
+            ),
+            (1, 1, 1),
+            "each node asked once: b's hint to the address that just failed is not followed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hint_to_an_unspecified_address_or_port_0_is_never_followed() {
+        let (leader, leader_calls) = serve(None).await;
+        let port = leader.rsplit_once(':').unwrap().1.to_string();
+        // On Linux a connection to 0.0.0.0 reaches the local machine, so following these
+        // hints would reach the leader: only not following them leaves it unasked.
+        for hint in [
+            format!("0.0.0.0:{port}"),
+            format!("[::]:{port}"),
+            "127.0.0.1:0".to_string(),
+        ] {
+            let (follower, _) = serve(Some(hint.clone())).await;
+            let mut client =
+                Client::new(vec![follower.clone()]).with_timeout(Duration::from_millis(300));
+            match client.set(b"k", b"v").await {
+                Err(ClientError::Unavailable(msg)) => {
+                    assert!(msg.contains("ignored a leader hint"), "{hint}: {msg}")
+                }
+                other => panic!("{hint}: a write refused by the only node: {other:?}"),
+            }
+            assert_eq!(
+                leader_calls.load(Ordering::SeqCst),
+                0,
+                "{hint} was followed"
+            );
+            assert_eq!(
+                client.endpoints(),
+                std::slice::from_ref(&follower),
+                "{hint} was learned"
+            );
+
+            let mut client = Client::new(vec![follower.clone(), leader.clone()])
+                .with_timeout(TEST_OPERATION_TIMEOUT);
+            assert_eq!(client.set(b"k", b"v").await, Ok(0));
+            assert_eq!(client.endpoints(), [follower, leader.clone()]);
+            leader_calls.store(0, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn unusable_hints() {
+        for bad in ["0.0.0.0:1", "[::]:1", "10.0.0.1:0", "", "a b:1"] {
+            assert!(unusable_hint(bad).is_some(), "{bad:?}");
+        }
+        for good in ["127.0.0.1:50051", "[::1]:50051", "node1.example:50051"] {
+            assert_eq!(unusable_hint(good), None, "{good:?}");
+        }
+    }
 }

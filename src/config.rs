@@ -36,6 +36,14 @@ pub struct NodeConfig {
     pub client_addr: String,
     /// Address the peer (Raft) gRPC service listens on.
     pub peer_addr: String,
+    /// The client address this node tells others about (leader hints, Status), when it is not
+    /// the listen address: a node listening on `0.0.0.0` must name an address clients can
+    /// connect to, or followers would send them to `0.0.0.0`. Empty: `client_addr`.
+    pub advertise_client_addr: String,
+    /// The peer address other nodes know this node by: its own entry in `initial_cluster` must
+    /// be this one, and Status reports it. Needed when `peer_addr` is `0.0.0.0` (or behind NAT).
+    /// Empty: `peer_addr`.
+    pub advertise_peer_addr: String,
     /// Directory for the sled database, the snapshot file and the lock file.
     pub data_dir: PathBuf,
     /// Every voter of the first configuration: `1=host:port,2=host:port,...` (peer addresses).
@@ -80,6 +88,8 @@ impl Default for NodeConfig {
             cluster_name: "distributed_kv".into(),
             client_addr: DEFAULT_CLIENT_ADDR.into(),
             peer_addr: DEFAULT_PEER_ADDR.into(),
+            advertise_client_addr: String::new(),
+            advertise_peer_addr: String::new(),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             initial_cluster: String::new(),
             log_level: "info".into(),
@@ -114,6 +124,14 @@ pub struct ConfigOverrides {
     /// Peer (Raft) listen address [default: 127.0.0.1:50052].
     #[arg(long, env = "KV_PEER_ADDR")]
     pub peer_addr: Option<String>,
+    /// Client address given to clients and other nodes, if not the listen address (required
+    /// when client_addr is 0.0.0.0) [default: client_addr].
+    #[arg(long, env = "KV_ADVERTISE_CLIENT_ADDR")]
+    pub advertise_client_addr: Option<String>,
+    /// Peer address other nodes know this node by, as in initial_cluster (required when
+    /// peer_addr is 0.0.0.0) [default: peer_addr].
+    #[arg(long, env = "KV_ADVERTISE_PEER_ADDR")]
+    pub advertise_peer_addr: Option<String>,
     /// Data directory [default: ./data].
     #[arg(long, env = "KV_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -214,6 +232,8 @@ impl NodeConfig {
             cluster_name,
             client_addr,
             peer_addr,
+            advertise_client_addr,
+            advertise_peer_addr,
             data_dir,
             initial_cluster,
             log_level,
@@ -265,6 +285,31 @@ impl NodeConfig {
                 format!("must differ from client_addr ({client})"),
             );
         }
+        let advertised_client = advertised(
+            source,
+            "advertise_client_addr",
+            &self.advertise_client_addr,
+            "client_addr",
+            client,
+        )?;
+        let advertised_peer = advertised(
+            source,
+            "advertise_peer_addr",
+            &self.advertise_peer_addr,
+            "peer_addr",
+            peer,
+        )?;
+        if advertised_client == advertised_peer {
+            let field = if self.advertise_peer_addr.is_empty() {
+                "advertise_client_addr"
+            } else {
+                "advertise_peer_addr"
+            };
+            return err(
+                field,
+                format!("the advertised client and peer addresses are both {advertised_client}"),
+            );
+        }
         let members = self
             .members()
             .map_err(|m| Error::config(source, "initial_cluster", m))?;
@@ -279,14 +324,20 @@ impl NodeConfig {
                     ),
                 )
             }
-            Some(addr) if addr.parse::<SocketAddr>().ok() != Some(peer) => {
+            // The others reach this node at its entry, so the entry must be where it says it is.
+            Some(addr) if addr.parse::<SocketAddr>().ok() != Some(advertised_peer) => {
+                let by = if self.advertise_peer_addr.is_empty() {
+                    "peer_addr"
+                } else {
+                    "advertise_peer_addr"
+                };
                 return err(
                     "initial_cluster",
                     format!(
-                        "lists node {} at {addr}, but peer_addr is {peer}",
+                        "lists node {} at {addr}, but {by} is {advertised_peer}",
                         self.node_id
                     ),
-                )
+                );
             }
             Some(_) => {}
         }
@@ -343,7 +394,10 @@ impl NodeConfig {
     /// duplicate ids or duplicate addresses.
     pub fn members(&self) -> std::result::Result<BTreeMap<u64, String>, String> {
         if self.initial_cluster.trim().is_empty() {
-            return Ok(BTreeMap::from([(self.node_id, self.peer_addr.clone())]));
+            return Ok(BTreeMap::from([(
+                self.node_id,
+                self.advertised_peer_addr().to_string(),
+            )]));
         }
         let mut members = BTreeMap::new();
         let mut addrs = HashSet::new();
@@ -380,6 +434,38 @@ impl NodeConfig {
         Ok(members)
     }
 
+    /// The client address this node gives out: `advertise_client_addr`, or `client_addr`
+    /// when that is not set. With a listen port of 0 it still says port 0; a running node
+    /// uses [`NodeConfig::advertised_client_addr_bound`].
+    pub fn advertised_client_addr(&self) -> &str {
+        if self.advertise_client_addr.is_empty() {
+            &self.client_addr
+        } else {
+            &self.advertise_client_addr
+        }
+    }
+
+    /// The client address to give out once the client listener is bound at `bound`:
+    /// `advertise_client_addr` if set, else the bound address, so a `client_addr` with port 0
+    /// is advertised with the port the system picked.
+    pub fn advertised_client_addr_bound(&self, bound: SocketAddr) -> String {
+        if self.advertise_client_addr.is_empty() {
+            bound.to_string()
+        } else {
+            self.advertise_client_addr.clone()
+        }
+    }
+
+    /// The peer address the other nodes know this node by: `advertise_peer_addr`, or
+    /// `peer_addr` when that is not set.
+    pub fn advertised_peer_addr(&self) -> &str {
+        if self.advertise_peer_addr.is_empty() {
+            &self.peer_addr
+        } else {
+            &self.advertise_peer_addr
+        }
+    }
+
     /// One Raft tick.
     pub fn tick_interval(&self) -> Duration {
         Duration::from_millis(self.tick_interval_ms)
@@ -389,6 +475,44 @@ impl NodeConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
+}
+
+/// Checks the advertised address `given` (field `field`) of a listener configured at `listen`
+/// (field `listen_field`) and returns the address to advertise. Others connect to what is
+/// advertised, so it must be a concrete ip:port: an unspecified IP (`0.0.0.0`, `::`) or port 0
+/// would send them nowhere, and a listener on an unspecified IP cannot stand in for it.
+fn advertised(
+    source: &str,
+    field: &str,
+    given: &str,
+    listen_field: &str,
+    listen: SocketAddr,
+) -> Result<SocketAddr> {
+    let err = |msg: String| Err(Error::config(source, field, msg));
+    if given.is_empty() {
+        if listen.ip().is_unspecified() {
+            return err(format!(
+                "must be set when {listen_field} listens on the unspecified address {listen}: \
+                 give the ip:port other nodes and clients can connect to"
+            ));
+        }
+        return Ok(listen);
+    }
+    let addr: SocketAddr = match given.parse() {
+        Ok(a) => a,
+        Err(_) => return err(format!("`{given}` is not an ip:port address")),
+    };
+    if addr.ip().is_unspecified() {
+        return err(format!(
+            "`{given}` is an unspecified address; give one others can connect to"
+        ));
+    }
+    if addr.port() == 0 {
+        return err(format!(
+            "`{given}` has port 0; give the port others can connect to"
+        ));
+    }
+    Ok(addr)
 }
 
 /// Hard ceiling for `max_value_bytes`: a value plus its key must fit one Raft message
@@ -462,6 +586,177 @@ mod tests {
                 e.contains("initial_cluster") && e.contains(want),
                 "{cluster}: {e}"
             );
+        }
+    }
+
+    /// Loads `text` as a config file; returns the file (kept alive) and the result.
+    fn load_text(text: &str) -> (tempfile::NamedTempFile, Result<NodeConfig>) {
+        let f = write(text);
+        let r = NodeConfig::load(Some(f.path()), &ConfigOverrides::default());
+        (f, r)
+    }
+
+    /// Asserts `text` is refused with one line naming its file, `field` and every one of `want`.
+    fn assert_refused(text: &str, field: &str, want: &[&str]) {
+        let (f, r) = load_text(text);
+        let e = r.expect_err(text).to_string();
+        let file = f.path().display().to_string();
+        assert!(e.starts_with(&format!("{file}: {field}: ")), "{text}: {e}");
+        for w in want {
+            assert!(e.contains(w), "{text}: `{w}` missing from: {e}");
+        }
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn advertised_addresses_default_to_the_listen_addresses() {
+        let c = NodeConfig::load(None, &ConfigOverrides::default()).unwrap();
+        assert_eq!(c.advertised_client_addr(), DEFAULT_CLIENT_ADDR);
+        assert_eq!(c.advertised_peer_addr(), DEFAULT_PEER_ADDR);
+        let bound: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        assert_eq!(c.advertised_client_addr_bound(bound), "127.0.0.1:40001");
+    }
+
+    #[test]
+    fn advertised_addresses_stand_in_for_unspecified_listen_addresses() {
+        let (_f, r) = load_text(
+            "client_addr = \"0.0.0.0:50051\"\npeer_addr = \"0.0.0.0:50052\"\n\
+             advertise_client_addr = \"10.0.0.1:50051\"\n\
+             advertise_peer_addr = \"10.0.0.1:50052\"\n\
+             initial_cluster = \"1=10.0.0.1:50052,2=10.0.0.2:50052\"\n",
+        );
+        let c = r.unwrap();
+        assert_eq!(c.advertised_client_addr(), "10.0.0.1:50051");
+        assert_eq!(c.advertised_peer_addr(), "10.0.0.1:50052");
+        let bound: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        assert_eq!(c.advertised_client_addr_bound(bound), "10.0.0.1:50051");
+        // Alone, a node is its own member at the address it advertises.
+        let (_f, r) =
+            load_text("peer_addr = \"[::]:50052\"\nadvertise_peer_addr = \"[::1]:50052\"\n");
+        assert_eq!(
+            r.unwrap().members().unwrap(),
+            BTreeMap::from([(1, "[::1]:50052".to_string())])
+        );
+    }
+
+    #[test]
+    fn unspecified_listen_address_without_advertised_one_names_the_advertise_field() {
+        assert_refused(
+            "client_addr = \"0.0.0.0:50051\"\n",
+            "advertise_client_addr",
+            &["must be set", "0.0.0.0:50051"],
+        );
+        assert_refused(
+            "client_addr = \"[::]:50051\"\n",
+            "advertise_client_addr",
+            &["must be set"],
+        );
+        assert_refused(
+            "peer_addr = \"0.0.0.0:50052\"\ninitial_cluster = \"1=127.0.0.1:50052\"\n",
+            "advertise_peer_addr",
+            &["must be set", "0.0.0.0:50052"],
+        );
+    }
+
+    #[test]
+    fn bad_advertised_addresses_name_file_and_field() {
+        let cases = [
+            ("0.0.0.0:50051", "unspecified"),
+            ("[::]:50051", "unspecified"),
+            ("127.0.0.1:0", "port 0"),
+            ("nonsense", "not an ip:port"),
+            ("localhost:50051", "not an ip:port"),
+            ("127.0.0.1", "not an ip:port"),
+        ];
+        for (addr, want) in cases {
+            assert_refused(
+                &format!("advertise_client_addr = \"{addr}\"\n"),
+                "advertise_client_addr",
+                &[want, addr],
+            );
+            assert_refused(
+                &format!("advertise_peer_addr = \"{addr}\"\n"),
+                "advertise_peer_addr",
+                &[want, addr],
+            );
+        }
+    }
+
+    #[test]
+    fn own_initial_cluster_entry_must_be_the_advertised_peer_addr() {
+        assert_refused(
+            "advertise_peer_addr = \"10.0.0.1:50052\"\n\
+             initial_cluster = \"1=127.0.0.1:50052,2=10.0.0.2:50052\"\n",
+            "initial_cluster",
+            &["advertise_peer_addr is 10.0.0.1:50052"],
+        );
+    }
+
+    #[test]
+    fn advertised_client_and_peer_addresses_must_differ() {
+        assert_refused(
+            "advertise_client_addr = \"127.0.0.1:50052\"\n",
+            "advertise_client_addr",
+            &["127.0.0.1:50052"],
+        );
+    }
+
+    #[test]
+    fn advertised_addresses_from_flags_are_checked_and_named() {
+        let o = ConfigOverrides {
+            client_addr: Some("0.0.0.0:50051".into()),
+            advertise_client_addr: Some("0.0.0.0:50051".into()),
+            ..Default::default()
+        };
+        let e = NodeConfig::load(None, &o).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{FLAGS_SOURCE}: advertise_client_addr: ")),
+            "{e}"
+        );
+        let f = write("advertise_client_addr = \"10.0.0.9:1\"\n");
+        let o = ConfigOverrides {
+            advertise_client_addr: Some("10.0.0.1:50051".into()),
+            ..Default::default()
+        };
+        let c = NodeConfig::load(Some(f.path()), &o).unwrap();
+        assert_eq!(
+            c.advertised_client_addr(),
+            "10.0.0.1:50051",
+            "a flag beats the file"
+        );
+    }
+
+    #[test]
+    fn advertise_flags_and_environment_variables_are_declared() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            overrides: ConfigOverrides,
+        }
+        let cli = Cli::try_parse_from([
+            "distributed_kv",
+            "--advertise-client-addr",
+            "10.0.0.1:50051",
+            "--advertise-peer-addr",
+            "10.0.0.1:50052",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.overrides.advertise_client_addr.as_deref(),
+            Some("10.0.0.1:50051")
+        );
+        assert_eq!(
+            cli.overrides.advertise_peer_addr.as_deref(),
+            Some("10.0.0.1:50052")
+        );
+        let cmd = Cli::command();
+        for (flag, env) in [
+            ("advertise_client_addr", "KV_ADVERTISE_CLIENT_ADDR"),
+            ("advertise_peer_addr", "KV_ADVERTISE_PEER_ADDR"),
+        ] {
+            let arg = cmd.get_arguments().find(|a| a.get_id() == flag).unwrap();
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env));
         }
     }
 

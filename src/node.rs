@@ -156,6 +156,14 @@ impl Node {
         let peer_listener = bind(&config.peer_addr, "peer_addr").await?;
         let client_addr = client_listener.local_addr()?;
         let peer_addr = peer_listener.local_addr()?;
+        // What others are told: leader hints and Status carry these, so a node listening on
+        // 0.0.0.0 (or on port 0) still names an address that can be connected to.
+        let advertised_client = config.advertised_client_addr_bound(client_addr);
+        let configured_peer_port = config.peer_addr.parse::<SocketAddr>().map(|a| a.port());
+        let mut members = members;
+        if config.advertise_peer_addr.is_empty() && configured_peer_port.ok() == Some(0) {
+            members.insert(config.node_id, peer_addr.to_string());
+        }
 
         let voters: Vec<u64> = members.keys().copied().collect();
         if config.unsafe_no_fsync {
@@ -182,6 +190,8 @@ impl Node {
             node = config.node_id,
             %client_addr,
             %peer_addr,
+            %advertised_client,
+            advertised_peer = members.get(&config.node_id).map_or("", String::as_str),
             applied = sm.applied().0,
             keys = sm.key_count(),
             "node starting"
@@ -224,7 +234,6 @@ impl Node {
             )
             .with_hash(storage.clone().recipient()),
         );
-        let advertised_client = config.client_addr.clone();
         let mut peer_addrs = Vec::new();
         let mut peers = HashMap::new();
         for (id, addr) in members.iter().filter(|(id, _)| **id != config.node_id) {
@@ -285,7 +294,7 @@ impl Node {
         let peer_server = tonic::transport::Server::builder()
             .add_service(
                 RaftTransportServer::new(RaftService::new(config.node_id, raft.clone()))
-                    .max_decoding_message_size(usize::MAX),
+                    .max_decoding_message_size(crate::grpc::raft_service::MAX_PEER_RPC_BYTES),
             )
             .serve_with_incoming_shutdown(nodelay(peer_listener), wait_stop(stop_rx));
         let servers = vec![

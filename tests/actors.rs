@@ -952,8 +952,9 @@ async fn raft_survives_bad_peer_messages() {
 async fn raft_new_leader_answers_read_index_sent_before_first_commit() {
     let dir = tempfile::tempdir().unwrap();
     let (raft, mut sent) = start_follower_raft(&dir);
-    // Peer 2 asks node 1 to take over at once (leadership transfer: no pre-vote, no wait).
-    step(&raft, raft_msg(MessageType::MsgTimeoutNow, 2, 0));
+    // Peer 2, as leader of term 1, asks node 1 to take over at once (leadership transfer: no
+    // pre-vote, no wait).
+    step(&raft, raft_msg(MessageType::MsgTimeoutNow, 2, 1));
     let vote = loop {
         let m = next(&mut sent, "a vote request").await.msg;
         if m.get_msg_type() == MessageType::MsgRequestVote && m.to == 2 {

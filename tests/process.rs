@@ -579,6 +579,200 @@ fn kvctl_far_oversized_value_names_the_configured_limit() {
     );
 }
 
+/// `max_value_bytes` of the stdin test cluster: the server's default limit, 1 MiB.
+const STDIN_MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// A `len`-byte printable value with newlines and tabs in it (and a newline at the end), the
+/// same for every run.
+fn text_value(len: usize) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789 \t\n";
+    let mut v: Vec<u8> = (0..len)
+        .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+        .collect();
+    if let Some(last) = v.last_mut() {
+        *last = b'\n';
+    }
+    v
+}
+
+/// `kvctl set KEY` with no VALUE stores every byte of standard input: a 1 MiB value, which no
+/// command line can carry, arrives exactly (a trailing newline included), bytes that are not
+/// UTF-8 too, an empty input sets an empty value just as `set KEY ""` does, and the limit
+/// still applies.
+#[test]
+fn kvctl_set_without_a_value_reads_it_from_stdin() {
+    let cluster = Cluster::start(Settings {
+        max_value_bytes: STDIN_MAX_VALUE_BYTES,
+        ..Settings::default()
+    });
+    let leader = cluster.wait_for_leader();
+    let follower = cluster.client_addr(cluster.follower_of(leader)).to_string();
+    let dir = cluster.dir.path();
+    let mut client = cluster.client();
+    let mut stored = |key: &str| {
+        cluster
+            .rt
+            .block_on(client.get(key.as_bytes(), false))
+            .expect("get")
+    };
+
+    let big = text_value(STDIN_MAX_VALUE_BYTES);
+    let big_file = dir.join("big.value");
+    fs::write(&big_file, &big).expect("write the value file");
+    let out = kvctl_with_stdin(dir, &follower, &["set", "big"], &big_file);
+    assert_exit(&out, 0, "set of a 1 MiB value from stdin via a follower");
+    assert_eq!(stored("big").as_deref(), Some(&big[..]), "stored exactly");
+    let out = cluster.kvctl(&follower, &["get", "big"]);
+    assert_exit(&out, 0, "get of the 1 MiB value");
+    assert!(
+        out.stdout.len() == big.len() + 1
+            && out.stdout.as_bytes()[..big.len()] == big[..]
+            && out.stdout.ends_with('\n'),
+        "kvctl get prints the value exactly, then a newline ({} bytes printed)",
+        out.stdout.len()
+    );
+
+    let binary = [0xff, 0x00, 0xfe, b'\n', 0x80];
+    let binary_file = dir.join("binary.value");
+    fs::write(&binary_file, binary).expect("write the value file");
+    let out = kvctl_with_stdin(dir, &follower, &["set", "binary"], &binary_file);
+    assert_exit(&out, 0, "set of a non-UTF-8 value from stdin");
+    assert_eq!(stored("binary").as_deref(), Some(&binary[..]));
+
+    let empty_file = dir.join("empty.value");
+    fs::write(&empty_file, b"").expect("write the value file");
+    let out = kvctl_with_stdin(dir, &follower, &["set", "from-stdin"], &empty_file);
+    assert_exit(&out, 0, "set from an empty stdin");
+    let out = cluster.kvctl(&follower, &["set", "from-arg", ""]);
+    assert_exit(&out, 0, "set to an empty argument");
+    for key in ["from-stdin", "from-arg"] {
+        assert_eq!(stored(key), Some(Vec::new()), "{key}: an empty value");
+        let out = cluster.kvctl(&follower, &["get", key]);
+        assert_exit(&out, 0, "get of an empty value");
+        assert_eq!(out.stdout, "\n", "{key}");
+    }
+
+    let over = text_value(STDIN_MAX_VALUE_BYTES + 1);
+    let over_file = dir.join("over.value");
+    fs::write(&over_file, &over).expect("write the value file");
+    let out = kvctl_with_stdin(dir, &follower, &["set", "over"], &over_file);
+    assert_exit(&out, 2, "set of a value over the limit from stdin");
+    assert!(
+        out.stderr.contains(&STDIN_MAX_VALUE_BYTES.to_string())
+            && out.stderr.contains("max_value_bytes"),
+        "stderr names the limit\n{out}"
+    );
+    assert_eq!(stored("over"), None, "a refused value is not stored");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3b. advertised addresses
+// ---------------------------------------------------------------------------------------------
+
+/// Nodes listening on 0.0.0.0 with `advertise_client_addr` / `advertise_peer_addr` set to their
+/// 127.0.0.1 addresses: a follower's leader hint, Status and kvctl all carry the advertised
+/// addresses, never 0.0.0.0, and a client given only a follower completes a write at the leader.
+#[test]
+fn nodes_listening_on_0_0_0_0_hint_their_advertised_addresses() {
+    use distributed_kv::error::LEADER_ADDR_METADATA;
+    use distributed_kv::proto::kv::kv_client::KvClient;
+    use distributed_kv::proto::kv::SetRequest;
+
+    let cluster = Cluster::start(Settings {
+        listen_on_unspecified: true,
+        ..Settings::default()
+    });
+    for slot in &cluster.nodes {
+        assert!(
+            slot.config.client_addr.starts_with("0.0.0.0:")
+                && slot.config.peer_addr.starts_with("0.0.0.0:"),
+            "node {} listens on 0.0.0.0: {:?}",
+            slot.id,
+            slot.config
+        );
+    }
+    let leader = cluster.wait_for_leader();
+    let leader_addr = cluster.client_addr(leader).to_string();
+    assert!(leader_addr.starts_with("127.0.0.1:"), "{leader_addr}");
+    let f = cluster.follower_of(leader);
+    let follower = cluster.client_addr(f).to_string();
+
+    // The hint itself, as a follower sends it.
+    let hint = cluster.rt.block_on(async {
+        let mut raw = KvClient::connect(format!("http://{follower}"))
+            .await
+            .expect("connect to the follower");
+        let status = raw
+            .set(SetRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            })
+            .await
+            .expect_err("a follower refuses a write");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        status
+            .metadata()
+            .get(LEADER_ADDR_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    assert_eq!(hint.as_deref(), Some(&leader_addr[..]), "the leader hint");
+
+    // Status names advertised addresses only: the node's own, the leader's, and every
+    // member's peer address (initial_cluster, which lists the advertised ones).
+    let status = cluster.status(f).expect("follower status");
+    assert_eq!(status.client_addr, follower);
+    assert_eq!(status.leader_client_addr, leader_addr);
+    let peers: Vec<&str> = status.members.iter().map(|m| &m.peer_addr[..]).collect();
+    let want_peers: Vec<&str> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.config.advertised_peer_addr())
+        .collect();
+    assert_eq!(peers, want_peers, "members' peer addresses");
+    assert!(
+        peers.iter().all(|p| p.starts_with("127.0.0.1:")),
+        "{peers:?}"
+    );
+
+    // The library client, given only the follower, follows the hint and writes.
+    let mut client = Client::new(vec![follower.clone()]).with_timeout(CLIENT_OP_TIMEOUT);
+    cluster
+        .rt
+        .block_on(client.set(b"advertised", b"yes"))
+        .expect("a write through the follower's hint");
+    assert_eq!(client.current_endpoint(), leader_addr);
+    assert_eq!(client.endpoints(), [follower.clone(), leader_addr.clone()]);
+
+    // kvctl likewise; status --json shows the advertised client address of every node.
+    let out = cluster.kvctl(&follower, &["set", "greeting", "hello"]);
+    assert_exit(&out, 0, "kvctl set via a follower");
+    let out = cluster.kvctl(&follower, &["get", "greeting"]);
+    assert_exit(&out, 0, "kvctl get via a follower");
+    assert_eq!(out.stdout, "hello\n");
+    let mut want_addrs = cluster.endpoints();
+    want_addrs.sort();
+    poll_until(
+        "kvctl status --json to show every node's advertised address",
+        LEADER_TIMEOUT,
+        || {
+            let out = cluster.kvctl(&follower, &["status", "--json"]);
+            assert_exit(&out, 0, "status --json");
+            let v: serde_json::Value = serde_json::from_str(out.stdout.trim())
+                .unwrap_or_else(|e| panic!("status --json is not JSON ({e}):\n{out}"));
+            let mut addrs: Vec<String> = v
+                .as_array()?
+                .iter()
+                .filter(|n| n["reachable"] == true)
+                .map(|n| n["client_addr"].as_str().unwrap_or("").to_string())
+                .collect();
+            addrs.sort();
+            (addrs == want_addrs).then_some(())
+        },
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. bad input to the node binary
 // ---------------------------------------------------------------------------------------------

@@ -1,16 +1,27 @@
 //! `PeerActor`: the link to one other node.
 //!
-//! Raft messages for the peer go into a bounded outbox. A sender task takes everything queued,
-//! sends it as one `RaftTransport.Send` batch, waits for the answer, and repeats; so one RPC
-//! is in flight per peer and batches grow by themselves under load.
+//! Raft messages for the peer go into one of two bounded outboxes, each drained by its own
+//! sender task over its own connection:
+//! - the **bulk lane** carries appends (entries travel here, up to 1 MiB per message);
+//! - the **control lane** carries everything else — heartbeats, votes, their responses, append
+//!   acknowledgements, leadership transfer, read index — which is small and must not wait: a
+//!   heartbeat stuck behind megabytes of entries on a slow link lets check-quorum depose a
+//!   healthy leader, and a vote stuck there delays an election.
 //!
-//! Overflow policy: when the outbox is full the message is dropped, and the RaftActor is told
+//! A sender task takes what is queued, sends it as one `RaftTransport.Send` batch of at most
+//! [`MAX_BATCH_BYTES`] (a message larger than that goes alone) and [`MAX_BATCH_MESSAGES`],
+//! waits for the answer, and repeats; so one RPC is in flight per lane and batches grow by
+//! themselves under load. A batch's deadline grows with its size, at [`MIN_LINK_BYTES_PER_SEC`].
+//!
+//! Overflow policy: when an outbox is full the message is dropped, and the RaftActor is told
 //! the peer is unreachable. Dropping is safe: Raft resends whatever was not acknowledged.
 //! When a send fails, the task reports the peer unreachable, drops what is queued (it would be
 //! stale by the time the peer is back), and retries with exponential backoff.
 //!
-//! Snapshots do not go through the outbox: each is streamed in chunks of
-//! [`SNAPSHOT_CHUNK_BYTES`] by its own task, and the outcome is reported to the RaftActor.
+//! Snapshots go through neither outbox: each is streamed in chunks of [`SNAPSHOT_CHUNK_BYTES`]
+//! by its own task, over the bulk connection, and the outcome is reported to the RaftActor. A
+//! transfer fails only when it stops making progress for [`SNAPSHOT_STALL_TIMEOUT`], however
+//! long the whole takes.
 
 use std::time::Duration;
 
@@ -30,6 +41,11 @@ pub const DROP_WARNING_EVERY: u64 = 1_000;
 pub const PEER_OUTBOX_CAPACITY: usize = 4_096;
 /// Most messages sent in one batch.
 pub const MAX_BATCH_MESSAGES: usize = 512;
+/// Most bytes of messages in one batch, unless a single message is larger (it then goes alone).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Slowest link a batch's deadline allows for, in bytes per second (1 MiB/s, 8 Mbit/s): a
+/// batch may take [`SEND_TIMEOUT`] plus its size at this speed.
+pub const MIN_LINK_BYTES_PER_SEC: u64 = 1024 * 1024;
 /// Size of one snapshot chunk in bytes; far below gRPC's 4 MiB message limit.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// First retry delay after a failed send.
@@ -38,10 +54,12 @@ pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long to wait for a connection to the peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long one batch may take before it counts as failed.
+/// How long one batch may take before it counts as failed, beyond the time its bytes need.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a snapshot transfer may take.
-pub const SNAPSHOT_SEND_TIMEOUT: Duration = Duration::from_secs(300);
+/// A snapshot transfer that has not handed a chunk to the connection for this long has failed.
+pub const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a snapshot transfer's progress is checked.
+const SNAPSHOT_PROGRESS_CHECK: Duration = Duration::from_secs(1);
 
 /// The link to one peer.
 pub struct PeerActor {
@@ -51,10 +69,14 @@ pub struct PeerActor {
     self_client_addr: String,
     /// The peer's id.
     peer_id: u64,
-    /// The peer's client for the peer service (connects lazily, reconnects by itself).
-    client: RaftTransportClient<Channel>,
-    /// Bounded outbox; the sender task holds the other end.
-    outbox: Option<mpsc::Sender<RaftMessage>>,
+    /// The peer's client for appends and snapshots (connects lazily, reconnects by itself).
+    bulk_client: RaftTransportClient<Channel>,
+    /// The peer's client for everything else, on a connection of its own.
+    control_client: RaftTransportClient<Channel>,
+    /// Bounded outbox of the bulk lane; its sender task holds the other end.
+    bulk: Option<mpsc::Sender<RaftMessage>>,
+    /// Bounded outbox of the control lane.
+    control: Option<mpsc::Sender<RaftMessage>>,
     /// Where delivery failures are reported.
     raft: Option<Recipient<PeerReport>>,
     /// Messages dropped because the outbox was full, since the last warning.
@@ -73,15 +95,21 @@ impl PeerActor {
             .map_err(|e| crate::Error::Transport(format!("bad peer address {peer_addr}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
-        let client = RaftTransportClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+        // Each `connect_lazy` is a connection of its own, so control messages never queue
+        // behind bulk bytes in one TCP stream.
+        let client = |endpoint: &Endpoint| {
+            RaftTransportClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX)
+        };
         Ok(PeerActor {
             self_id,
             self_client_addr,
             peer_id,
-            client,
-            outbox: None,
+            bulk_client: client(&endpoint),
+            control_client: client(&endpoint),
+            bulk: None,
+            control: None,
             raft: None,
             dropped: 0,
         })
@@ -94,7 +122,7 @@ impl PeerActor {
     }
 
     fn send_snapshot(&self, mut msg: RaftMessage, ctx: &mut Context<Self>) {
-        let mut client = self.client.clone();
+        let mut client = self.bulk_client.clone();
         let (from, addr, peer) = (self.self_id, self.self_client_addr.clone(), self.peer_id);
         let data = msg.mut_snapshot().take_data();
         let head = match msg.write_to_bytes() {
@@ -116,11 +144,33 @@ impl PeerActor {
             ..Default::default()
         }));
         let fut = async move {
-            let req = tonic::Request::new(tokio_stream::iter(chunks));
-            tokio::time::timeout(SNAPSHOT_SEND_TIMEOUT, client.send_snapshot(req)).await
+            // Each chunk the connection takes is progress; the transfer fails only when there
+            // has been none for SNAPSHOT_STALL_TIMEOUT.
+            let started = std::time::Instant::now();
+            let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let seen = progress.clone();
+            let stream = tokio_stream::StreamExt::map(tokio_stream::iter(chunks), move |c| {
+                let ms = started.elapsed().as_millis() as u64;
+                seen.store(ms, std::sync::atomic::Ordering::Relaxed);
+                c
+            });
+            let send = client.send_snapshot(tonic::Request::new(stream));
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    res = &mut send => break res.map(|_| ()).map_err(|e| e.to_string()),
+                    _ = tokio::time::sleep(SNAPSHOT_PROGRESS_CHECK) => {
+                        let last = progress.load(std::sync::atomic::Ordering::Relaxed);
+                        let idle = started.elapsed().saturating_sub(Duration::from_millis(last));
+                        if idle > SNAPSHOT_STALL_TIMEOUT {
+                            break Err(format!("no progress for {idle:?}"));
+                        }
+                    }
+                }
+            }
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, _| {
-            let ok = matches!(res, Ok(Ok(_)));
+            let ok = res.is_ok();
             if ok {
                 tracing::info!(peer, bytes = size, "snapshot sent");
             } else {
@@ -131,7 +181,12 @@ impl PeerActor {
     }
 }
 
-/// The sender loop: batch, send, back off on failure.
+/// Which lane a message travels on.
+fn is_bulk(msg: &RaftMessage) -> bool {
+    msg.get_msg_type() == MessageType::MsgAppend
+}
+
+/// The sender loop of one lane: batch, send, back off on failure.
 async fn run_link(
     mut rx: mpsc::Receiver<RaftMessage>,
     mut client: RaftTransportClient<Channel>,
@@ -141,30 +196,55 @@ async fn run_link(
     owner: Addr<PeerActor>,
 ) {
     let mut backoff = RECONNECT_BACKOFF_MIN;
-    while let Some(first) = rx.recv().await {
-        let mut messages = Vec::with_capacity(16);
-        let mut next = Some(first);
-        while let Some(m) = next.take() {
-            match m.write_to_bytes() {
-                Ok(b) => messages.push(b),
-                Err(e) => tracing::error!("cannot encode raft message: {e}"),
+    // A message that did not fit the last batch; it opens the next one.
+    let mut carried: Option<Vec<u8>> = None;
+    loop {
+        let first = match carried.take() {
+            Some(b) => b,
+            None => match rx.recv().await {
+                Some(m) => match m.write_to_bytes() {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!("cannot encode raft message: {e}");
+                        continue;
+                    }
+                },
+                None => return,
+            },
+        };
+        let mut bytes = first.len();
+        let mut messages = vec![first];
+        while messages.len() < MAX_BATCH_MESSAGES {
+            let Ok(m) = rx.try_recv() else { break };
+            let b = match m.write_to_bytes() {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!("cannot encode raft message: {e}");
+                    continue;
+                }
+            };
+            if bytes + b.len() > MAX_BATCH_BYTES {
+                carried = Some(b);
+                break;
             }
-            if messages.len() < MAX_BATCH_MESSAGES {
-                next = rx.try_recv().ok();
-            }
+            bytes += b.len();
+            messages.push(b);
         }
         let batch = RaftBatch {
             from,
             from_client_addr: from_client_addr.clone(),
             messages,
         };
-        match tokio::time::timeout(SEND_TIMEOUT, client.send(batch)).await {
+        let deadline =
+            SEND_TIMEOUT + Duration::from_millis(bytes as u64 * 1000 / MIN_LINK_BYTES_PER_SEC);
+        match tokio::time::timeout(deadline, client.send(batch)).await {
             Ok(Ok(_)) => backoff = RECONNECT_BACKOFF_MIN,
             failure => {
                 tracing::debug!(peer, "send failed: {failure:?}");
                 owner.do_send(LinkFailed);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                carried = None;
                 while rx.try_recv().is_ok() {}
             }
         }
@@ -175,17 +255,25 @@ impl Actor for PeerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let (tx, rx) = mpsc::channel(PEER_OUTBOX_CAPACITY);
-        self.outbox = Some(tx);
-        let link = run_link(
-            rx,
-            self.client.clone(),
-            self.self_id,
-            self.self_client_addr.clone(),
-            self.peer_id,
-            ctx.address(),
-        );
-        ctx.spawn(link.into_actor(self));
+        for bulk in [true, false] {
+            let (tx, rx) = mpsc::channel(PEER_OUTBOX_CAPACITY);
+            let client = if bulk {
+                self.bulk = Some(tx);
+                self.bulk_client.clone()
+            } else {
+                self.control = Some(tx);
+                self.control_client.clone()
+            };
+            let link = run_link(
+                rx,
+                client,
+                self.self_id,
+                self.self_client_addr.clone(),
+                self.peer_id,
+                ctx.address(),
+            );
+            ctx.spawn(link.into_actor(self));
+        }
     }
 }
 
@@ -215,7 +303,12 @@ impl Handler<SendToPeer> for PeerActor {
             self.send_snapshot(msg.msg, ctx);
             return;
         }
-        let Some(outbox) = &self.outbox else { return };
+        let lane = if is_bulk(&msg.msg) {
+            &self.bulk
+        } else {
+            &self.control
+        };
+        let Some(outbox) = lane else { return };
         if outbox.try_send(msg.msg).is_err() {
             self.dropped += 1;
             if self.dropped == 1 || self.dropped.is_multiple_of(DROP_WARNING_EVERY) {

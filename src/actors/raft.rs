@@ -259,14 +259,10 @@ impl Handler<StepMessage> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: StepMessage, ctx: &mut Context<Self>) {
         let from = msg.msg.from;
-        // Only members take part, and proposals never travel between nodes here (each node
-        // proposes only as leader): a stray or forged message is dropped before raft-rs sees it.
+        // Only members take part: nothing else a stranger says is remembered. What a member
+        // says is checked by `RaftNode::step` before raft-rs sees it.
         if !self.members.contains_key(&from) || from == self.node.id() {
             tracing::debug!(from, "message from a non-member dropped");
-            return;
-        }
-        if msg.msg.get_msg_type() == raft::prelude::MessageType::MsgPropose {
-            tracing::debug!(from, "proposal from a peer dropped");
             return;
         }
         if !msg.from_client_addr.is_empty()
@@ -275,7 +271,7 @@ impl Handler<StepMessage> for RaftActor {
             self.peer_client_addrs.insert(from, msg.from_client_addr);
         }
         if let Err(e) = self.node.step(msg.msg) {
-            tracing::debug!(from, "message not stepped: {e}");
+            tracing::warn!(from, "peer message not stepped: {e}");
         }
         // The first message from a new leader tells us its client address: pass it on so
         // clients get a useful hint.

@@ -2,6 +2,9 @@
 //!
 //! Exit status: 0 success; 1 key not found; 2 bad usage or input the server refused;
 //! 3 no leader or node could be reached; 4 a write's outcome is unknown; 5 other server error.
+//!
+//! `set KEY` without a value reads it from standard input, as `etcdctl put KEY < FILE` does:
+//! a value of a megabyte does not fit a command line ("Argument list too long").
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -40,8 +43,14 @@ enum Consistency {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Set KEY to VALUE.
-    Set { key: String, value: String },
+    /// Set KEY to VALUE; without VALUE, to every byte of standard input (`kvctl set KEY < FILE`),
+    /// for values too large for a command line or not UTF-8.
+    Set {
+        key: String,
+        /// The value; read from standard input when left out (an empty input sets an empty
+        /// value, like an empty argument does).
+        value: Option<String>,
+    },
     /// Print the value of KEY (exit 1 if it does not exist).
     Get { key: String },
     /// Delete KEY (exit 1 if it did not exist).
@@ -206,6 +215,20 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, ClientError> {
     })
 }
 
+/// Every byte of standard input, as is (a trailing newline included), read before any
+/// connection is made so a failed read changes nothing.
+fn read_stdin() -> Result<Vec<u8>, ClientError> {
+    use std::io::Read;
+    let mut value = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut value)
+        .map_err(|e| {
+            ClientError::Invalid(format!("cannot read the value from standard input: {e}"))
+        })?;
+    Ok(value)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
     let endpoints = endpoints_from(cli.endpoints.as_deref());
     if endpoints.is_empty() && !matches!(cli.command, Command::Chaos(_)) {
@@ -219,7 +242,11 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
     match cli.command {
         Command::Chaos(args) => return chaos(args).await,
         Command::Set { key, value } => {
-            client.set(key.as_bytes(), value.as_bytes()).await?;
+            let value = match value {
+                Some(v) => v.into_bytes(),
+                None => read_stdin()?,
+            };
+            client.set(key.as_bytes(), &value).await?;
         }
         Command::Get { key } => match client.get(key.as_bytes(), serializable).await? {
             Some(v) => {

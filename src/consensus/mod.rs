@@ -4,6 +4,7 @@
 //!   torn tails detected by checksum and cut at start-up.
 //! - [`LogStore`]: raft-rs's `Storage` over the WAL — the log, the `HardState`, the `ConfState`
 //!   and the point where the log was compacted.
+//! - [`peer_check`]: what a message from a peer must satisfy before raft-rs sees it.
 //! - [`SnapshotStore`]: the newest snapshot of the state machine, one file, replaced atomically.
 //! - [`RaftNode`]: a `RawNode` plus the bookkeeping around it; driven by `tick`, `step`,
 //!   `propose`, `read_index` and one `ready` function. `RaftActor` wraps it; the in-process
@@ -12,6 +13,7 @@
 pub mod log_store;
 pub mod logger;
 pub mod node;
+pub mod peer_check;
 pub mod snapshot;
 pub mod wal;
 

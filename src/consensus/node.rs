@@ -24,6 +24,7 @@ use raft::{Config, RawNode, ReadState, SnapshotStatus, StateRole, Storage};
 
 use crate::consensus::log_store::LogStore;
 use crate::consensus::logger::raft_logger;
+use crate::consensus::peer_check::{self, LogView};
 use crate::error::{Error, Result};
 
 /// Largest total size of entries in one append message, in bytes. Keeps peer messages far
@@ -161,8 +162,28 @@ impl RaftNode {
         Ok(self.raw.campaign()?)
     }
 
-    /// Feeds a message from a peer.
+    /// Feeds a message from a peer, once [`peer_check::check`] finds it is one a correct peer
+    /// could send; otherwise it is refused and raft-rs never sees it.
     pub fn step(&mut self, msg: Message) -> Result<()> {
+        let raft = &self.raw.raft;
+        let voters = &self.raw.store().conf_state().voters;
+        let committed = raft.raft_log.committed;
+        let view = LogView {
+            id: raft.id,
+            voters,
+            leader_id: raft.leader_id,
+            is_leader: raft.state == StateRole::Leader,
+            committed,
+            last_index: raft.raft_log.last_index(),
+            committed_term: raft.raft_log.term(committed).unwrap_or(0),
+        };
+        if let Err(why) = peer_check::check(&msg, &view) {
+            return Err(Error::InvalidArgument(format!(
+                "{:?} from node {} refused: {why}",
+                msg.get_msg_type(),
+                msg.from
+            )));
+        }
         Ok(self.raw.step(msg)?)
     }
 

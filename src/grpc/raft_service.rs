@@ -1,5 +1,9 @@
 //! The peer service (`raftpb.v1.RaftTransport`): decodes Raft messages and steps them into the
-//! RaftActor. Anything malformed is logged and dropped; it never reaches raft-rs.
+//! RaftActor. Anything malformed is refused here and never reaches raft-rs: undecodable bytes,
+//! RPCs over [`MAX_PEER_RPC_BYTES`], snapshots whose data is not the state machine's format
+//! (restoring it would stop the node, and the file it was saved to would stop it again at every
+//! start). What a decoded message says is checked by `consensus::peer_check` in the RaftActor,
+//! against the node's log.
 
 use actix::prelude::*;
 use protobuf::Message as _;
@@ -14,6 +18,11 @@ use crate::proto::raftpb::*;
 
 /// Largest snapshot accepted from a peer, in bytes.
 pub const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024 * 1024;
+/// Largest peer RPC the server decodes, in bytes: a batch is capped at
+/// [`crate::actors::peer::MAX_BATCH_BYTES`] unless one message alone is larger, and one message
+/// holds at most one entry of the largest value allowed, so this leaves room for both.
+pub const MAX_PEER_RPC_BYTES: usize =
+    crate::config::MAX_VALUE_BYTES_LIMIT + 2 * crate::actors::peer::MAX_BATCH_BYTES;
 
 /// Serves the peer transport for one node.
 pub struct RaftService {
@@ -93,6 +102,9 @@ impl RaftTransport for RaftService {
                 )));
             }
         }
+        crate::storage::state_machine::snapshot_pairs(&data).map_err(|_| {
+            Status::invalid_argument("snapshot data is not a state machine snapshot")
+        })?;
         tracing::info!(from = first.from, bytes = data.len(), "snapshot received");
         msg.mut_snapshot().data = data.into();
         let step = self.step_for_me(msg, &first.from_client_addr)?;

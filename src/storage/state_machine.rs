@@ -357,28 +357,14 @@ impl StateMachine {
 
     /// Replaces the whole state with `snap`'s, atomically, and syncs.
     pub fn restore(&mut self, snap: &Snapshot) -> Result<()> {
-        let mut pairs = Vec::new();
-        let mut rest: &[u8] = &snap.data;
-        let take = |rest: &mut &[u8]| -> Result<Vec<u8>> {
-            let corrupt = || Error::Storage("snapshot data is corrupt".into());
-            let len = rest.get(..4).ok_or_else(corrupt)?;
-            let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-            let part = rest.get(4..4 + len).ok_or_else(corrupt)?.to_vec();
-            *rest = &rest[4 + len..];
-            Ok(part)
-        };
-        while !rest.is_empty() {
-            let k = take(&mut rest)?;
-            let v = take(&mut rest)?;
-            pairs.push((k, v));
-        }
+        let pairs = snapshot_pairs(&snap.data)?;
         let mut batch = sled::Batch::default();
         for kv in self.tree.iter() {
             batch.remove(kv?.0);
         }
         let count = pairs.len() as u64;
         for (k, v) in pairs {
-            batch.insert(data_key(&k), v);
+            batch.insert(data_key(k), v);
         }
         let m = snap.get_metadata();
         batch.insert(APPLIED_KEY, &applied_value(m.index, m.term));
@@ -390,6 +376,27 @@ impl StateMachine {
         self.key_count = count;
         Ok(())
     }
+}
+
+/// The key-value pairs of a snapshot's data: each key and value as a 4-byte big-endian length
+/// and the bytes. Data that is not made of whole pairs is refused.
+pub fn snapshot_pairs(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
+    fn part<'a>(data: &'a [u8], at: &mut usize) -> Result<&'a [u8]> {
+        let corrupt = || Error::Storage("snapshot data is corrupt".into());
+        let len = data.get(*at..*at + 4).ok_or_else(corrupt)?;
+        let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+        let bytes = data.get(*at + 4..*at + 4 + len).ok_or_else(corrupt)?;
+        *at += 4 + len;
+        Ok(bytes)
+    }
+    let mut pairs = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let k = part(data, &mut at)?;
+        let v = part(data, &mut at)?;
+        pairs.push((k, v));
+    }
+    Ok(pairs)
 }
 
 /// Fsyncs every file and directory under `dir`, children before their directory, skipping

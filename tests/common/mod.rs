@@ -243,11 +243,21 @@ impl std::fmt::Display for Finished {
 /// Runs `cmd` to completion with stdin closed and its output captured in files under `dir`;
 /// panics (after killing it) if it takes longer than `timeout`.
 pub fn run_to_exit(cmd: &mut Command, dir: &Path, timeout: Duration) -> Finished {
+    run_to_exit_with_stdin(cmd, Stdio::null(), dir, timeout)
+}
+
+/// [`run_to_exit`] with `stdin` as the command's standard input.
+pub fn run_to_exit_with_stdin(
+    cmd: &mut Command,
+    stdin: Stdio,
+    dir: &Path,
+    timeout: Duration,
+) -> Finished {
     static SEQ: AtomicUsize = AtomicUsize::new(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let out_path = dir.join(format!("cmd{n}.stdout"));
     let err_path = dir.join(format!("cmd{n}.stderr"));
-    cmd.stdin(Stdio::null())
+    cmd.stdin(stdin)
         .stdout(File::create(&out_path).expect("create stdout file"))
         .stderr(File::create(&err_path).expect("create stderr file"));
     let name = format!("{cmd:?}");
@@ -276,6 +286,19 @@ pub fn kvctl(dir: &Path, endpoints: &str, args: &[&str]) -> Finished {
         .arg(endpoints)
         .args(args);
     run_to_exit(&mut cmd, dir, KVCTL_TIMEOUT)
+}
+
+/// Runs `kvctl --endpoints <endpoints> <args>` in `dir` with the file at `input` as its
+/// standard input.
+pub fn kvctl_with_stdin(dir: &Path, endpoints: &str, args: &[&str], input: &Path) -> Finished {
+    let mut cmd = Command::new(KVCTL_BIN);
+    clean_env(&mut cmd)
+        .current_dir(dir)
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args);
+    let stdin = File::open(input).expect("open kvctl's stdin file");
+    run_to_exit_with_stdin(&mut cmd, stdin.into(), dir, KVCTL_TIMEOUT)
 }
 
 /// The last `n` lines of the file at `path` (or why it cannot be read).
@@ -309,6 +332,9 @@ pub struct Settings {
     pub snapshot_threshold: u64,
     /// `log_retain_entries` of every node.
     pub log_retain_entries: u64,
+    /// Every node listens on `0.0.0.0` (client and peer ports) and advertises its `127.0.0.1`
+    /// addresses, which are the ones `initial_cluster` and the harness's clients use.
+    pub listen_on_unspecified: bool,
 }
 
 impl Default for Settings {
@@ -319,6 +345,7 @@ impl Default for Settings {
             max_list_limit: 1_000,
             snapshot_threshold: NodeConfig::default().snapshot_threshold,
             log_retain_entries: NodeConfig::default().log_retain_entries,
+            listen_on_unspecified: false,
         }
     }
 }
@@ -365,11 +392,24 @@ impl Cluster {
         let nodes = addrs
             .into_iter()
             .map(|(id, client_addr, peer_addr)| {
+                let (client_addr, peer_addr, advertise_client_addr, advertise_peer_addr) =
+                    if settings.listen_on_unspecified {
+                        (
+                            client_addr.replace("127.0.0.1:", "0.0.0.0:"),
+                            peer_addr.replace("127.0.0.1:", "0.0.0.0:"),
+                            client_addr,
+                            peer_addr,
+                        )
+                    } else {
+                        (client_addr, peer_addr, String::new(), String::new())
+                    };
                 let config = NodeConfig {
                     node_id: id,
                     cluster_name: CLUSTER_NAME.into(),
                     client_addr,
                     peer_addr,
+                    advertise_client_addr,
+                    advertise_peer_addr,
                     data_dir: dir.path().join(format!("data{id}")),
                     initial_cluster: initial_cluster.clone(),
                     log_level: "info".into(),
@@ -478,9 +518,10 @@ impl Cluster {
             .collect()
     }
 
-    /// Node `i`'s client address.
+    /// Node `i`'s client address, as it advertises it (its listen address unless it listens
+    /// on `0.0.0.0`).
     pub fn client_addr(&self, i: usize) -> &str {
-        &self.nodes[i].config.client_addr
+        self.nodes[i].config.advertised_client_addr()
     }
 
     /// Every node's client address.
