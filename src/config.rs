@@ -21,6 +21,10 @@ pub const DEFAULT_PEER_ADDR: &str = "127.0.0.1:50052";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
+/// Default `max_list_bytes`: under the 4 MiB that gRPC implementations (tonic, grpc-go,
+/// grpc-java) decode by default, so any client can receive a whole page.
+pub const DEFAULT_MAX_LIST_BYTES: usize = 3 * 1024 * 1024;
+
 /// Where a value came from, for error messages when it did not come from a file.
 pub const FLAGS_SOURCE: &str = "<flags/env>";
 
@@ -72,6 +76,12 @@ pub struct NodeConfig {
     pub max_pending_requests: usize,
     /// Largest page a List returns, in keys.
     pub max_list_limit: u32,
+    /// Largest page a List returns, in bytes of encoded answer (keys, values and framing). The
+    /// StorageActor builds a page while applies wait, and it is sent as one gRPC message, so
+    /// this bounds both. A page always holds its first key, even one alone larger than this,
+    /// so any positive value works; above 4 MiB, clients with gRPC's default decode limit
+    /// cannot receive full pages.
+    pub max_list_bytes: usize,
     /// UNSAFE — for testing the consistency checker only. Every node answers every read from
     /// its local state machine without ReadIndex, so reads can be stale. Never in production.
     pub unsafe_stale_reads: bool,
@@ -103,6 +113,7 @@ impl Default for NodeConfig {
             request_timeout_ms: 5_000,
             max_pending_requests: 4_096,
             max_list_limit: 1_000,
+            max_list_bytes: DEFAULT_MAX_LIST_BYTES,
             unsafe_stale_reads: false,
             unsafe_no_fsync: false,
         }
@@ -171,6 +182,9 @@ pub struct ConfigOverrides {
     /// Largest List page in keys [default: 1000].
     #[arg(long, env = "KV_MAX_LIST_LIMIT")]
     pub max_list_limit: Option<u32>,
+    /// Largest List page in bytes; its first key always comes [default: 3145728].
+    #[arg(long, env = "KV_MAX_LIST_BYTES")]
+    pub max_list_bytes: Option<usize>,
     /// UNSAFE, testing only: serve reads from local state without ReadIndex (stale reads).
     #[arg(long, env = "KV_UNSAFE_STALE_READS")]
     pub unsafe_stale_reads: Option<bool>,
@@ -247,6 +261,7 @@ impl NodeConfig {
             request_timeout_ms,
             max_pending_requests,
             max_list_limit,
+            max_list_bytes,
             unsafe_stale_reads,
             unsafe_no_fsync
         );
@@ -376,6 +391,9 @@ impl NodeConfig {
         }
         if self.max_list_limit == 0 {
             return err("max_list_limit", "must be at least 1".into());
+        }
+        if self.max_list_bytes == 0 {
+            return err("max_list_bytes", "must be at least 1".into());
         }
         if self
             .log_level
@@ -758,6 +776,69 @@ mod tests {
             let arg = cmd.get_arguments().find(|a| a.get_id() == flag).unwrap();
             assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env));
         }
+    }
+
+    #[test]
+    fn max_list_bytes_defaults_under_grpc_decode_limit() {
+        /// What gRPC implementations decode by default.
+        const GRPC_DEFAULT_DECODE_BYTES: usize = 4 * 1024 * 1024;
+        let c = NodeConfig::load(None, &ConfigOverrides::default()).unwrap();
+        assert_eq!(c.max_list_bytes, DEFAULT_MAX_LIST_BYTES);
+        assert!(c.max_list_bytes < GRPC_DEFAULT_DECODE_BYTES);
+        let (_f, r) = load_text("max_list_bytes = 1\n");
+        assert_eq!(
+            r.unwrap().max_list_bytes,
+            1,
+            "a bound below one key is fine"
+        );
+    }
+
+    #[test]
+    fn bad_max_list_bytes_names_file_and_field() {
+        assert_refused("max_list_bytes = 0\n", "max_list_bytes", &["at least 1"]);
+        for text in ["max_list_bytes = -1\n", "max_list_bytes = \"3MiB\"\n"] {
+            let (f, r) = load_text(text);
+            let e = r.expect_err(text).to_string();
+            // Malformed values are named with their line: `FILE:1: max_list_bytes: ...`.
+            let file = f.path().display().to_string();
+            assert!(e.starts_with(&format!("{file}:1: max_list_bytes: ")), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let o = ConfigOverrides {
+            max_list_bytes: Some(0),
+            ..Default::default()
+        };
+        let e = NodeConfig::load(None, &o).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{FLAGS_SOURCE}: max_list_bytes: ")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn max_list_bytes_flag_and_environment_variable_are_declared() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            overrides: ConfigOverrides,
+        }
+        let cli = Cli::try_parse_from(["distributed_kv", "--max-list-bytes", "65536"]).unwrap();
+        assert_eq!(cli.overrides.max_list_bytes, Some(65_536));
+        let arg = Cli::command()
+            .get_arguments()
+            .find(|a| a.get_id() == "max_list_bytes")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            arg.get_env().and_then(|e| e.to_str()),
+            Some("KV_MAX_LIST_BYTES")
+        );
+        let f = write("max_list_bytes = 1024\n");
+        let c = NodeConfig::load(Some(f.path()), &cli.overrides).unwrap();
+        assert_eq!(c.max_list_bytes, 65_536, "a flag beats the file");
+        let c = NodeConfig::load(Some(f.path()), &ConfigOverrides::default()).unwrap();
+        assert_eq!(c.max_list_bytes, 1_024);
     }
 
     #[test]

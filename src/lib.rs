@@ -7,7 +7,8 @@
 //! ```text
 //! client --gRPC--> KvService (grpc) --ClientWrite--> ClientApiActor
 //!    ClientApiActor --Propose--> RaftActor            (RawNode::propose)
-//!    RaftActor Ready: append entries + HardState to the WAL (one write, fdatasync when must_sync)
+//!    RaftActor Ready: a leader's appends go out first; entries + HardState to the WAL
+//!                     (one write, one fdatasync when raft-rs says it must sync)
 //!                     --> PeerActor(s) --gRPC RaftTransport.Send--> peers' RaftActor (step)
 //!    committed entries --Apply--> StorageActor (state machine in sled, applied index in the same batch)
 //!    StorageActor --Applied--> ClientApiActor completes the waiting request
@@ -15,6 +16,8 @@
 //!
 //! A linearizable read asks the RaftActor for a ReadIndex (a quorum confirms leadership), then
 //! the StorageActor answers once it has applied up to that index.
+//!
+//! The full design is in `docs/ARCHITECTURE.md`.
 //!
 //! Modules: [`config`] (TOML + flags), [`consensus`] (the WAL, the Raft log store, the snapshot
 //! file, `RaftNode`) and [`storage`] (the state machine) — plain structs, no runtime;

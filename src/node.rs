@@ -4,19 +4,27 @@
 //! runtime). It:
 //! 1. claims the data dir (a lock file, and an identity file naming the node and cluster,
 //!    written durably: temporary file, fsync, rename, fsync of the directory);
-//! 2. opens the WAL, the snapshot file and the state machine, and brings them back in step
+//! 2. binds both listeners, so a taken port is reported at once, before any slow recovery;
+//! 3. opens the WAL, the snapshot file and the state machine, and brings them back in step
 //!    ([`crate::recovery`]);
-//! 3. starts the StorageActor (sync, one thread), the ClientApiActor and one PeerActor per peer,
+//! 4. starts the StorageActor (sync, one thread), the ClientApiActor and one PeerActor per peer,
 //!    then the RaftActor on its own arbiter, and connects them;
-//! 4. binds both listeners (so a taken port is reported at once) and serves gRPC.
+//! 5. serves gRPC on the bound listeners.
 //!
-//! [`Node::shutdown`] stops accepting, lets in-flight requests finish or fail, syncs the state
-//! machine and stops the actors.
+//! [`Node::shutdown`] is designed so that stopping a leader costs its clients nothing:
+//! 1. stop accepting client requests (those in flight go on);
+//! 2. if this node leads, hand leadership to the most up-to-date follower — raft-rs sends it
+//!    the rest of the log first, so every write pending here is in the new leader's log;
+//! 3. wait (at most [`DRAIN_TIMEOUT`]) for the requests in flight: pending writes complete as
+//!    the new leader's commits reach this node, pending reads fail over with a leader hint;
+//! 4. only then stop the peer server (steps 2 and 3 need it), the Raft thread, and sync the
+//!    state machine.
 
 use std::collections::HashMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use actix::prelude::*;
 use fs2::FileExt;
@@ -26,7 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::actors::messages::{Connect, FlushStorage};
+use crate::actors::messages::{Connect, FlushStorage, GetRaftStatus, TransferLeadership};
 use crate::actors::{ClientApiActor, ClientLimits, PeerActor, RaftActor, StorageActor};
 use crate::config::NodeConfig;
 use crate::consensus::{LogOptions, RaftNode, RaftParams};
@@ -60,10 +68,14 @@ pub struct Node {
     client_addr: SocketAddr,
     /// Where the peer service really listens.
     peer_addr: SocketAddr,
-    /// Tells the servers to stop accepting.
-    stop: watch::Sender<bool>,
-    /// The two servers.
-    servers: Vec<JoinHandle<()>>,
+    /// Tells the client server to stop accepting.
+    client_stop: watch::Sender<bool>,
+    /// Tells the peer server to stop accepting.
+    peer_stop: watch::Sender<bool>,
+    /// The client server.
+    client_server: JoinHandle<()>,
+    /// The peer server.
+    peer_server: JoinHandle<()>,
     /// The state machine actor, flushed on shutdown.
     storage: Addr<StorageActor>,
     /// The RaftActor's thread.
@@ -218,6 +230,7 @@ impl Node {
             max_value_bytes: config.max_value_bytes,
             max_pending: config.max_pending_requests,
             max_list_limit: config.max_list_limit as usize,
+            max_list_bytes: config.max_list_bytes,
             unsafe_stale_reads: config.unsafe_stale_reads,
         };
         if config.unsafe_stale_reads {
@@ -266,7 +279,8 @@ impl Node {
         }
 
         // gRPC.
-        let (stop, stop_rx) = watch::channel(false);
+        let (client_stop, client_stop_rx) = watch::channel(false);
+        let (peer_stop, peer_stop_rx) = watch::channel(false);
         let kv = KvService::new(client_api.clone(), config.node_id, config.request_timeout());
         // Reflection in both versions: newer tools ask v1, older grpcurl builds v1alpha.
         let reflection = tonic_reflection::server::Builder::configure()
@@ -290,31 +304,31 @@ impl Node {
             )
             .add_service(reflection)
             .add_service(reflection_alpha)
-            .serve_with_incoming_shutdown(nodelay(client_listener), wait_stop(stop_rx.clone()));
+            .serve_with_incoming_shutdown(nodelay(client_listener), wait_stop(client_stop_rx));
         let peer_server = tonic::transport::Server::builder()
             .add_service(
                 RaftTransportServer::new(RaftService::new(config.node_id, raft.clone()))
                     .max_decoding_message_size(crate::grpc::raft_service::MAX_PEER_RPC_BYTES),
             )
-            .serve_with_incoming_shutdown(nodelay(peer_listener), wait_stop(stop_rx));
-        let servers = vec![
-            tokio::spawn(async move {
-                if let Err(e) = client_server.await {
-                    tracing::error!("client server failed: {e}");
-                }
-            }),
-            tokio::spawn(async move {
-                if let Err(e) = peer_server.await {
-                    tracing::error!("peer server failed: {e}");
-                }
-            }),
-        ];
+            .serve_with_incoming_shutdown(nodelay(peer_listener), wait_stop(peer_stop_rx));
+        let client_server = tokio::spawn(async move {
+            if let Err(e) = client_server.await {
+                tracing::error!("client server failed: {e}");
+            }
+        });
+        let peer_server = tokio::spawn(async move {
+            if let Err(e) = peer_server.await {
+                tracing::error!("peer server failed: {e}");
+            }
+        });
         Ok(Node {
             config,
             client_addr,
             peer_addr,
-            stop,
-            servers,
+            client_stop,
+            peer_stop,
+            client_server,
+            peer_server,
             storage,
             raft_arbiter,
             raft,
@@ -353,18 +367,58 @@ impl Node {
         &self.client_api
     }
 
-    /// Stops accepting, waits for in-flight requests, flushes, and stops the actors.
+    /// Stops the node in the order the module docs give.
     pub async fn shutdown(self) -> Result<()> {
-        let _ = self.stop.send(true);
-        for s in self.servers {
-            let _ = s.await;
+        let node = self.config.node_id;
+        // 1. No new client requests.
+        let _ = self.client_stop.send(true);
+        // 2. Hand leadership over, and wait until it has gone (or give up).
+        if let Ok(Some(to)) = self.raft.send(TransferLeadership).await {
+            let deadline = tokio::time::Instant::now() + TRANSFER_TIMEOUT;
+            loop {
+                match self.raft.send(GetRaftStatus).await {
+                    Ok(s) if s.raft.role == "leader" && tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(SHUTDOWN_POLL).await;
+                    }
+                    Ok(s) if s.raft.role == "leader" => {
+                        tracing::warn!(node, to, "leadership was not taken over in time");
+                        break;
+                    }
+                    _ => {
+                        tracing::info!(node, to, "leadership handed over");
+                        break;
+                    }
+                }
+            }
         }
+        // 3. Requests in flight finish, or are cut off after DRAIN_TIMEOUT.
+        let mut client_server = self.client_server;
+        if tokio::time::timeout(DRAIN_TIMEOUT, &mut client_server)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                node,
+                "requests still in flight after {DRAIN_TIMEOUT:?}; cutting them off"
+            );
+            client_server.abort();
+        }
+        // 4. Peers, Raft, storage.
+        let _ = self.peer_stop.send(true);
+        let _ = self.peer_server.await;
         self.raft_arbiter.stop();
-        let flushed = self.storage.send(FlushStorage).await?;
-        tracing::info!(node = self.config.node_id, "node stopped");
-        flushed
+        let synced = self.storage.send(FlushStorage).await?;
+        tracing::info!(node, "node stopped");
+        synced
     }
 }
+
+/// How long a stopping leader waits for a follower to take leadership over.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long a stopping node waits for the client requests in flight.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(800);
+/// How often a stopping leader checks whether leadership has gone.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(10);
 
 /// Room for a request's framing beyond its key and value, in bytes.
 pub const GRPC_MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;

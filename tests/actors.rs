@@ -3,8 +3,9 @@
 //! Each test starts ONE actor under test (a `StorageActor`, a `RaftActor` or a
 //! `ClientApiActor`) inside the actix `System` that `#[actix_rt::test]` creates, sends it
 //! messages directly, and asserts both its replies and what it sent on to other actors.
-//! The only exception is the last test, which wires the three real actors together the way
-//! `src/node.rs` does (without gRPC or peers).
+//! The exception is `client_api_with_real_raft_and_storage_writes_and_reads`, which wires the
+//! three real actors together the way `src/node.rs` does (without gRPC or peers); one test also
+//! drives the real peer service (`RaftService`) into a RaftActor.
 //!
 //! What an actor sends on is observed through test doubles:
 //! - [`Recorder<M>`] is a tiny actor that accepts one message type `M` and forwards every
@@ -37,7 +38,7 @@ use distributed_kv::consensus::{
 };
 use distributed_kv::error::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
 use distributed_kv::proto::raftpb::{log_command::Op, DeleteOp, LogCommand, SetOp};
-use distributed_kv::storage::state_machine::encode_command;
+use distributed_kv::storage::state_machine::{encode_command, list_answer_bytes};
 use distributed_kv::storage::{CommandOutcome, ListPage, StateMachine};
 use distributed_kv::Error;
 
@@ -73,6 +74,8 @@ const MAX_VALUE_BYTES: usize = 64;
 const MAX_PENDING: usize = 8;
 /// Largest List page a ClientApiActor here returns, in keys.
 const MAX_LIST_LIMIT: usize = 10;
+/// Largest List page a ClientApiActor here returns, in encoded bytes.
+const MAX_LIST_BYTES: usize = 4_096;
 
 /// The limits every ClientApiActor here enforces.
 fn limits() -> ClientLimits {
@@ -81,6 +84,7 @@ fn limits() -> ClientLimits {
         max_value_bytes: MAX_VALUE_BYTES,
         max_pending: MAX_PENDING,
         max_list_limit: MAX_LIST_LIMIT,
+        max_list_bytes: MAX_LIST_BYTES,
         unsafe_stale_reads: false,
     }
 }
@@ -143,6 +147,7 @@ impl Handler<RoleChanged> for RoleTee {
         self.to.do_send(RoleChanged {
             change: msg.change.clone(),
             leader_client_addr: msg.leader_client_addr.clone(),
+            handed_over: msg.handed_over,
         });
         record(&self.tx, msg);
     }
@@ -462,6 +467,7 @@ fn step(raft: &Addr<RaftActor>, msg: RaftMessage) {
     raft.do_send(StepMessage {
         msg,
         from_client_addr: String::new(),
+        slot: None,
     });
 }
 
@@ -769,6 +775,7 @@ async fn storage_lists_in_pages_with_next_key() {
         prefix: b"a/".to_vec(),
         start: start.into(),
         limit,
+        max_bytes: usize::MAX,
         keys_only,
     };
     let page = |a: ReadAnswer| match a.result {
@@ -804,6 +811,7 @@ async fn storage_lists_in_pages_with_next_key() {
                 prefix: vec![],
                 start: vec![],
                 limit: 10,
+                max_bytes: usize::MAX,
                 keys_only: true,
             },
         )
@@ -811,6 +819,82 @@ async fn storage_lists_in_pages_with_next_key() {
     );
     assert_eq!(all.kvs.len(), 4);
     assert_eq!(all.next_key, None);
+}
+
+/// A List of big values comes in pages, each within the byte bound yet never empty, that
+/// together hold every value whole; keys only, the same bound holds them all in one page.
+/// An Apply sent behind a List is handled once that one bounded page is built.
+#[actix_rt::test]
+async fn storage_lists_big_values_in_pages_within_the_byte_bound() {
+    /// Size of each value: large enough for sled to keep it in a blob file.
+    const VALUE_BYTES: usize = 64 * 1024;
+    /// Number of values.
+    const VALUES: u64 = 10;
+    /// The byte bound of each page: room for three values, not four.
+    const PAGE_BYTES: usize = 3 * VALUE_BYTES + 1_024;
+    let mut s = start_storage(NO_SNAPSHOTS);
+    let key = |i: u64| format!("big/{i:02}");
+    let big_value = |i: u64| char::from(b'a' + i as u8).to_string().repeat(VALUE_BYTES);
+    s.addr.do_send(apply(
+        (1..=VALUES)
+            .map(|i| set(i, &key(i), &big_value(i)))
+            .collect(),
+    ));
+    assert_eq!(next(&mut s.progress, "ApplyProgress").await.index, VALUES);
+
+    let list = |start: Vec<u8>, max_bytes, keys_only| ReadQuery::List {
+        prefix: b"big/".to_vec(),
+        start,
+        limit: usize::MAX,
+        max_bytes,
+        keys_only,
+    };
+    let page = |a: ReadAnswer| match a.result {
+        ReadResult::Page(p) => p,
+        other => panic!("List answered {other:?}"),
+    };
+    let mut got = Vec::new();
+    let mut sizes = Vec::new();
+    let mut start = Vec::new();
+    loop {
+        let p = page(read(&s.addr, 0, list(start, PAGE_BYTES, false)).await);
+        assert!(!p.kvs.is_empty(), "a page holds at least one key");
+        let bytes = list_answer_bytes(&p);
+        assert!(bytes <= PAGE_BYTES, "a page of {bytes} bytes");
+        sizes.push(p.kvs.len());
+        got.extend(p.kvs);
+        match p.next_key {
+            Some(k) => start = k,
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [3, 3, 3, 1], "pages cut by bytes, not by count");
+    let want: Vec<_> = (1..=VALUES)
+        .map(|i| (key(i).into_bytes(), big_value(i).into_bytes()))
+        .collect();
+    assert!(got == want, "every value arrives whole and in order");
+
+    // A bound below one value still returns one, so the client advances.
+    let p = page(read(&s.addr, 0, list(vec![], 1, false)).await);
+    assert!(p.kvs == want[..1], "the first value alone, whole");
+    assert_eq!(p.next_key, Some(key(2).into_bytes()));
+
+    // Keys only: only keys count.
+    let p = page(read(&s.addr, 0, list(vec![], PAGE_BYTES, true)).await);
+    assert_eq!(p.kvs.len(), VALUES as usize);
+    assert_eq!(p.next_key, None);
+
+    // An apply queued behind a List runs once that page is built: the List's answer is the
+    // state before it, a read after it sees it.
+    let listed = send_read(&s.addr, 0, list(vec![], PAGE_BYTES, false));
+    s.addr.do_send(apply(vec![set(VALUES + 1, &key(0), "new")]));
+    let before = page(answer(listed, "the List").await.expect("list"));
+    assert_eq!(before.kvs[0].0, key(1).into_bytes());
+    assert_eq!(
+        next(&mut s.progress, "ApplyProgress").await.index,
+        VALUES + 1
+    );
+    assert_eq!(value(&s.addr, &key(0)).await, Some(b"new".to_vec()));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -926,6 +1010,7 @@ async fn raft_survives_bad_peer_messages() {
     r.addr.do_send(StepMessage {
         msg: raft_msg(MessageType::MsgHeartbeatResponse, 98, term),
         from_client_addr: "127.0.0.1:9898".into(),
+        slot: None,
     });
 
     let status = ask(&r.addr, GetRaftStatus).await;
@@ -1098,6 +1183,7 @@ async fn client_api_validates_keys_and_values() {
                 prefix: long_key.clone(),
                 start: vec![],
                 limit: 1,
+                max_bytes: 0,
                 keys_only: false,
             },
             true,
@@ -1115,31 +1201,41 @@ async fn client_api_validates_keys_and_values() {
         other => panic!("a write at the limits: expected ShuttingDown, got {other:?}"),
     }
     // No invalid read reached the storage; a valid serializable one does, with the List
-    // limit clamped to max_list_limit.
+    // limit clamped to max_list_limit and its byte bound to max_list_bytes.
     assert!(reads.try_recv().is_err(), "an invalid read reached storage");
-    client_read(
-        &api,
-        ReadQuery::List {
-            prefix: max_key.clone(),
-            start: vec![],
-            limit: 0,
-            keys_only: false,
-        },
-        true,
-    )
-    .await
-    .expect("serializable list");
-    let (min_index, query) = next(&mut reads, "the forwarded List").await;
-    assert_eq!(min_index, 0);
-    assert_eq!(
-        query,
-        ReadQuery::List {
-            prefix: max_key,
-            start: vec![],
-            limit: MAX_LIST_LIMIT,
-            keys_only: false,
-        }
-    );
+    for (asked_bytes, forwarded_bytes) in [
+        (0, MAX_LIST_BYTES),
+        (MAX_LIST_BYTES + 1, MAX_LIST_BYTES),
+        (usize::MAX, MAX_LIST_BYTES),
+        (100, 100),
+    ] {
+        client_read(
+            &api,
+            ReadQuery::List {
+                prefix: max_key.clone(),
+                start: vec![],
+                limit: 0,
+                max_bytes: asked_bytes,
+                keys_only: false,
+            },
+            true,
+        )
+        .await
+        .expect("serializable list");
+        let (min_index, query) = next(&mut reads, "the forwarded List").await;
+        assert_eq!(min_index, 0);
+        assert_eq!(
+            query,
+            ReadQuery::List {
+                prefix: max_key.clone(),
+                start: vec![],
+                limit: MAX_LIST_LIMIT,
+                max_bytes: forwarded_bytes,
+                keys_only: false,
+            },
+            "a List asking for {asked_bytes} bytes"
+        );
+    }
 }
 
 /// A follower refuses writes and linearizable reads with NOT_LEADER naming the leader from
@@ -1158,6 +1254,7 @@ async fn client_api_not_leader_carries_leader_hint() {
             term: 3,
         },
         leader_client_addr: Some(LEADER_ADDR.into()),
+        handed_over: false,
     });
 
     let err = client_write(&api, set_op(b"k", b"v")).await.unwrap_err();
@@ -1212,6 +1309,7 @@ async fn client_api_not_leader_carries_leader_hint() {
             term: 4,
         },
         leader_client_addr: None,
+        handed_over: false,
     });
     let err = client_write(&api, set_op(b"k", b"v")).await.unwrap_err();
     assert!(
@@ -1352,6 +1450,7 @@ async fn client_api_refuses_overload_and_fails_pending_writes_on_lost_leadership
             term: 1,
         },
         leader_client_addr: None,
+        handed_over: false,
     };
     api.do_send(leader(raft::StateRole::Leader, 1));
 
@@ -1384,4 +1483,48 @@ async fn client_api_refuses_overload_and_fails_pending_writes_on_lost_leadership
             other => panic!("expected OutcomeUnknown, got {other:?}"),
         }
     }
+}
+
+/// Proposals flooding the RaftActor's mailbox past its capacity in the peer-inbox test.
+const FLOOD_PROPOSALS: usize = distributed_kv::actors::raft::RAFT_MAILBOX_CAPACITY + 1_000;
+
+/// A mailbox that client requests have filled past its capacity still takes a peer's message:
+/// peer messages have their own budget, so client load cannot crowd out heartbeats (before, the
+/// peer service's `try_send` dropped them exactly then).
+#[actix_rt::test]
+async fn raft_a_mailbox_full_of_proposals_still_takes_a_peer_heartbeat() {
+    use distributed_kv::grpc::RaftService;
+    use distributed_kv::proto::raftpb::raft_transport_server::RaftTransport;
+    use distributed_kv::proto::raftpb::RaftBatch;
+    use protobuf::Message as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (raft, _sent) = start_follower_raft(&dir);
+    // The actor runs on this thread, so nothing is handled until the test awaits: these all
+    // wait in its mailbox, past its capacity.
+    for _ in 0..FLOOD_PROPOSALS {
+        raft.do_send(Propose { data: Vec::new() });
+    }
+    let service = RaftService::new(1, raft.clone());
+    // Heartbeats of two terms, one batch each: actix lets one message past a full mailbox and
+    // then refuses a plain `try_send`, so the second is the one that would have been lost.
+    for term in [7, 8] {
+        let mut hb = raft_msg(MessageType::MsgHeartbeat, 2, term);
+        hb.commit = 0;
+        let batch = RaftBatch {
+            from: 2,
+            from_client_addr: String::new(),
+            messages: vec![hb.write_to_bytes().unwrap()],
+        };
+        service
+            .send(tonic::Request::new(batch))
+            .await
+            .expect("the peer service takes the batch");
+    }
+    let status = ask(&raft, GetRaftStatus).await;
+    assert_eq!(
+        (status.raft.term, status.raft.leader_id),
+        (8, 2),
+        "both heartbeats from node 2 were stepped"
+    );
 }

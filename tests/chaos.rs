@@ -16,14 +16,22 @@
 //! counts lost keys directly. Each has a twin that runs the same with `unsafe_no_fsync` (the
 //! Raft log written but never synced) and must catch the loss. These tests need root and
 //! /dev/fuse, as CI has.
+//!
+//! `a_follower_catches_up_over_a_slow_link_while_the_leader_keeps_serving` (issue 8, bulk
+//! replication starving heartbeats): a follower that missed 50 MiB of writes catches up through
+//! links throttled to 20 Mbit/s, while the leader keeps its term and office and small writes
+//! keep succeeding.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use distributed_kv::chaos::cluster::{ClusterOptions, LocalCluster};
+use distributed_kv::chaos::cluster::{ClusterOptions, LocalCluster, PROBE_INTERVAL, PROBE_TIMEOUT};
 use distributed_kv::chaos::runner::{run, ChaosOptions, FaultKind};
 use distributed_kv::chaos::Verdict;
-use distributed_kv::client::Client;
+use distributed_kv::client::{Client, ClientError};
+use distributed_kv::proto::kv::StatusResponse;
 
 /// The node binary under test.
 const NODE_BIN: &str = env!("CARGO_BIN_EXE_distributed_kv");
@@ -38,6 +46,27 @@ const CHECK_BUDGET: Duration = Duration::from_secs(60);
 const POWER_KEYS: usize = 20;
 /// Distinct keys written and acknowledged before the power cut of every node.
 const ACKED_WRITES: usize = 150;
+/// Bandwidth of the follower's links in the catch-up test, in bytes per second (20 Mbit/s).
+const SLOW_LINK_BYTES_PER_SEC: u64 = 2_500_000;
+/// Size of one value of the backlog the follower misses, in bytes.
+const BACKLOG_VALUE_BYTES: usize = 256 * 1024;
+/// Values in the backlog: 200 of 256 KiB, 50 MiB.
+const BACKLOG_VALUES: usize = 200;
+/// Time allowed for the catch-up beyond the backlog's bare transfer time at the link's rate:
+/// the node's start, Raft finding where the follower's log ends, protocol overhead, and the
+/// follower syncing and applying 50 MiB, on a busy 2-core machine.
+const CATCH_UP_MARGIN: Duration = Duration::from_secs(10);
+/// Pace of the small writes during the catch-up: one started every this long (20 per second).
+const SMALL_WRITE_INTERVAL: Duration = Duration::from_millis(50);
+/// Size of one small write's value, in bytes.
+const SMALL_VALUE_BYTES: usize = 100;
+/// One small write's deadline, retries included; the nodes' own is 2 s.
+const SMALL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the cluster may take to elect its first leader, and to converge after the catch-up.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one Hash may take in the catch-up test: hashing 50 MiB takes about 0.5 s in a debug
+/// build, as long as the harness's usual probe timeout.
+const HASH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The unsafe mode a run's nodes start in, if any.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -243,4 +272,270 @@ async fn without_fsync_a_power_cut_loses_acknowledged_writes() {
         "{} of {ACKED_WRITES} acknowledged writes lost without fsync",
         lost.len()
     );
+}
+
+/// What one node said about the leadership, and when (since the follower's restart).
+struct View {
+    at: Duration,
+    role: String,
+    term: u64,
+    leader: u64,
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "at {:.2?}: {} in term {}, leader {}",
+            self.at, self.role, self.term, self.leader
+        )
+    }
+}
+
+impl View {
+    fn of(at: Duration, s: StatusResponse) -> View {
+        View {
+            at,
+            role: s.role,
+            term: s.term,
+            leader: s.leader_id,
+        }
+    }
+}
+
+/// The views that differ from `expected` (role, term, leader), each change once. With
+/// `from_first_match`, views before the first one matching `expected` are passed over.
+fn departures<'a>(
+    views: &'a [View],
+    expected: (&str, u64, u64),
+    from_first_match: bool,
+) -> Vec<&'a View> {
+    let key = |v: &'a View| (v.role.as_str(), v.term, v.leader);
+    let start = if from_first_match {
+        views
+            .iter()
+            .position(|v| key(v) == expected)
+            .unwrap_or(views.len())
+    } else {
+        0
+    };
+    let mut last = expected;
+    let mut out = Vec::new();
+    for v in &views[start..] {
+        if key(v) != last {
+            last = key(v);
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The last lines of every node's log in a cluster directory.
+fn log_tails(cluster_dir: &std::path::Path) -> String {
+    /// Lines shown per node.
+    const TAIL_LINES: usize = 30;
+    let mut out = String::new();
+    for id in 1..=3 {
+        let path = cluster_dir.join(format!("node{id}.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- {}\n", path.display()));
+        for line in &lines[lines.len().saturating_sub(TAIL_LINES)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The `q`-quantile of `sorted` (ascending, not empty), nearest rank.
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Proves: a follower that missed 50 MiB of writes catches up through links limited to
+/// 20 Mbit/s within the transfer time plus a margin, while the leader keeps its leadership and
+/// term and every write made during the catch-up succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_catches_up_over_a_slow_link_while_the_leader_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = LocalCluster::start(
+        &PathBuf::from(NODE_BIN),
+        &dir.path().join("c"),
+        3,
+        ClusterOptions::default(),
+    )
+    .await
+    .expect("harness: start the cluster");
+    let leader = cluster
+        .wait_leader(SETTLE_TIMEOUT)
+        .await
+        .expect("harness: a leader is elected");
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let leader_addr = cluster.client_addr(leader).unwrap().to_string();
+    let follower_addr = cluster.client_addr(follower).unwrap().to_string();
+    cluster.kill(follower);
+
+    let mut client = Client::new(cluster.endpoints()).with_timeout(Duration::from_secs(10));
+    let written = Instant::now();
+    for i in 0..BACKLOG_VALUES {
+        let value = vec![(i % 251) as u8; BACKLOG_VALUE_BYTES];
+        client
+            .set(format!("backlog-{i:04}").as_bytes(), &value)
+            .await
+            .expect("a backlog write is acknowledged by the leader and the other follower");
+    }
+    let backlog_bytes = (BACKLOG_VALUES * BACKLOG_VALUE_BYTES) as u64;
+    println!(
+        "backlog: {BACKLOG_VALUES} values, {} MiB, written in {:.1?} while node {follower} was down",
+        backlog_bytes >> 20,
+        written.elapsed()
+    );
+    let before = client
+        .status_of(&leader_addr, PROBE_TIMEOUT)
+        .await
+        .expect("harness: the leader answers Status");
+    assert_eq!((before.role.as_str(), before.leader_id), ("leader", leader));
+    let (term, backlog_index) = (before.term, before.commit_index);
+
+    cluster.throttle(follower, SLOW_LINK_BYTES_PER_SEC);
+    let transfer = Duration::from_secs_f64(backlog_bytes as f64 / SLOW_LINK_BYTES_PER_SEC as f64);
+    let bound = transfer + CATCH_UP_MARGIN;
+    let restarted = Instant::now();
+    cluster
+        .restart(follower)
+        .await
+        .expect("harness: restart the follower");
+
+    // Small writes at a steady pace, each outcome and latency recorded, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut client = Client::new(cluster.endpoints()).with_timeout(SMALL_WRITE_TIMEOUT);
+        tokio::spawn(async move {
+            let mut outcomes: Vec<(Duration, Result<u64, ClientError>)> = Vec::new();
+            let mut pace = tokio::time::interval(SMALL_WRITE_INTERVAL);
+            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !stop.load(Ordering::SeqCst) {
+                pace.tick().await;
+                let key = format!("small-{:05}", outcomes.len() % 50);
+                let started = Instant::now();
+                let r = client.set(key.as_bytes(), &[b's'; SMALL_VALUE_BYTES]).await;
+                outcomes.push((started.elapsed(), r));
+            }
+            outcomes
+        })
+    };
+
+    // Watch what the leader and the follower say about the leadership, and how far the
+    // follower has applied.
+    let mut probe = Client::new(cluster.endpoints());
+    let (mut leader_views, mut follower_views) = (Vec::new(), Vec::new());
+    let mut unanswered = 0;
+    let caught_up = loop {
+        let mut applied = 0;
+        for (addr, views) in [
+            (&leader_addr, &mut leader_views),
+            (&follower_addr, &mut follower_views),
+        ] {
+            match probe.status_of(addr, PROBE_TIMEOUT).await {
+                Ok(s) => {
+                    applied = s.applied_index;
+                    views.push(View::of(restarted.elapsed(), s));
+                }
+                Err(_) => unanswered += 1,
+            }
+        }
+        if applied >= backlog_index {
+            break Some(restarted.elapsed());
+        }
+        if restarted.elapsed() > bound {
+            break None;
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    };
+    stop.store(true, Ordering::SeqCst);
+    let outcomes = writer.await.expect("harness: the writer task");
+    let failed: Vec<_> = outcomes.iter().filter(|(_, r)| r.is_err()).collect();
+    let mut latencies: Vec<Duration> = outcomes.iter().map(|(d, _)| *d).collect();
+    latencies.sort();
+    let p99 = (!latencies.is_empty()).then(|| quantile(&latencies, 0.99));
+    let leader_changes = departures(&leader_views, ("leader", term, leader), false);
+    // The follower may not know the leader in its first moments after the restart; from its
+    // first heartbeat on it must never lose it (a heartbeat starved by the backlog would make
+    // it campaign).
+    let follower_changes = departures(&follower_views, ("follower", term, leader), true);
+    println!(
+        "catch-up of {} MiB over {} Mbit/s links: {} (bare transfer {transfer:.1?}, bound \
+         {bound:.1?}); {} small writes during it, {} failed, p50 {:.1?}, p99 {:.1?}, max {:.1?}; \
+         leader node {leader} in term {term} throughout: {} (leader {} views, follower {} views, \
+         {unanswered} unanswered)",
+        backlog_bytes >> 20,
+        SLOW_LINK_BYTES_PER_SEC * 8 / 1_000_000,
+        caught_up.map_or("not within the bound".into(), |d| format!("{d:.1?}")),
+        outcomes.len(),
+        failed.len(),
+        (!latencies.is_empty()).then(|| quantile(&latencies, 0.5)),
+        p99,
+        latencies.last(),
+        leader_changes.is_empty() && follower_changes.is_empty(),
+        leader_views.len(),
+        follower_views.len(),
+    );
+
+    let mut problems = Vec::new();
+    if caught_up.is_none() {
+        problems.push(format!(
+            "node {follower} did not apply the backlog (index {backlog_index}) within {bound:?}"
+        ));
+    }
+    if !leader_changes.is_empty() {
+        problems.push(format!(
+            "the leader lost its office or term during the catch-up: {leader_changes:?}"
+        ));
+    }
+    if follower_views.iter().all(|v| v.leader != leader) {
+        problems.push(format!("node {follower} never heard from the leader"));
+    }
+    if !follower_changes.is_empty() {
+        problems.push(format!(
+            "node {follower} lost the leader during the catch-up: {follower_changes:?}"
+        ));
+    }
+    if !failed.is_empty() {
+        problems.push(format!("writes failed during the catch-up: {failed:?}"));
+    }
+    let min_writes = (transfer.as_millis() / SMALL_WRITE_INTERVAL.as_millis() / 2) as usize;
+    if outcomes.len() < min_writes {
+        problems.push(format!(
+            "only {} small writes during the catch-up, expected at least {min_writes}",
+            outcomes.len()
+        ));
+    }
+    if !problems.is_empty() {
+        drop(cluster);
+        let kept = dir.keep().join("c");
+        panic!(
+            "{}\nnode logs (kept in {}):\n{}",
+            problems.join("\n"),
+            kept.display(),
+            log_tails(&kept)
+        );
+    }
+
+    // Every node agrees on the term and the leader, and holds the same state.
+    cluster
+        .converge_with(SETTLE_TIMEOUT, HASH_TIMEOUT)
+        .await
+        .expect("the nodes converge after the catch-up");
+    for (addr, s) in probe.cluster_status(PROBE_TIMEOUT).await {
+        let s = s.unwrap_or_else(|e| panic!("{addr} does not answer Status: {e}"));
+        assert_eq!(
+            (s.term, s.leader_id),
+            (term, leader),
+            "node {} after the catch-up",
+            s.node_id
+        );
+    }
 }

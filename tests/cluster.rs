@@ -1,9 +1,10 @@
 //! Tier 3 of the test plan (ARCHITECTURE.md, "Test tiers"): an in-process cluster.
 //!
-//! Three or five [`RaftNode`]s run in one thread, each over its own sled database
-//! ([`LogStore`] for the log, [`StateMachine`] for the data) and [`SnapshotStore`] in a
-//! temporary directory. There is no actix runtime, no network and no wall clock: time is a
-//! manual tick, and the network is the [`Cluster`] harness below.
+//! Three or five [`RaftNode`]s run in one thread, each over its own data dir in a temporary
+//! directory, opened as a node opens it (`recovery::recover`: the WAL-backed log store for the
+//! log, a sled [`StateMachine`] for the data, the snapshot file). There is no actix runtime, no
+//! network and no wall clock: time is a manual tick, and the network is the [`Cluster`]
+//! harness below.
 //!
 //! # How the harness drives a round
 //! [`Cluster::tick`] ticks every running node once, then [`Cluster::settle`]s: it calls

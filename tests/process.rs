@@ -666,6 +666,108 @@ fn kvctl_set_without_a_value_reads_it_from_stdin() {
     assert_eq!(stored("over"), None, "a refused value is not stored");
 }
 
+/// Size of each value in the big List test.
+const BIG_LIST_VALUE_BYTES: usize = 512 * 1024;
+/// Number of values in the big List test: 6 MiB in all, twice the default page bound.
+const BIG_LIST_VALUES: usize = 12;
+
+/// 12 values of 512 KiB, listed with the default `max_list_bytes` (3 MiB), arrive whole in
+/// several pages, each under the bound as encoded on the wire: to a plain gRPC client with
+/// tonic's default 4 MiB decode limit, and through `kvctl list`, which pages by `next_key`.
+#[test]
+fn a_list_of_big_values_arrives_whole_in_pages_under_the_byte_bound() {
+    use distributed_kv::config::DEFAULT_MAX_LIST_BYTES;
+    use distributed_kv::proto::kv::kv_client::KvClient;
+    use distributed_kv::proto::kv::ListRequest;
+    use prost::Message as _;
+
+    let cluster = Cluster::start(Settings {
+        nodes: 1,
+        max_value_bytes: 1024 * 1024,
+        ..Settings::default()
+    });
+    assert_eq!(
+        cluster.nodes[0].config.max_list_bytes, DEFAULT_MAX_LIST_BYTES,
+        "the test cluster runs with the default byte bound"
+    );
+    cluster.wait_for_leader();
+    let addr = cluster.client_addr(0).to_string();
+    let key = |i: usize| format!("big/{i:02}");
+    let value = |i: usize| {
+        char::from(b'a' + i as u8)
+            .to_string()
+            .repeat(BIG_LIST_VALUE_BYTES)
+    };
+    let mut client = cluster.client();
+    for i in 0..BIG_LIST_VALUES {
+        cluster
+            .rt
+            .block_on(client.set(key(i).as_bytes(), value(i).as_bytes()))
+            .expect("set a big value");
+    }
+
+    let (pages, got) = cluster.rt.block_on(async {
+        let mut raw = KvClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect with tonic's default limits");
+        let mut pages = Vec::new();
+        let mut got = Vec::new();
+        let mut start = Vec::new();
+        loop {
+            let page = raw
+                .list(ListRequest {
+                    prefix: b"big/".to_vec(),
+                    start_key: start.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect("a page fits a default gRPC client")
+                .into_inner();
+            let encoded = page.encoded_len();
+            assert!(
+                encoded <= DEFAULT_MAX_LIST_BYTES,
+                "a page of {encoded} bytes, over {DEFAULT_MAX_LIST_BYTES}"
+            );
+            assert!(!page.kvs.is_empty(), "every page holds a key");
+            assert_eq!(page.more, !page.next_key.is_empty(), "more says next_key");
+            pages.push((page.kvs.len(), encoded));
+            got.extend(page.kvs.into_iter().map(|kv| (kv.key, kv.value)));
+            if !page.more {
+                break (pages, got);
+            }
+            start = page.next_key;
+        }
+    });
+    // 5 values of 512 KiB and their framing fit in 3 MiB; a 6th does not.
+    assert_eq!(
+        pages.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [5, 5, 2],
+        "pages cut by bytes: {pages:?}"
+    );
+    let want: Vec<_> = (0..BIG_LIST_VALUES)
+        .map(|i| (key(i).into_bytes(), value(i).into_bytes()))
+        .collect();
+    assert!(got == want, "every value arrives whole, in order, once");
+
+    let out = cluster.kvctl(&addr, &["list", "--prefix", "big/"]);
+    assert_exit(&out, 0, "kvctl list of big values");
+    let want_out: String = (0..BIG_LIST_VALUES)
+        .map(|i| format!("{}\t{}\n", key(i), value(i)))
+        .collect();
+    assert!(
+        out.stdout == want_out,
+        "kvctl list prints every value whole across pages ({} of {} bytes printed)",
+        out.stdout.len(),
+        want_out.len()
+    );
+    let out = cluster.kvctl(&addr, &["list", "--prefix", "big/", "--limit", "7"]);
+    assert_exit(&out, 0, "kvctl list --limit across a byte cut");
+    assert!(
+        out.stdout == want_out[..7 * (key(0).len() + 1 + BIG_LIST_VALUE_BYTES + 1)],
+        "--limit 7 stops within the second page"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3b. advertised addresses
 // ---------------------------------------------------------------------------------------------
@@ -1359,4 +1461,186 @@ fn a_snapshot_stored_but_not_recorded_before_a_crash_is_installed_at_start_up() 
         log.contains(INSTALL_FINISHED_LOG),
         "start-up finished the install"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A leader's SIGTERM, and overload, under many writers
+// ---------------------------------------------------------------------------------------------
+
+/// Writers of the leader-shutdown and overload tests.
+const LOAD_WRITERS: usize = 64;
+/// Acknowledged writes before the leader is stopped.
+const ACKS_BEFORE_SIGTERM: usize = 500;
+/// A stopping leader must exit within this (the issue's bound).
+const SIGTERM_EXIT_LIMIT: Duration = Duration::from_secs(2);
+/// Writes that may end as "outcome unknown" because a leader stopped: near zero.
+const MAX_UNKNOWN_ON_HANDOVER: usize = 2;
+/// `max_pending_requests` of the overload test's nodes; it runs twice as many writers.
+const OVERLOAD_PENDING_LIMIT: usize = 32;
+/// How long the overload test loads the cluster.
+const OVERLOAD_TIME: Duration = Duration::from_secs(8);
+/// The overload test's bound on the p99 latency of acknowledged writes.
+const OVERLOAD_P99_LIMIT: Duration = Duration::from_secs(1);
+
+/// What the writers of a load test saw.
+#[derive(Default)]
+struct LoadLog {
+    /// Acknowledged writes: key, when it started, how long it took.
+    acked: Vec<(String, Instant, Duration)>,
+    /// Writes whose outcome is unknown.
+    unknown: Vec<(String, Instant, String)>,
+    /// Writes that certainly did not happen.
+    failed: usize,
+}
+
+/// Starts `writers` tasks writing distinct keys through their own clients until `stop`.
+fn start_writers(
+    cluster: &Cluster,
+    writers: usize,
+    log: &Arc<Mutex<LoadLog>>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..writers)
+        .map(|w| {
+            let (log, stop) = (log.clone(), stop.clone());
+            let mut client = Client::new(cluster.endpoints()).with_timeout(WRITER_OP_TIMEOUT);
+            cluster.rt.spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let key = format!("load{w}/{n:06}");
+                    let started = Instant::now();
+                    let result = client.set(key.as_bytes(), b"v").await;
+                    let took = started.elapsed();
+                    let mut log = log.lock().unwrap();
+                    match result {
+                        Ok(_) => log.acked.push((key, started, took)),
+                        Err(ClientError::Unknown(e)) => log.unknown.push((key, started, e)),
+                        Err(_) => log.failed += 1,
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect()
+}
+
+/// Proves: SIGTERM to a leader under 64 writers hands leadership over, exits 0 within 2 s,
+/// and the writes in flight complete or are redirected — next to none end "outcome unknown",
+/// and every acknowledged one is there afterwards.
+#[test]
+fn sigterm_of_a_loaded_leader_hands_over_and_exits_at_once() {
+    let mut cluster = Cluster::start(Settings::default());
+    let leader = cluster.wait_for_leader();
+    let log = Arc::new(Mutex::new(LoadLog::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&cluster, LOAD_WRITERS, &log, &stop);
+    poll_until("writes before the SIGTERM", WRITE_PHASE_TIMEOUT, || {
+        (log.lock().unwrap().acked.len() >= ACKS_BEFORE_SIGTERM).then_some(())
+    });
+
+    let sent = Instant::now();
+    let mut proc = cluster.nodes[leader].proc.take().expect("the leader runs");
+    proc.terminate();
+    let status = proc
+        .wait_timeout(EXIT_TIMEOUT)
+        .expect("harness: the leader exits after SIGTERM");
+    let exit_time = sent.elapsed();
+    let new_leader = cluster.wait_for_leader();
+    poll_until("writes after the SIGTERM", WRITE_PHASE_TIMEOUT, || {
+        let log = log.lock().unwrap();
+        (log.acked.iter().filter(|a| a.1 > sent).count() >= ACKS_BEFORE_SIGTERM).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        cluster.rt.block_on(w).expect("harness: a writer task");
+    }
+
+    let log = log.lock().unwrap();
+    println!(
+        "SIGTERM of leader node {}: exit {:?} after {exit_time:?}; node {} leads; {} writes \
+         acknowledged, {} outcome unknown, {} refused",
+        cluster.nodes[leader].id,
+        status.code(),
+        cluster.nodes[new_leader].id,
+        log.acked.len(),
+        log.unknown.len(),
+        log.failed
+    );
+    assert_eq!(status.code(), Some(0), "a stopped leader exits 0");
+    assert!(
+        exit_time <= SIGTERM_EXIT_LIMIT,
+        "the leader took {exit_time:?} to exit"
+    );
+    assert!(
+        log.unknown.len() <= MAX_UNKNOWN_ON_HANDOVER,
+        "writes with unknown outcome: {:?}",
+        log.unknown
+    );
+    // Every acknowledged write is there.
+    let mut reader = cluster.client();
+    for (key, _, _) in log.acked.iter().step_by(7) {
+        let v = cluster
+            .rt
+            .block_on(reader.get(key.as_bytes(), false))
+            .unwrap_or_else(|e| panic!("read {key}: {e}"));
+        assert_eq!(
+            v.as_deref(),
+            Some(&b"v"[..]),
+            "acknowledged {key} is missing"
+        );
+    }
+}
+
+/// Proves: twice as many concurrent writers as a node's pending-request limit neither depose
+/// the leader (client load cannot crowd out heartbeats) nor let acknowledged writes' latency
+/// grow without bound.
+#[test]
+fn overload_of_twice_the_pending_limit_keeps_the_leader() {
+    let cluster = Cluster::start(Settings {
+        max_pending_requests: OVERLOAD_PENDING_LIMIT,
+        ..Settings::default()
+    });
+    let leader = cluster.wait_for_leader();
+    let before = cluster
+        .status(leader)
+        .expect("harness: the leader's status");
+    let log = Arc::new(Mutex::new(LoadLog::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&cluster, 2 * OVERLOAD_PENDING_LIMIT, &log, &stop);
+    let started = Instant::now();
+    let mut terms = Vec::new();
+    while started.elapsed() < OVERLOAD_TIME {
+        if let Ok(s) = cluster.status(leader) {
+            terms.push((s.role.clone(), s.term));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        cluster.rt.block_on(w).expect("harness: a writer task");
+    }
+    let log = log.lock().unwrap();
+    let mut lat: Vec<Duration> = log.acked.iter().map(|a| a.2).collect();
+    lat.sort();
+    let p99 = lat[lat.len() * 99 / 100];
+    println!(
+        "overload ({} writers, limit {OVERLOAD_PENDING_LIMIT}): {} acknowledged in {OVERLOAD_TIME:?}, \
+         p50 {:?}, p99 {p99:?}, {} refused, {} unknown",
+        2 * OVERLOAD_PENDING_LIMIT,
+        lat.len(),
+        lat[lat.len() / 2],
+        log.failed,
+        log.unknown.len()
+    );
+    assert!(
+        terms
+            .iter()
+            .all(|(role, term)| role == "leader" && *term == before.term),
+        "the leader stepped down or the term moved under load: {terms:?}"
+    );
+    assert!(
+        p99 <= OVERLOAD_P99_LIMIT,
+        "p99 of acknowledged writes {p99:?}"
+    );
+    assert!(lat.len() > 100, "too few writes to mean anything");
 }

@@ -43,6 +43,8 @@ pub struct ClientLimits {
     pub max_pending: usize,
     /// Largest List page.
     pub max_list_limit: usize,
+    /// Largest List page in encoded bytes (one key always fits, however big).
+    pub max_list_bytes: usize,
     /// UNSAFE, for testing the consistency checker only: answer every read from the local
     /// state machine, on any node, without ReadIndex (reads may be stale).
     pub unsafe_stale_reads: bool,
@@ -169,6 +171,7 @@ impl ClientApiActor {
                 prefix,
                 start,
                 limit,
+                max_bytes,
                 ..
             } => {
                 if prefix.len() > self.limits.max_key_bytes
@@ -181,6 +184,9 @@ impl ClientApiActor {
                 }
                 if *limit == 0 || *limit > self.limits.max_list_limit {
                     *limit = self.limits.max_list_limit;
+                }
+                if *max_bytes == 0 || *max_bytes > self.limits.max_list_bytes {
+                    *max_bytes = self.limits.max_list_bytes;
                 }
                 Ok(())
             }
@@ -486,7 +492,10 @@ impl Handler<RoleChanged> for ClientApiActor {
         self.role = msg.change.role;
         self.leader_id = msg.change.leader_id;
         self.leader_addr = msg.leader_client_addr;
-        if was_leader && self.role != StateRole::Leader {
+        // A leader that handed over gave its whole log to the new one: its pending writes will
+        // be applied here, or be seen overwritten, as entries from the new leader arrive. A
+        // leader deposed otherwise may never hear their fate.
+        if was_leader && self.role != StateRole::Leader && !msg.handed_over {
             self.fail_all_pending("this node lost leadership before the write was applied; it may or may not take effect");
         }
         tracing::info!(role = ?self.role, leader = self.leader_id, term = msg.change.term, "role changed");

@@ -71,6 +71,10 @@ pub enum ReadQuery {
         start: Vec<u8>,
         /// At most this many keys.
         limit: usize,
+        /// At most this many bytes of encoded answer (the first key comes however big it is):
+        /// the StorageActor builds the page while applies wait behind it, and it travels as
+        /// one gRPC message. 0, and anything over `max_list_bytes`, means `max_list_bytes`.
+        max_bytes: usize,
         /// Leave values out.
         keys_only: bool,
     },
@@ -179,7 +183,17 @@ pub struct StepMessage {
     pub msg: RaftMessage,
     /// The sender's client address, remembered for leader hints.
     pub from_client_addr: String,
+    /// The place this message holds in the peer inbox budget, given back when it is handled
+    /// (or dropped unhandled). `None` for messages that bypass the budget (tests).
+    pub slot: Option<crate::actors::inbox::InboxSlot>,
 }
+
+/// Node shutdown → RaftActor: if this node leads, hand leadership to the most up-to-date
+/// follower. Answers the follower chosen, or `None` when this node does not lead (or has no
+/// follower to hand over to).
+#[derive(Debug, Message)]
+#[rtype(result = "Option<u64>")]
+pub struct TransferLeadership;
 
 /// RaftActor → PeerActor: send this message to the peer.
 #[derive(Debug, Message)]
@@ -291,6 +305,10 @@ pub struct RoleChanged {
     pub change: RoleChange,
     /// The leader's client address, when known.
     pub leader_client_addr: Option<String>,
+    /// This node stopped leading because it handed leadership over on purpose: its log went to
+    /// the new leader whole, so writes pending here will still be applied (or seen overwritten)
+    /// and are kept waiting instead of failed.
+    pub handed_over: bool,
 }
 
 /// Start-up → StorageActor, ClientApiActor, PeerActor: the RaftActor now exists.

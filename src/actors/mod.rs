@@ -3,16 +3,19 @@
 //!
 //! - [`RaftActor`]: owns the [`RaftNode`](crate::consensus::RaftNode); ticks it, steps peer
 //!   messages into it, and runs its Ready loop. Lives on its own arbiter (thread), because its
-//!   Ready loop blocks on the log flush.
+//!   Ready loop blocks on the WAL's fdatasync.
 //! - [`StorageActor`]: owns the [`StateMachine`](crate::storage::StateMachine); applies
 //!   committed entries, answers reads, makes snapshots. A sync actor on one thread, so its
 //!   blocking sled calls never stall an async thread and messages keep their order.
-//! - [`PeerActor`]: one per peer; a bounded outbox and a tonic client.
+//! - [`PeerActor`]: one per peer; two bounded outboxes (bulk appends, control messages), each
+//!   with its own connection.
+//! - [`inbox`]: the budget of peer messages waiting for the RaftActor, apart from client load.
 //! - [`ClientApiActor`]: validates client requests, tracks pending writes, gives leader hints.
 //!
 //! All messages are in [`messages`].
 
 pub mod client_api;
+pub mod inbox;
 pub mod messages;
 pub mod peer;
 pub mod raft;

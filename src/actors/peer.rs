@@ -13,6 +13,11 @@
 //! waits for the answer, and repeats; so one RPC is in flight per lane and batches grow by
 //! themselves under load. A batch's deadline grows with its size, at [`MIN_LINK_BYTES_PER_SEC`].
 //!
+//! A message from a term older than the newest this node has sent to the peer is dropped when
+//! it reaches the front of its lane: after a leadership change, megabytes of the old term's
+//! appends would otherwise cross a slow link ahead of the new term's first message, though the
+//! peer would throw them away.
+//!
 //! Overflow policy: when an outbox is full the message is dropped, and the RaftActor is told
 //! the peer is unreachable. Dropping is safe: Raft resends whatever was not acknowledged.
 //! When a send fails, the task reports the peer unreachable, drops what is queued (it would be
@@ -23,6 +28,8 @@
 //! transfer fails only when it stops making progress for [`SNAPSHOT_STALL_TIMEOUT`], however
 //! long the whole takes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -81,6 +88,8 @@ pub struct PeerActor {
     raft: Option<Recipient<PeerReport>>,
     /// Messages dropped because the outbox was full, since the last warning.
     dropped: u64,
+    /// The newest term of a message handed to this link; the lanes drop older ones.
+    term: Arc<AtomicU64>,
 }
 
 impl PeerActor {
@@ -112,6 +121,7 @@ impl PeerActor {
             control: None,
             raft: None,
             dropped: 0,
+            term: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -181,6 +191,16 @@ impl PeerActor {
     }
 }
 
+/// Whether `m` belongs to a term older than the newest sent to this peer. Messages without a
+/// term (forwarded read index requests) are never stale.
+fn stale(m: &RaftMessage, newest: &AtomicU64) -> bool {
+    let pre_vote = matches!(
+        m.get_msg_type(),
+        MessageType::MsgRequestPreVote | MessageType::MsgRequestPreVoteResponse
+    );
+    !pre_vote && m.term != 0 && m.term < newest.load(Ordering::Relaxed)
+}
+
 /// Which lane a message travels on.
 fn is_bulk(msg: &RaftMessage) -> bool {
     msg.get_msg_type() == MessageType::MsgAppend
@@ -189,6 +209,7 @@ fn is_bulk(msg: &RaftMessage) -> bool {
 /// The sender loop of one lane: batch, send, back off on failure.
 async fn run_link(
     mut rx: mpsc::Receiver<RaftMessage>,
+    term: Arc<AtomicU64>,
     mut client: RaftTransportClient<Channel>,
     from: u64,
     from_client_addr: String,
@@ -202,6 +223,7 @@ async fn run_link(
         let first = match carried.take() {
             Some(b) => b,
             None => match rx.recv().await {
+                Some(m) if stale(&m, &term) => continue,
                 Some(m) => match m.write_to_bytes() {
                     Ok(b) => b,
                     Err(e) => {
@@ -216,6 +238,9 @@ async fn run_link(
         let mut messages = vec![first];
         while messages.len() < MAX_BATCH_MESSAGES {
             let Ok(m) = rx.try_recv() else { break };
+            if stale(&m, &term) {
+                continue;
+            }
             let b = match m.write_to_bytes() {
                 Ok(b) => b,
                 Err(e) => {
@@ -266,6 +291,7 @@ impl Actor for PeerActor {
             };
             let link = run_link(
                 rx,
+                self.term.clone(),
                 client,
                 self.self_id,
                 self.self_client_addr.clone(),
@@ -299,6 +325,13 @@ impl Handler<Connect> for PeerActor {
 impl Handler<SendToPeer> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: SendToPeer, ctx: &mut Context<Self>) {
+        // A pre-vote names the term it would campaign for without this node being in it.
+        if !matches!(
+            msg.msg.get_msg_type(),
+            MessageType::MsgRequestPreVote | MessageType::MsgRequestPreVoteResponse
+        ) {
+            self.term.fetch_max(msg.msg.term, Ordering::Relaxed);
+        }
         if msg.msg.get_msg_type() == MessageType::MsgSnapshot {
             self.send_snapshot(msg.msg, ctx);
             return;

@@ -15,8 +15,9 @@ use crate::actors::messages::*;
 use crate::consensus::{RaftNode, ReadyOutput};
 use crate::error::{fatal_storage, Error};
 
-/// Capacity of the RaftActor's mailbox. Senders that use `try_send` (the peer service) drop
-/// messages when it is full — Raft retransmits — and senders that `send` wait.
+/// Capacity of the RaftActor's mailbox. Client requests `send` and wait while it is full; peer
+/// messages bypass it within a budget of their own (`actors::inbox`), so client load cannot
+/// crowd them out.
 pub const RAFT_MAILBOX_CAPACITY: usize = 4_096;
 /// Most committed entries handed to the StorageActor and not yet applied. Beyond this the
 /// RaftActor refuses new proposals (`RESOURCE_EXHAUSTED`) so the apply queue stays bounded.
@@ -64,6 +65,8 @@ pub struct RaftActor {
     applied_index: u64,
     /// Leader id last reported to `role_to`, and whether its client address was known then.
     reported_leader: (u64, bool),
+    /// Leadership is being handed over (shutdown): losing it is then on purpose.
+    handing_over: bool,
 }
 
 impl RaftActor {
@@ -95,6 +98,7 @@ impl RaftActor {
             dispatched_index: applied,
             applied_index: applied,
             reported_leader: (0, false),
+            handing_over: false,
         }
     }
 
@@ -126,10 +130,12 @@ impl RaftActor {
     fn report_role(&mut self, change: crate::consensus::RoleChange) {
         let addr = self.leader_client_addr(change.leader_id);
         self.reported_leader = (change.leader_id, addr.is_some());
+        let handed_over = self.handing_over && change.role != StateRole::Leader;
         if let Some(to) = &self.role_to {
             to.do_send(RoleChanged {
                 change,
                 leader_client_addr: addr,
+                handed_over,
             });
         }
     }
@@ -358,6 +364,19 @@ impl Handler<SnapshotCreated> for RaftActor {
         if let Err(e) = self.node.compact_to_snapshot(msg.index) {
             fatal_storage("compacting the raft log", &e);
         }
+    }
+}
+
+impl Handler<TransferLeadership> for RaftActor {
+    type Result = Option<u64>;
+    fn handle(&mut self, _: TransferLeadership, ctx: &mut Context<Self>) -> Option<u64> {
+        let target = self.node.transfer_leadership();
+        if let Some(to) = target {
+            tracing::info!(to, "handing leadership over");
+            self.handing_over = true;
+            self.schedule(ctx);
+        }
+        target
     }
 }
 

@@ -79,8 +79,12 @@ impl StorageActor {
                 prefix,
                 start,
                 limit,
+                max_bytes,
                 keys_only,
-            } => ReadResult::Page(self.sm.list(prefix, start, *limit, *keys_only)?),
+            } => ReadResult::Page(
+                self.sm
+                    .list(prefix, start, *limit, *max_bytes, *keys_only)?,
+            ),
         };
         Ok(ReadAnswer {
             result,

@@ -2,7 +2,8 @@
 //!
 //! Every node reaches every other node through its own [`LinkProxy`] per direction, so links
 //! can be cut one by one (partitions) without root. Processes can be killed (SIGKILL) and
-//! restarted from their data dir, or paused (SIGSTOP) and resumed (SIGCONT). With
+//! restarted from their data dir, or paused (SIGSTOP) and resumed (SIGCONT); their links can be
+//! slowed (`delay`) or limited in bandwidth (`throttle`). With
 //! [`ClusterOptions::power_fs`] each node's data dir lies on its own [`PowerFs`] mount, and a
 //! power cut kills nodes and throws away everything they had not synced before restarting
 //! them. Dropping the cluster kills every node, then unmounts; the caller owns the directory.
@@ -76,9 +77,26 @@ pub struct LocalCluster {
     power: BTreeMap<u64, PowerFs>,
 }
 
-fn free_addr() -> std::io::Result<String> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.to_string())
+/// Ports handed out by [`reserve_addr`] in this process: two nodes (or two clusters of
+/// parallel tests) must never be given the same one.
+static PORTS_TAKEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A loopback port handed to no one else here, still bound by the returned listener: while it
+/// is held, no other bind (a proxy's, say) can be given the same port. Drop it just before the
+/// node that will listen there starts.
+fn reserve_addr() -> std::io::Result<(String, TcpListener)> {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let addr = l.local_addr()?;
+        if PORTS_TAKEN
+            .lock()
+            .expect("ports registry")
+            .insert(addr.port())
+        {
+            return Ok((addr.to_string(), l));
+        }
+    }
 }
 
 fn signal(pid: u32, sig: &str) -> Result<(), String> {
@@ -104,8 +122,12 @@ impl LocalCluster {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let io = |e: std::io::Error| e.to_string();
         let mut addrs = BTreeMap::new();
+        let mut reserved = Vec::new();
         for id in 1..=size {
-            addrs.insert(id, (free_addr().map_err(io)?, free_addr().map_err(io)?));
+            let (client, held_client) = reserve_addr().map_err(io)?;
+            let (peer, held_peer) = reserve_addr().map_err(io)?;
+            reserved.extend([held_client, held_peer]);
+            addrs.insert(id, (client, peer));
         }
         let mut links = BTreeMap::new();
         for from in 1..=size {
@@ -182,6 +204,8 @@ impl LocalCluster {
             links,
             power,
         };
+        // The nodes bind their ports now.
+        drop(reserved);
         for id in 1..=size {
             cluster.spawn(id)?;
         }
@@ -250,6 +274,25 @@ impl LocalCluster {
     /// Every node's client address.
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.values().map(|n| n.client_addr.clone()).collect()
+    }
+
+    /// Node `id`'s client address.
+    pub fn client_addr(&self, id: u64) -> Option<&str> {
+        self.nodes.get(&id).map(|n| n.client_addr.as_str())
+    }
+
+    /// Waits until some node says it is the leader; returns its id.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<u64, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(id) = self.leader().await {
+                return Ok(id);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no leader within {timeout:?}"));
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
     }
 
     /// The leader, if some node that answers says it is one.
@@ -354,6 +397,17 @@ impl LocalCluster {
         }
     }
 
+    /// Limits every link to and from `id` to `bytes_per_sec`. The limit holds for each
+    /// direction of each TCP connection on its own ([`LinkState::Throttle`]): a node keeps two
+    /// connections to each peer (bulk and control lanes), and each gets the whole rate.
+    pub fn throttle(&self, id: u64, bytes_per_sec: u64) {
+        for ((from, to), proxy) in &self.links {
+            if *from == id || *to == id {
+                proxy.set(LinkState::Throttle { bytes_per_sec });
+            }
+        }
+    }
+
     /// Restores every link.
     pub fn heal_links(&self) {
         for proxy in self.links.values() {
@@ -374,6 +428,16 @@ impl LocalCluster {
     /// Waits until every node reports the same applied index and the same state hash twice in
     /// a row; returns them.
     pub async fn converge(&self, timeout: Duration) -> Result<(u64, u64), String> {
+        self.converge_with(timeout, PROBE_TIMEOUT).await
+    }
+
+    /// [`converge`](Self::converge), allowing each Hash `hash_timeout`: hashing a state of tens
+    /// of MiB takes longer than [`PROBE_TIMEOUT`].
+    pub async fn converge_with(
+        &self,
+        timeout: Duration,
+        hash_timeout: Duration,
+    ) -> Result<(u64, u64), String> {
         let mut client = Client::new(self.endpoints());
         let deadline = Instant::now() + timeout;
         let mut previous = None;
@@ -381,7 +445,7 @@ impl LocalCluster {
         loop {
             let mut seen = Vec::new();
             for n in self.nodes.values() {
-                match client.hash_of(&n.client_addr, PROBE_TIMEOUT).await {
+                match client.hash_of(&n.client_addr, hash_timeout).await {
                     Ok(h) => seen.push((h.applied_index, h.hash)),
                     Err(e) => last = e.to_string(),
                 }

@@ -399,7 +399,8 @@ impl LogStore {
         Ok(())
     }
 
-    /// Writes any commit index not yet written and syncs the log (at shutdown).
+    /// Writes any commit index not yet written and syncs the log. Nothing needs it for
+    /// safety (a lost commit index is re-learned); tests use it to write a complete state.
     pub fn sync(&mut self) -> Result<()> {
         if self.commit_unwritten {
             let hs = self.hard_state.clone();

@@ -173,6 +173,7 @@ impl RaftNode {
             voters,
             leader_id: raft.leader_id,
             is_leader: raft.state == StateRole::Leader,
+            term: raft.term,
             committed,
             last_index: raft.raft_log.last_index(),
             committed_term: raft.raft_log.term(committed).unwrap_or(0),
@@ -241,6 +242,27 @@ impl RaftNode {
         }
         self.raw.read_index(ctx);
         Ok(())
+    }
+
+    /// Hands leadership to the follower whose log matches the leader's furthest, so it needs
+    /// the fewest entries before it can take over. raft-rs sends it the rest, then tells it to
+    /// campaign at once; proposals are refused meanwhile. Returns the follower, or `None` when
+    /// this node does not lead or has none.
+    pub fn transfer_leadership(&mut self) -> Option<u64> {
+        if !self.is_leader() {
+            return None;
+        }
+        let id = self.id();
+        let target = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(peer, _)| **peer != id)
+            .max_by_key(|(_, pr)| pr.matched)
+            .map(|(peer, _)| *peer)?;
+        self.raw.transfer_leader(target);
+        Some(target)
     }
 
     /// Tells raft-rs a peer could not be reached, so it stops pipelining to it.

@@ -50,6 +50,8 @@ pub struct LogView<'a> {
     pub leader_id: u64,
     /// Whether this node is that leader.
     pub is_leader: bool,
+    /// This node's current term.
+    pub term: u64,
     /// The commit index.
     pub committed: u64,
     /// The last index of the log.
@@ -108,12 +110,17 @@ pub fn check(m: &Message, view: &LogView) -> Result<(), Refusal> {
             return Err(format!("{what} {v} is impossibly large"));
         }
     }
+    // raft-rs answers a heartbeat or append from an older term only with its own term (so a
+    // deposed leader learns it is one) and never looks at its contents; checking them would
+    // refuse exactly the messages that answer must go to.
+    let current = m.term >= view.term;
     match t {
-        MsgHeartbeat if m.commit > view.last_index => Err(format!(
+        MsgHeartbeat if current && m.commit > view.last_index => Err(format!(
             "heartbeat commit {} lies past this node's last entry {}",
             m.commit, view.last_index
         )),
-        MsgAppend => check_append(m, view),
+        MsgAppend if current => check_append(m, view),
+        MsgAppend => Ok(()),
         MsgAppendResponse if m.request_snapshot != 0 => {
             Err("append responses never request snapshots here".into())
         }
@@ -233,6 +240,7 @@ mod tests {
             voters: &[1, 2, 3],
             leader_id: 1,
             is_leader: false,
+            term: 3,
             committed: 5,
             last_index: 8,
             committed_term: 2,
@@ -276,6 +284,29 @@ mod tests {
         assert!(check(&hb, &view()).is_err());
         hb.commit = 9;
         assert!(check(&hb, &view()).unwrap_err().contains("past"));
+    }
+
+    #[test]
+    fn a_deposed_leader_s_messages_pass_so_raft_can_answer_with_its_term() {
+        let mut app = msg(MessageType::MsgAppend);
+        app.term = 2;
+        app.index = 8;
+        app.log_term = 1;
+        assert_eq!(
+            check(&app, &view()),
+            Ok(()),
+            "older term: raft-rs only answers"
+        );
+        app.entries = vec![entry(9, 2), entry(11, 1)].into();
+        assert_eq!(
+            check(&app, &view()),
+            Ok(()),
+            "even with entries raft-rs ignores"
+        );
+        let mut hb = msg(MessageType::MsgHeartbeat);
+        hb.term = 2;
+        hb.commit = 50;
+        assert_eq!(check(&hb, &view()), Ok(()));
     }
 
     #[test]

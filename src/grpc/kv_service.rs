@@ -117,6 +117,8 @@ impl Kv for KvService {
             prefix: r.prefix,
             start: r.start_key,
             limit: r.limit as usize,
+            // Clients cannot ask for a byte bound; the ClientApiActor applies max_list_bytes.
+            max_bytes: 0,
             keys_only: r.keys_only,
         };
         let a = self

@@ -11,6 +11,7 @@ use raft::prelude::{Message as RaftMessage, MessageType};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::actors::inbox::{InboxSlot, PeerInbox};
 use crate::actors::messages::StepMessage;
 use crate::actors::RaftActor;
 use crate::proto::raftpb::raft_transport_server::RaftTransport;
@@ -30,16 +31,27 @@ pub struct RaftService {
     node_id: u64,
     /// Where messages go.
     raft: Addr<RaftActor>,
+    /// The room peer messages have in the RaftActor's mailbox, apart from client load.
+    inbox: PeerInbox,
 }
 
 impl RaftService {
     /// A service that feeds `raft`.
     pub fn new(node_id: u64, raft: Addr<RaftActor>) -> RaftService {
-        RaftService { node_id, raft }
+        RaftService {
+            node_id,
+            raft,
+            inbox: PeerInbox::default(),
+        }
     }
 
     /// Wraps `msg` for the RaftActor, refusing a message meant for another node.
-    fn step_for_me(&self, msg: RaftMessage, from_client_addr: &str) -> Result<StepMessage, Status> {
+    fn step_for_me(
+        &self,
+        msg: RaftMessage,
+        from_client_addr: &str,
+        slot: Option<InboxSlot>,
+    ) -> Result<StepMessage, Status> {
         if msg.to != self.node_id {
             return Err(Status::invalid_argument(format!(
                 "message for node {} reached node {}",
@@ -49,15 +61,19 @@ impl RaftService {
         Ok(StepMessage {
             msg,
             from_client_addr: from_client_addr.to_string(),
+            slot,
         })
     }
 
     fn deliver(&self, msg: RaftMessage, from_client_addr: &str) -> Result<(), Status> {
-        let step = self.step_for_me(msg, from_client_addr)?;
-        // A full mailbox drops the message: Raft resends what is not acknowledged.
-        if let Err(e) = self.raft.try_send(step) {
-            tracing::debug!("raft mailbox full or closed, message dropped: {e}");
-        }
+        // A full peer inbox drops the message: Raft resends what is not acknowledged. Within
+        // the budget the message goes in whatever client load has done to the mailbox.
+        let Some(slot) = self.inbox.take() else {
+            tracing::debug!("peer inbox full, message dropped");
+            return Ok(());
+        };
+        let step = self.step_for_me(msg, from_client_addr, Some(slot))?;
+        self.raft.do_send(step);
         Ok(())
     }
 }
@@ -107,7 +123,7 @@ impl RaftTransport for RaftService {
         })?;
         tracing::info!(from = first.from, bytes = data.len(), "snapshot received");
         msg.mut_snapshot().data = data.into();
-        let step = self.step_for_me(msg, &first.from_client_addr)?;
+        let step = self.step_for_me(msg, &first.from_client_addr, None)?;
         // Unlike ordinary messages, a snapshot is not dropped when the mailbox is full: the
         // leader would take it as delivered and only find out after another full transfer.
         self.raft

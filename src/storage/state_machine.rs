@@ -80,6 +80,43 @@ pub struct ListPage {
     pub next_key: Option<Vec<u8>>,
 }
 
+/// The most a List answer (`kv.v1.ListResponse`) spends besides its entries and `next_key`:
+/// the response header, three 64-bit varints of at most 10 bytes with a 1-byte tag each,
+/// framed by a tag and a 1-byte length, and the `more` flag, a tag and 1 byte.
+pub const LIST_ANSWER_FIXED_BYTES: usize = 2 + 3 * (1 + 10) + 2;
+
+/// Bytes a proto3 `bytes` field of `len` bytes takes (tags here are all 1 byte): nothing when
+/// empty, since proto3 leaves empty fields out.
+fn bytes_field_len(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        1 + prost::length_delimiter_len(len) + len
+    }
+}
+
+/// Bytes one entry adds to an encoded List answer: a `KeyValue` in `ListResponse.kvs`, tags
+/// and lengths included. Counting the encoding, not just the key and value, keeps a page of
+/// many tiny keys within the bound too (framing is most of such a page).
+pub fn list_entry_bytes(key_len: usize, value_len: usize) -> usize {
+    let inner = bytes_field_len(key_len) + bytes_field_len(value_len);
+    1 + prost::length_delimiter_len(inner) + inner
+}
+
+/// The most bytes an encoded List answer holding `page` takes (the header at its largest).
+pub fn list_answer_bytes(page: &ListPage) -> usize {
+    LIST_ANSWER_FIXED_BYTES
+        + page
+            .kvs
+            .iter()
+            .map(|(k, v)| list_entry_bytes(k.len(), v.len()))
+            .sum::<usize>()
+        + page
+            .next_key
+            .as_ref()
+            .map_or(0, |k| bytes_field_len(k.len()))
+}
+
 /// The key-value data of one node.
 pub struct StateMachine {
     /// The database, for flushes.
@@ -280,12 +317,18 @@ impl StateMachine {
         Ok(self.tree.get(data_key(key))?.map(|v| v.to_vec()))
     }
 
-    /// Up to `limit` keys with `prefix`, from `start` (inclusive) in byte order.
+    /// Up to `limit` keys with `prefix`, from `start` (inclusive) in byte order, and no more
+    /// than fits in `max_bytes` of encoded answer ([`list_answer_bytes`]): the StorageActor
+    /// builds the page while applies wait, and the gRPC layer sends it as one message, so its
+    /// size must be bounded however large the values are. The page stops before the entry that
+    /// would take it past `max_bytes`, counting the `next_key` it would then carry; the first
+    /// entry is always included, however large, so a client always makes progress.
     pub fn list(
         &self,
         prefix: &[u8],
         start: &[u8],
         limit: usize,
+        max_bytes: usize,
         keys_only: bool,
     ) -> Result<ListPage> {
         let from = if start > prefix {
@@ -294,20 +337,42 @@ impl StateMachine {
             data_key(prefix)
         };
         let pfx = data_key(prefix);
+        let mut range = self.tree.range(from..);
+        // The next stored entry with the prefix. Looking one ahead reads nothing extra: the
+        // entry after a page is read anyway, to name `next_key`.
+        let mut next_entry = || -> Result<Option<(sled::IVec, sled::IVec)>> {
+            match range.next() {
+                Some(kv) => {
+                    let (k, v) = kv?;
+                    Ok(k.starts_with(&pfx).then_some((k, v)))
+                }
+                None => Ok(None),
+            }
+        };
         let mut page = ListPage::default();
-        for kv in self.tree.range(from..) {
-            let (k, v) = kv?;
-            if !k.starts_with(&pfx) {
+        let mut used = LIST_ANSWER_FIXED_BYTES;
+        let mut current = next_entry()?;
+        while let Some((k, v)) = current {
+            let key = &k[1..];
+            if page.kvs.len() >= limit {
+                page.next_key = Some(key.to_vec());
                 break;
             }
-            if page.kvs.len() == limit {
-                page.next_key = Some(k[1..].to_vec());
+            let value: &[u8] = if keys_only { &[] } else { &v };
+            let following = next_entry()?;
+            // Should the page end after this entry, the key that follows rides along as
+            // `next_key`; counting it here keeps every page, cut here or later, in bounds.
+            let next_key_bytes = following
+                .as_ref()
+                .map_or(0, |(k, _)| bytes_field_len(k.len() - 1));
+            let cost = list_entry_bytes(key.len(), value.len());
+            if !page.kvs.is_empty() && used + cost + next_key_bytes > max_bytes {
+                page.next_key = Some(key.to_vec());
                 break;
             }
-            page.kvs.push((
-                k[1..].to_vec(),
-                if keys_only { Vec::new() } else { v.to_vec() },
-            ));
+            used += cost;
+            page.kvs.push((key.to_vec(), value.to_vec()));
+            current = following;
         }
         Ok(page)
     }
@@ -540,16 +605,143 @@ mod tests {
             .map(|(i, k)| set(i as u64 + 1, k, "v"))
             .collect();
         sm.apply(&entries).unwrap();
-        let p = sm.list(b"a/", b"", 2, false).unwrap();
+        let p = sm.list(b"a/", b"", 2, usize::MAX, false).unwrap();
         assert_eq!(
             p.kvs.iter().map(|kv| kv.0.clone()).collect::<Vec<_>>(),
             vec![b"a/1".to_vec(), b"a/2".to_vec()]
         );
         assert_eq!(p.next_key, Some(b"a/3".to_vec()));
-        let p = sm.list(b"a/", b"a/3", 2, true).unwrap();
+        let p = sm.list(b"a/", b"a/3", 2, usize::MAX, true).unwrap();
         assert_eq!(p.kvs, vec![(b"a/3".to_vec(), vec![])]);
         assert_eq!(p.next_key, None);
-        assert_eq!(sm.list(b"", b"", 10, true).unwrap().kvs.len(), 4);
+        assert_eq!(
+            sm.list(b"", b"", 10, usize::MAX, true).unwrap().kvs.len(),
+            4
+        );
+    }
+
+    /// `page` as the gRPC layer encodes it, with the largest header there is.
+    fn encoded_answer(page: &ListPage) -> usize {
+        use crate::proto::kv::{KeyValue, ListResponse, ResponseHeader};
+        ListResponse {
+            header: Some(ResponseHeader {
+                node_id: u64::MAX,
+                term: u64::MAX,
+                index: u64::MAX,
+            }),
+            kvs: page
+                .kvs
+                .iter()
+                .map(|(key, value)| KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            more: true,
+            next_key: page.next_key.clone().unwrap_or_default(),
+        }
+        .encoded_len()
+    }
+
+    /// Keys of `page`, as strings.
+    fn keys_of(page: &ListPage) -> Vec<String> {
+        page.kvs
+            .iter()
+            .map(|(k, _)| String::from_utf8(k.clone()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn list_pages_are_cut_by_encoded_bytes() {
+        /// Length of every value here.
+        const VALUE_BYTES: usize = 100;
+        /// One `KeyValue` of a 2-byte key and a [`VALUE_BYTES`] value, encoded: the key field
+        /// (tag, length, 2 bytes), the value field (tag, length, 100 bytes), framed by a tag
+        /// and a length.
+        const ENTRY_BYTES: usize = 2 + (1 + 1 + 2) + (1 + 1 + VALUE_BYTES);
+        /// A 2-byte `next_key`, encoded.
+        const NEXT_KEY_BYTES: usize = 1 + 1 + 2;
+        /// One `KeyValue` of a 2-byte key alone, encoded.
+        const KEY_ONLY_BYTES: usize = 2 + (1 + 1 + 2);
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let value = "v".repeat(VALUE_BYTES);
+        let keys = ["k1", "k2", "k3", "k4", "k5"];
+        let entries: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| set(i as u64 + 1, k, &value))
+            .collect();
+        sm.apply(&entries).unwrap();
+        let list = |start: &str, max_bytes, keys_only| {
+            sm.list(b"k", start.as_bytes(), usize::MAX, max_bytes, keys_only)
+                .unwrap()
+        };
+
+        // Exactly room for two entries and the next key: two, and the answer is that size.
+        let two = LIST_ANSWER_FIXED_BYTES + 2 * ENTRY_BYTES + NEXT_KEY_BYTES;
+        let p = list("", two, false);
+        assert_eq!(keys_of(&p), ["k1", "k2"]);
+        assert_eq!(p.next_key.as_deref(), Some(&b"k3"[..]));
+        assert_eq!(p.kvs[1].1, value.as_bytes(), "values come with the keys");
+        assert_eq!(list_answer_bytes(&p), two);
+        assert_eq!(encoded_answer(&p), two, "the count is the real encoding");
+        // One byte less: the second entry would leave no room for the next key.
+        let p = list("", two - 1, false);
+        assert_eq!(keys_of(&p), ["k1"]);
+        assert_eq!(p.next_key.as_deref(), Some(&b"k2"[..]));
+
+        // A bound smaller than any entry still returns one, so a client always advances.
+        let p = list("k4", 1, false);
+        assert_eq!(keys_of(&p), ["k4"]);
+        assert_eq!(p.next_key.as_deref(), Some(&b"k5"[..]));
+        // The last entry needs no room for a next key.
+        let last = LIST_ANSWER_FIXED_BYTES + ENTRY_BYTES;
+        let p = list("k5", last, false);
+        assert_eq!((keys_of(&p), p.next_key), (vec!["k5".to_string()], None));
+
+        // Keys only: only keys count, so many more fit in the same bound.
+        let keys_only = LIST_ANSWER_FIXED_BYTES + 3 * KEY_ONLY_BYTES + NEXT_KEY_BYTES;
+        let p = list("", keys_only, true);
+        assert_eq!(keys_of(&p), ["k1", "k2", "k3"]);
+        assert!(p.kvs.iter().all(|(_, v)| v.is_empty()));
+        assert_eq!(p.next_key.as_deref(), Some(&b"k4"[..]));
+        assert_eq!(encoded_answer(&p), keys_only);
+        assert!(
+            keys_only < two,
+            "the same three keys with values would not fit"
+        );
+
+        // Paging by next_key with any bound visits every key once, each page within it.
+        for max_bytes in [1, two - 1, two, two + ENTRY_BYTES, 10_000] {
+            let mut seen = Vec::new();
+            let mut start = String::new();
+            loop {
+                let p = list(&start, max_bytes, false);
+                assert!(
+                    p.kvs.len() == 1 || encoded_answer(&p) <= max_bytes,
+                    "a page of {} bytes over {max_bytes}",
+                    encoded_answer(&p)
+                );
+                seen.extend(keys_of(&p));
+                match p.next_key {
+                    Some(next) => start = String::from_utf8(next).unwrap(),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, keys, "paging with max_bytes {max_bytes}");
+        }
+
+        // The count limit still applies within the byte bound.
+        let p = sm.list(b"k", b"", 2, usize::MAX, false).unwrap();
+        assert_eq!(
+            (keys_of(&p), p.next_key),
+            (
+                vec!["k1".to_string(), "k2".to_string()],
+                Some(b"k3".to_vec())
+            )
+        );
     }
 
     #[test]

@@ -328,6 +328,8 @@ pub struct Settings {
     pub max_value_bytes: usize,
     /// `max_list_limit` of every node.
     pub max_list_limit: u32,
+    /// `max_pending_requests` of every node.
+    pub max_pending_requests: usize,
     /// `snapshot_threshold` of every node.
     pub snapshot_threshold: u64,
     /// `log_retain_entries` of every node.
@@ -343,6 +345,7 @@ impl Default for Settings {
             nodes: 3,
             max_value_bytes: 64 * 1024,
             max_list_limit: 1_000,
+            max_pending_requests: NodeConfig::default().max_pending_requests,
             snapshot_threshold: NodeConfig::default().snapshot_threshold,
             log_retain_entries: NodeConfig::default().log_retain_entries,
             listen_on_unspecified: false,
@@ -418,6 +421,7 @@ impl Cluster {
                     election_ticks: ELECTION_TICKS,
                     max_value_bytes: settings.max_value_bytes,
                     max_list_limit: settings.max_list_limit,
+                    max_pending_requests: settings.max_pending_requests,
                     snapshot_threshold: settings.snapshot_threshold,
                     log_retain_entries: settings.log_retain_entries,
                     request_timeout_ms: REQUEST_TIMEOUT_MS,
