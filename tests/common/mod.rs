@@ -279,26 +279,24 @@ pub fn run_to_exit_with_stdin(
 
 /// Runs `kvctl --endpoints <endpoints> <args>` in `dir`.
 pub fn kvctl(dir: &Path, endpoints: &str, args: &[&str]) -> Finished {
-    let mut cmd = Command::new(KVCTL_BIN);
-    clean_env(&mut cmd)
-        .current_dir(dir)
-        .arg("--endpoints")
-        .arg(endpoints)
-        .args(args);
-    run_to_exit(&mut cmd, dir, KVCTL_TIMEOUT)
+    run_kvctl(dir, endpoints, args, Stdio::null())
 }
 
 /// Runs `kvctl --endpoints <endpoints> <args>` in `dir` with the file at `input` as its
 /// standard input.
 pub fn kvctl_with_stdin(dir: &Path, endpoints: &str, args: &[&str], input: &Path) -> Finished {
+    let stdin = File::open(input).expect("open kvctl's stdin file");
+    run_kvctl(dir, endpoints, args, stdin.into())
+}
+
+fn run_kvctl(dir: &Path, endpoints: &str, args: &[&str], stdin: Stdio) -> Finished {
     let mut cmd = Command::new(KVCTL_BIN);
     clean_env(&mut cmd)
         .current_dir(dir)
         .arg("--endpoints")
         .arg(endpoints)
         .args(args);
-    let stdin = File::open(input).expect("open kvctl's stdin file");
-    run_to_exit_with_stdin(&mut cmd, stdin.into(), dir, KVCTL_TIMEOUT)
+    run_to_exit_with_stdin(&mut cmd, stdin, dir, KVCTL_TIMEOUT)
 }
 
 /// The last `n` lines of the file at `path` (or why it cannot be read).
