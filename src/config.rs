@@ -186,10 +186,12 @@ pub struct ConfigOverrides {
     #[arg(long, env = "KV_MAX_LIST_BYTES")]
     pub max_list_bytes: Option<usize>,
     /// UNSAFE, testing only: serve reads from local state without ReadIndex (stale reads).
-    #[arg(long, env = "KV_UNSAFE_STALE_READS")]
+    /// Hidden from `--help`: it exists for the consistency suite, not for operators.
+    #[arg(long, env = "KV_UNSAFE_STALE_READS", hide = true)]
     pub unsafe_stale_reads: Option<bool>,
     /// UNSAFE, testing only: never fdatasync the Raft log (a power cut loses acknowledged writes).
-    #[arg(long, env = "KV_UNSAFE_NO_FSYNC")]
+    /// Hidden from `--help`, like the other unsafe options.
+    #[arg(long, env = "KV_UNSAFE_NO_FSYNC", hide = true)]
     pub unsafe_no_fsync: Option<bool>,
 }
 

@@ -1363,6 +1363,10 @@ fn node_help_lists_the_flags() {
     ] {
         assert!(out.stdout.contains(flag), "--help lists {flag}\n{out}");
     }
+    assert!(
+        !out.stdout.contains("--unsafe-"),
+        "the testing-only unsafe options stay out of --help\n{out}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
