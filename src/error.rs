@@ -8,10 +8,7 @@ use std::path::PathBuf;
 /// Shorthand used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Response metadata key carrying the leader's client address on `UNAVAILABLE`.
-pub const LEADER_ADDR_METADATA: &str = "x-leader-addr";
-/// Response metadata key carrying the leader's node id on `UNAVAILABLE`.
-pub const LEADER_ID_METADATA: &str = "x-leader-id";
+pub use kv_api::status::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
 
 /// Everything that can go wrong inside a node.
 #[derive(Debug, thiserror::Error)]

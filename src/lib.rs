@@ -27,14 +27,11 @@
 //! and the GUI). Tools, not product: [`chaos`] (the consistency suite), [`gui`].
 
 pub mod actors;
-pub mod chaos;
-pub mod client;
 pub mod config;
 pub mod consensus;
 pub mod durable;
 pub mod error;
 pub mod grpc;
-pub mod gui;
 pub mod node;
 pub mod proto;
 pub mod recovery;

@@ -284,10 +284,12 @@ impl Node {
         let kv = KvService::new(client_api.clone(), config.node_id, config.request_timeout());
         // Reflection in both versions: newer tools ask v1, older grpcurl builds v1alpha.
         let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(kv_api::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| Error::Transport(e.to_string()))?;
         let reflection_alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(kv_api::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .map_err(|e| Error::Transport(e.to_string()))?;

@@ -23,15 +23,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use distributed_kv::client::{Client, ClientError};
-use distributed_kv::proto::kv::StatusResponse;
 use distributed_kv::proto::raftpb::raft_transport_client::RaftTransportClient;
 use distributed_kv::proto::raftpb::{RaftBatch, SnapshotChunk};
+use kv_api::client::{Client, ClientError};
+use kv_api::proto::StatusResponse;
 use rand::{Rng, RngCore, SeedableRng};
 use tokio::runtime::Runtime;
 
-mod common;
-use common::*;
+use kv_harness::process::*;
 
 // ---------------------------------------------------------------------------------------------
 // 1. kill -9 the leader under load
@@ -677,8 +676,8 @@ const BIG_LIST_VALUES: usize = 12;
 #[test]
 fn a_list_of_big_values_arrives_whole_in_pages_under_the_byte_bound() {
     use distributed_kv::config::DEFAULT_MAX_LIST_BYTES;
-    use distributed_kv::proto::kv::kv_client::KvClient;
-    use distributed_kv::proto::kv::ListRequest;
+    use kv_api::proto::kv_client::KvClient;
+    use kv_api::proto::ListRequest;
     use prost::Message as _;
 
     let cluster = Cluster::start(Settings {
@@ -778,8 +777,8 @@ fn a_list_of_big_values_arrives_whole_in_pages_under_the_byte_bound() {
 #[test]
 fn nodes_listening_on_0_0_0_0_hint_their_advertised_addresses() {
     use distributed_kv::error::LEADER_ADDR_METADATA;
-    use distributed_kv::proto::kv::kv_client::KvClient;
-    use distributed_kv::proto::kv::SetRequest;
+    use kv_api::proto::kv_client::KvClient;
+    use kv_api::proto::SetRequest;
 
     let cluster = Cluster::start(Settings {
         listen_on_unspecified: true,
@@ -882,7 +881,7 @@ fn nodes_listening_on_0_0_0_0_hint_their_advertised_addresses() {
 /// Runs the node binary with `args` in `dir` and expects it to refuse to start: a non-zero exit
 /// code (not a signal), one line on stderr containing every string in `names`, and no panic.
 fn expect_refused(dir: &Path, what: &str, args: &[&OsStr], names: &[&str]) -> Finished {
-    let mut cmd = Command::new(NODE_BIN);
+    let mut cmd = Command::new(node_bin());
     clean_env(&mut cmd).current_dir(dir).args(args);
     let out = run_to_exit(&mut cmd, dir, EXIT_TIMEOUT);
     let code = out
@@ -1074,7 +1073,7 @@ fn unwritable_data_dir_error_names_file_and_field() {
 fn single_node_from_flags(dir: &Path, node_id: u64, data_dir: &Path, log: &Path) -> (Proc, String) {
     let client = free_addr();
     let log = File::create(log).expect("create log");
-    let mut cmd = Command::new(NODE_BIN);
+    let mut cmd = Command::new(node_bin());
     clean_env(&mut cmd)
         .current_dir(dir)
         .env("KV_TICK_INTERVAL_MS", TICK_INTERVAL_MS.to_string())
@@ -1351,7 +1350,7 @@ fn single_node_from_flags_and_env_serves() {
 #[test]
 fn node_help_lists_the_flags() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut cmd = Command::new(NODE_BIN);
+    let mut cmd = Command::new(node_bin());
     clean_env(&mut cmd).current_dir(tmp.path()).arg("--help");
     let out = run_to_exit(&mut cmd, tmp.path(), EXIT_TIMEOUT);
     assert_eq!(out.code(), 0, "--help exits 0\n{out}");

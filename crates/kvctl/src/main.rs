@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use distributed_kv::client::{endpoints_from, Client, ClientError};
-use distributed_kv::proto::kv::ListRequest;
+use kv_api::client::{endpoints_from, Client, ClientError};
+use kv_api::proto::ListRequest;
 
 /// Command-line client for distributed_kv. Finds the leader by itself.
 #[derive(Parser, Debug)]
@@ -161,7 +161,7 @@ const EXIT_UNDECIDED: u8 = 7;
 const CHAOS_OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn chaos(args: ChaosArgs) -> Result<ExitCode, ClientError> {
-    use distributed_kv::chaos::runner::{run, ChaosOptions, FaultKind};
+    use kv_chaos::runner::{run, ChaosOptions, FaultKind};
     let faults = FaultKind::parse_list(&args.faults).map_err(ClientError::Invalid)?;
     let node_binary = match args.node_binary {
         Some(p) => p,
@@ -205,10 +205,7 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, ClientError> {
     println!("{report} seed={seed}");
     Ok(if report.passed() {
         ExitCode::SUCCESS
-    } else if matches!(
-        report.verdict,
-        distributed_kv::chaos::Verdict::Unknown { .. }
-    ) {
+    } else if matches!(report.verdict, kv_chaos::Verdict::Unknown { .. }) {
         ExitCode::from(EXIT_UNDECIDED)
     } else {
         ExitCode::from(EXIT_VIOLATION)
@@ -232,9 +229,7 @@ fn read_stdin() -> Result<Vec<u8>, ClientError> {
 async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
     let endpoints = endpoints_from(cli.endpoints.as_deref());
     if endpoints.is_empty() && !matches!(cli.command, Command::Chaos(_)) {
-        return Err(ClientError::Invalid(
-            distributed_kv::client::NO_ENDPOINTS.into(),
-        ));
+        return Err(ClientError::Invalid(kv_api::client::NO_ENDPOINTS.into()));
     }
     let mut client = Client::new(endpoints).with_timeout(Duration::from_millis(cli.timeout_ms));
     let serializable = cli.consistency == Consistency::S;

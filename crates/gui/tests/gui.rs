@@ -1,19 +1,17 @@
 //! GUI tests: the real egui UI, driven through AccessKit with egui_kittest (no display needed),
-//! against real `distributed_kv` processes started by the test (harness in `tests/common`).
+//! against real `distributed_kv` processes started by the test (the `kv_harness` crate's `process` harness).
 //!
 //! The UI's network calls run on its worker thread, so results arrive while the test steps the
 //! UI frame by frame; [`step_until`] steps and polls until what the user would see appears, or
 //! a deadline passes. Widgets are found the way a screen reader finds them: by their labels.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use distributed_kv::gui::KvApp;
 use eframe::egui;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
+use kv_gui::KvApp;
+use kv_harness::process::*;
 
 /// Window size the UI is laid out in.
 const WINDOW: [f32; 2] = [1200.0, 800.0];
@@ -299,7 +297,7 @@ fn browser_pages_with_load_more_and_filters_by_prefix() {
     let cluster = Cluster::start(Settings::default());
     let tmp = tempfile::tempdir().unwrap();
     let mut client = cluster.client();
-    let page = distributed_kv::gui::worker::LIST_PAGE_KEYS as usize;
+    let page = kv_gui::worker::LIST_PAGE_KEYS as usize;
     let total = page + page / 2;
     for n in 0..total {
         let key = format!("many/{n:04}");

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
-use crate::client::{Client, ClientError};
-use crate::proto::kv::ListRequest;
+use kv_api::client::{Client, ClientError};
+use kv_api::proto::ListRequest;
 
 /// Jobs waiting for the worker before `submit` refuses more.
 pub const JOB_QUEUE_CAPACITY: usize = 64;

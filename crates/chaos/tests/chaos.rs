@@ -22,19 +22,20 @@
 //! links throttled to 20 Mbit/s, while the leader keeps its term and office and small writes
 //! keep succeeding.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use distributed_kv::chaos::cluster::{ClusterOptions, LocalCluster, PROBE_INTERVAL, PROBE_TIMEOUT};
-use distributed_kv::chaos::runner::{run, ChaosOptions, FaultKind};
-use distributed_kv::chaos::Verdict;
-use distributed_kv::client::{Client, ClientError};
-use distributed_kv::proto::kv::StatusResponse;
+use kv_api::client::{Client, ClientError};
+use kv_api::proto::StatusResponse;
+use kv_chaos::runner::{run, ChaosOptions, FaultKind};
+use kv_chaos::Verdict;
+use kv_harness::cluster::{ClusterOptions, LocalCluster, PROBE_INTERVAL, PROBE_TIMEOUT};
 
 /// The node binary under test.
-const NODE_BIN: &str = env!("CARGO_BIN_EXE_distributed_kv");
+fn node_bin() -> std::path::PathBuf {
+    kv_harness::target_bin("distributed_kv")
+}
 /// How long each fault lasts, and the healthy gap between faults.
 const FAULT_HOLD: Duration = Duration::from_secs(3);
 /// One operation's deadline in the workload.
@@ -86,7 +87,7 @@ fn options(
     mode: Unsafe,
 ) -> ChaosOptions {
     ChaosOptions {
-        node_binary: PathBuf::from(NODE_BIN),
+        node_binary: node_bin(),
         work_dir: dir.path().join("cluster"),
         output_dir: dir.path().join("out"),
         nodes: 3,
@@ -221,10 +222,9 @@ async fn keys_lost_to_a_power_cut(dir: &tempfile::TempDir, n: usize, mode: Unsaf
         unsafe_no_fsync: mode == Unsafe::NoFsync,
         ..ClusterOptions::default()
     };
-    let mut cluster =
-        LocalCluster::start(&PathBuf::from(NODE_BIN), &dir.path().join("c"), 3, options)
-            .await
-            .expect("harness: start the cluster");
+    let mut cluster = LocalCluster::start(&node_bin(), &dir.path().join("c"), 3, options)
+        .await
+        .expect("harness: start the cluster");
     let mut client = Client::new(cluster.endpoints()).with_timeout(Duration::from_secs(10));
     let keys: Vec<String> = (0..n).map(|i| format!("acked-{i:04}")).collect();
     for k in &keys {
@@ -361,7 +361,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 async fn a_follower_catches_up_over_a_slow_link_while_the_leader_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = LocalCluster::start(
-        &PathBuf::from(NODE_BIN),
+        &node_bin(),
         &dir.path().join("c"),
         3,
         ClusterOptions::default(),

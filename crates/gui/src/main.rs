@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use distributed_kv::gui::app::{default_state_file, KvApp};
 use eframe::egui;
+use kv_gui::app::{default_state_file, KvApp};
 
 /// Browse and edit keys, and watch the cluster.
 #[derive(Parser, Debug)]

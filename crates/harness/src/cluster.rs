@@ -10,17 +10,17 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use powerfs::PowerFs;
 
-use crate::chaos::proxy::{LinkProxy, LinkState};
-use crate::client::Client;
-use crate::config::NodeConfig;
-use crate::storage::trust::BOOT_ID_ENV;
+use crate::ports::reserve_addr;
+use crate::proxy::{LinkProxy, LinkState};
+use distributed_kv::config::NodeConfig;
+use distributed_kv::storage::trust::BOOT_ID_ENV;
+use kv_api::Client;
 
 /// Raft tick in the generated configs, in milliseconds (fast elections keep runs short).
 pub const CHAOS_TICK_MS: u64 = 50;
@@ -75,28 +75,6 @@ pub struct LocalCluster {
     /// Each node's power-cut filesystem, by id, when the options asked for them. Declared after
     /// `nodes` and unmounted only after `Drop` has killed every node.
     power: BTreeMap<u64, PowerFs>,
-}
-
-/// Ports handed out by [`reserve_addr`] in this process: two nodes (or two clusters of
-/// parallel tests) must never be given the same one.
-static PORTS_TAKEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
-
-/// A loopback port handed to no one else here, still bound by the returned listener: while it
-/// is held, no other bind (a proxy's, say) can be given the same port. Drop it just before the
-/// node that will listen there starts.
-fn reserve_addr() -> std::io::Result<(String, TcpListener)> {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0")?;
-        let addr = l.local_addr()?;
-        if PORTS_TAKEN
-            .lock()
-            .expect("ports registry")
-            .insert(addr.port())
-        {
-            return Ok((addr.to_string(), l));
-        }
-    }
 }
 
 fn signal(pid: u32, sig: &str) -> Result<(), String> {

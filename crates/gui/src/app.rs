@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 
-use crate::client::{endpoints_from, ClientError};
-use crate::gui::worker::{Done, NodeRow, Reply, Request, Worker};
+use crate::worker::{Done, NodeRow, Reply, Request, Worker};
+use kv_api::client::{endpoints_from, ClientError};
 
 /// How often the cluster panel refreshes.
 pub const STATUS_REFRESH: Duration = Duration::from_secs(1);
@@ -140,7 +140,7 @@ impl KvApp {
             .and_then(|f| std::fs::read_to_string(f).ok())
             .map(|s| s.trim().to_string());
         let given = endpoints
-            .or_else(|| std::env::var(crate::client::ENDPOINTS_ENV).ok())
+            .or_else(|| std::env::var(kv_api::client::ENDPOINTS_ENV).ok())
             .or(remembered.filter(|s| !s.is_empty()));
         let list = endpoints_from(given.as_deref());
         let worker = Worker::start(list.clone(), OPERATION_TIMEOUT, repaint);

@@ -17,29 +17,28 @@
 //! Raft timing in the generated configs is fast but realistic: 50 ms ticks, heartbeats every
 //! tick, an election timeout of 10 ticks (0.5–1 s after randomisation).
 
-// Each test binary that includes this module uses only part of it.
-#![allow(dead_code)]
-
-use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use distributed_kv::client::{Client, ClientError};
 use distributed_kv::config::NodeConfig;
-use distributed_kv::proto::kv::StatusResponse;
+use kv_api::proto::StatusResponse;
+use kv_api::{Client, ClientError};
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 
 /// The node binary under test.
-pub const NODE_BIN: &str = env!("CARGO_BIN_EXE_distributed_kv");
+pub fn node_bin() -> PathBuf {
+    crate::target_bin("distributed_kv")
+}
+
 /// The command-line client under test.
-pub const KVCTL_BIN: &str = env!("CARGO_BIN_EXE_kvctl");
+pub fn kvctl_bin() -> PathBuf {
+    crate::target_bin("kvctl")
+}
 
 /// Raft tick length in generated configs, in milliseconds.
 pub const TICK_INTERVAL_MS: u64 = 50;
@@ -71,24 +70,7 @@ pub const CLIENT_OP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lines of each node's log printed when a test fails.
 pub const LOG_TAIL_LINES: usize = 60;
 
-/// Ports handed out so far by [`free_port`] in this test process.
-pub static PORTS_TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-
-/// A loopback port that was free a moment ago and that no other test in this process got.
-pub fn free_port() -> u16 {
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local_addr").port();
-        if PORTS_TAKEN.lock().unwrap().insert(port) {
-            return port;
-        }
-    }
-}
-
-/// `127.0.0.1:<a free port>`.
-pub fn free_addr() -> String {
-    format!("127.0.0.1:{}", free_port())
-}
+pub use crate::ports::{free_addr, free_port};
 
 /// Retries `probe` every [`POLL_INTERVAL`] until it returns `Some`, and returns that; panics
 /// naming `what` if `timeout` passes first.
@@ -290,7 +272,7 @@ pub fn kvctl_with_stdin(dir: &Path, endpoints: &str, args: &[&str], input: &Path
 }
 
 fn run_kvctl(dir: &Path, endpoints: &str, args: &[&str], stdin: Stdio) -> Finished {
-    let mut cmd = Command::new(KVCTL_BIN);
+    let mut cmd = Command::new(kvctl_bin());
     clean_env(&mut cmd)
         .current_dir(dir)
         .arg("--endpoints")
@@ -468,7 +450,7 @@ impl Cluster {
             slot.starts, slot.id
         )
         .unwrap();
-        let mut cmd = Command::new(NODE_BIN);
+        let mut cmd = Command::new(node_bin());
         clean_env(&mut cmd)
             .current_dir(self.dir.path())
             .arg("--config")

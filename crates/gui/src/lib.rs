@@ -4,7 +4,7 @@
 //! - [`app::KvApp`], the egui UI, runs on the UI thread. It never waits on the network: it hands
 //!   requests to the worker and picks up results at the start of each frame.
 //! - [`worker::Worker`] owns a thread with its own tokio runtime and the shared
-//!   [`Client`](crate::client::Client) (the same leader-following client kvctl uses). Requests and
+//!   [`Client`](kv_api::client::Client) (the same leader-following client kvctl uses). Requests and
 //!   results travel over bounded crossbeam channels; after each result it asks egui to repaint.
 
 pub mod app;

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::error::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
-use crate::proto::kv::kv_client::KvClient as GrpcKvClient;
-use crate::proto::kv::*;
+use crate::proto::kv_client::KvClient as GrpcKvClient;
+use crate::proto::*;
+use crate::status::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
 
 /// Default endpoint when none is given.
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:50051";
@@ -451,7 +451,7 @@ mod tests {
     use tonic::{Request, Response};
 
     use super::*;
-    use crate::proto::kv::kv_server::{Kv, KvServer};
+    use crate::proto::kv_server::{Kv, KvServer};
 
     /// How long one operation of these tests may take, retries included.
     const TEST_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);

@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::chaos::checker::{check, Verdict};
-use crate::chaos::cluster::{ClusterOptions, LocalCluster};
-use crate::chaos::history::{Fault, History, OpKind, OpResult, Operation, Outcome};
-use crate::client::{Client, ClientError};
+use crate::checker::{check, Verdict};
+use crate::history::{Fault, History, OpKind, OpResult, Operation, Outcome};
+use kv_api::client::{Client, ClientError};
+use kv_harness::cluster::{ClusterOptions, LocalCluster};
 
 /// Fraction of operations that are reads, in percent.
 const READ_PERCENT: u32 = 50;

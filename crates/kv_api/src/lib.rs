@@ -1,0 +1,25 @@
+//! distributed_kv's client API, shared by the server and every client (kvctl, the GUI,
+//! kvbench, the chaos suite), so that the two sides of the wire cannot drift apart:
+//!
+//! - [`proto`]: the kv.v1 messages and services generated from `proto/kv.proto` — the client
+//!   stubs, and the server trait the node implements;
+//! - [`status`]: the error contract — what a node puts on a failed call besides its code, and
+//!   what a client may conclude from it;
+//! - [`client`]: a client that finds the leader, follows it, and retries only what is safe to
+//!   retry.
+//!
+//! This crate knows nothing of Raft, sled or actors; the server depends on it, never the
+//! other way round.
+
+pub mod client;
+pub mod status;
+
+/// The kv.v1 wire types and services (`proto/kv.proto`).
+pub mod proto {
+    tonic::include_proto!("kv.v1");
+}
+
+/// Encoded descriptors of the kv.v1 services, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("descriptor");
+
+pub use client::{endpoints_from, Client, ClientError};
