@@ -8,7 +8,7 @@
 //! 3. opens the WAL, the snapshot file and the state machine, and brings them back in step
 //!    ([`crate::recovery`]);
 //! 4. starts the StorageActor (sync, one thread), the ClientApiActor and one PeerActor per peer,
-//!    then the RaftActor on its own arbiter, and connects them;
+//!    then the RaftActor on its own arbiter, and connects them ([`crate::actors::wiring`]);
 //! 5. serves gRPC on the bound listeners.
 //!
 //! [`Node::shutdown`] is designed so that stopping a leader costs its clients nothing:
@@ -20,7 +20,6 @@
 //! 4. only then stop the peer server (steps 2 and 3 need it), the Raft thread, and sync the
 //!    state machine.
 
-use std::collections::HashMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,10 +33,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::actors::messages::{Connect, FlushStorage, GetRaftStatus, TransferLeadership};
-use crate::actors::{ClientApiActor, ClientLimits, PeerActor, RaftActor, StorageActor};
+use crate::actors::messages::{FlushStorage, GetRaftStatus, TransferLeadership};
+use crate::actors::wiring::Settings;
+use crate::actors::{Actors, ClientApiActor, ClientLimits, RaftActor, StorageActor, Wiring};
 use crate::config::NodeConfig;
-use crate::consensus::{LogOptions, RaftNode, RaftParams};
+use crate::consensus::LogOptions;
 use crate::durable::{sync_dir, write_durably};
 use crate::error::{Error, Result};
 use crate::grpc::{KvService, RaftService};
@@ -189,94 +189,49 @@ impl Node {
         };
         let recovered = recover(&dir, &voters, options)
             .map_err(|e| data_dir_err(&dir, format!("cannot open its storage: {e}")))?;
-        let (log, sm, snapshots) = (recovered.log, recovered.sm, recovered.snapshots);
-        let params = RaftParams {
+        let (applied, keys) = (recovered.sm.applied().0, recovered.sm.key_count());
+        let settings = Settings {
             id: config.node_id,
+            members,
+            client_addr: advertised_client.clone(),
+            tick_interval: config.tick_interval(),
             election_ticks: config.election_ticks,
             heartbeat_ticks: config.heartbeat_ticks,
-            applied: sm.applied().0,
             log_retain_entries: config.log_retain_entries,
+            snapshot_threshold: config.snapshot_threshold,
+            limits: ClientLimits {
+                max_key_bytes: config.max_key_bytes,
+                max_value_bytes: config.max_value_bytes,
+                max_pending: config.max_pending_requests,
+                max_list_limit: config.max_list_limit as usize,
+                max_list_bytes: config.max_list_bytes,
+                unsafe_stale_reads: config.unsafe_stale_reads,
+            },
         };
-        let raft_node = RaftNode::new(&params, log)?;
+        let advertised_peer = settings.members.get(&config.node_id).cloned();
+        let wiring = Wiring::new(recovered, settings)?;
         tracing::info!(
             node = config.node_id,
             %client_addr,
             %peer_addr,
             %advertised_client,
-            advertised_peer = members.get(&config.node_id).map_or("", String::as_str),
-            applied = sm.applied().0,
-            keys = sm.key_count(),
+            advertised_peer = advertised_peer.as_deref().unwrap_or(""),
+            applied,
+            keys,
             "node starting"
         );
-
-        // Actors. The StorageActor reports to the ClientApiActor, which needs the StorageActor
-        // to read: create the ClientApiActor's context first to learn its address.
-        let api_ctx = Context::<ClientApiActor>::new();
-        let api_addr = api_ctx.address();
-        let threshold = config.snapshot_threshold;
-        let sm_cell = std::sync::Mutex::new(Some(sm));
-        let snaps = snapshots.clone();
-        let applied_to = api_addr.clone().recipient();
-        let storage = SyncArbiter::start(1, move || {
-            let sm = sm_cell
-                .lock()
-                .expect("sm")
-                .take()
-                .expect("the storage actor starts once");
-            StorageActor::new(sm, snaps.clone(), threshold, Some(applied_to.clone()))
-        });
-        let limits = ClientLimits {
-            max_key_bytes: config.max_key_bytes,
-            max_value_bytes: config.max_value_bytes,
-            max_pending: config.max_pending_requests,
-            max_list_limit: config.max_list_limit as usize,
-            max_list_bytes: config.max_list_bytes,
-            unsafe_stale_reads: config.unsafe_stale_reads,
-        };
         if config.unsafe_stale_reads {
             tracing::warn!(
                 "unsafe_stale_reads is on: reads may be stale; for testing the checker only"
             );
         }
-        let client_api = api_ctx.run(
-            ClientApiActor::new(
-                config.node_id,
-                limits,
-                storage.clone().recipient(),
-                storage.clone().recipient(),
-            )
-            .with_hash(storage.clone().recipient()),
-        );
-        let mut peer_addrs = Vec::new();
-        let mut peers = HashMap::new();
-        for (id, addr) in members.iter().filter(|(id, _)| **id != config.node_id) {
-            let peer =
-                PeerActor::new(config.node_id, advertised_client.clone(), *id, addr)?.start();
-            peers.insert(*id, peer.clone().recipient());
-            peer_addrs.push(peer);
-        }
-        let raft_arbiter = Arbiter::new();
-        let (tick, storage_r, role_to) = (
-            config.tick_interval(),
-            storage.clone().recipient(),
-            Some(client_api.clone().recipient()),
-        );
-        let raft = RaftActor::start_in_arbiter(&raft_arbiter.handle(), move |_| {
-            RaftActor::new(
-                raft_node,
-                tick,
-                advertised_client,
-                members,
-                storage_r,
-                peers,
-                role_to,
-            )
-        });
-        storage.do_send(Connect { raft: raft.clone() });
-        client_api.do_send(Connect { raft: raft.clone() });
-        for p in &peer_addrs {
-            p.do_send(Connect { raft: raft.clone() });
-        }
+        let Actors {
+            storage,
+            client_api,
+            raft,
+            raft_arbiter,
+            ..
+        } = wiring.start()?;
 
         // gRPC.
         let (client_stop, client_stop_rx) = watch::channel(false);

@@ -11,6 +11,7 @@
 //!   with its own connection.
 //! - [`inbox`]: the budget of peer messages waiting for the RaftActor, apart from client load.
 //! - [`ClientApiActor`]: validates client requests, tracks pending writes, gives leader hints.
+//! - [`wiring`]: starts a node's actors from its recovered storage and connects them.
 //!
 //! All messages are in [`messages`].
 
@@ -20,8 +21,10 @@ pub mod messages;
 pub mod peer;
 pub mod raft;
 pub mod storage;
+pub mod wiring;
 
 pub use client_api::{ClientApiActor, ClientLimits};
 pub use peer::PeerActor;
 pub use raft::RaftActor;
 pub use storage::StorageActor;
+pub use wiring::{Actors, Wiring};
