@@ -19,12 +19,19 @@
 //!
 //! The full design is in `docs/ARCHITECTURE.md`.
 //!
-//! Modules: [`config`] (TOML + flags), [`consensus`] (the WAL, the Raft log store, the snapshot
-//! file, `RaftNode`) and [`storage`] (the state machine) — plain structs, no runtime;
-//! [`recovery`] (opening a data dir's stores and repairing what a crash left out of step),
-//! [`durable`] (file steps that survive a power cut), [`actors`] (the actor shells), [`grpc`]
-//! (tonic services), [`node`] (start/stop a node), [`client`] (the client used by kvctl, kvbench
-//! and the GUI). Tools, not product: [`chaos`] (the consistency suite), [`gui`].
+//! Modules — all product, the server's own code:
+//! - plain structs, no runtime: [`config`] (TOML + environment + flags, validated),
+//!   [`consensus`] (the WAL, the Raft log store, the snapshot file, `RaftNode`), [`storage`] (the
+//!   state machine in sled and its trust marker), [`recovery`] (opening a data dir's stores and
+//!   repairing what a crash left out of step), [`durable`] (file steps that survive a power cut),
+//!   [`error`] (the one error type and its gRPC mapping);
+//! - the runtime around them: [`actors`] (the actor shells and their wiring), [`grpc`] (tonic
+//!   services), [`node`] (starting and stopping a node), [`proto`] (generated code).
+//!
+//! The client API's wire types and the shared client are the `kv_api` crate; the tools — the
+//! GUI, kvctl, kvbench, the cluster harness, the chaos suite, powerfs — are the other members
+//! of the workspace under `crates/` (`docs/ARCHITECTURE.md`, section 12), so the server builds
+//! without any of them.
 
 pub mod actors;
 pub mod config;
