@@ -8,10 +8,10 @@ use std::path::PathBuf;
 /// Shorthand used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub use kv_api::status::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
+pub use kv_api::status::{Reason, LEADER_ADDR_METADATA, LEADER_ID_METADATA, REASON_METADATA};
 
 /// Everything that can go wrong inside a node.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// The request is malformed or breaks a limit; nothing was changed.
     #[error("invalid argument: {0}")]
@@ -134,21 +134,28 @@ impl From<tokio::sync::oneshot::error::RecvError> for Error {
     }
 }
 
+impl Error {
+    /// The machine-readable reason a client sees (`kv_api::status`), which fixes the gRPC code
+    /// and tells it whether a failed write may be retried.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Error::InvalidArgument(_) | Error::Config { .. } => Reason::InvalidArgument,
+            Error::NotLeader { .. } => Reason::NotLeader,
+            Error::NotApplied(_) => Reason::NotApplied,
+            Error::Overloaded(_) => Reason::Overloaded,
+            Error::OutcomeUnknown(_) => Reason::OutcomeUnknown,
+            Error::Timeout(_) => Reason::Timeout,
+            Error::ShuttingDown(_) => Reason::ShuttingDown,
+            Error::Storage(_) | Error::Raft(_) | Error::DataDir { .. } | Error::Transport(_) => {
+                Reason::Internal
+            }
+        }
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> Self {
-        use tonic::Code;
-        let code = match &e {
-            Error::InvalidArgument(_) | Error::Config { .. } => Code::InvalidArgument,
-            Error::NotLeader { .. } | Error::NotApplied(_) | Error::ShuttingDown(_) => {
-                Code::Unavailable
-            }
-            Error::OutcomeUnknown(_) => Code::Unknown,
-            Error::Timeout(_) => Code::DeadlineExceeded,
-            Error::Overloaded(_) => Code::ResourceExhausted,
-            Error::Storage(_) | Error::Raft(_) | Error::DataDir { .. } => Code::Internal,
-            Error::Transport(_) => Code::Unavailable,
-        };
-        let mut status = tonic::Status::new(code, e.to_string());
+        let mut status = e.reason().status(e.to_string());
         if let Error::NotLeader {
             leader_id,
             leader_addr,
@@ -178,4 +185,84 @@ pub const STORAGE_FAILURE_EXIT_CODE: i32 = 70;
 pub fn fatal_storage(context: &str, e: &Error) -> ! {
     tracing::error!("{context}: {e}; stopping the node");
     std::process::exit(STORAGE_FAILURE_EXIT_CODE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    /// Every error a client can see carries its reason, with the code the contract gives it,
+    /// and a not-leader answer carries the hint the client follows.
+    #[test]
+    fn every_status_carries_its_reason_and_code() {
+        let cases = [
+            (
+                Error::InvalidArgument("k".into()),
+                Reason::InvalidArgument,
+                Code::InvalidArgument,
+            ),
+            (
+                Error::config("f", "x", "bad"),
+                Reason::InvalidArgument,
+                Code::InvalidArgument,
+            ),
+            (
+                Error::NotLeader {
+                    leader_id: Some(2),
+                    leader_addr: Some("127.0.0.1:2".into()),
+                },
+                Reason::NotLeader,
+                Code::Unavailable,
+            ),
+            (
+                Error::NotApplied("x".into()),
+                Reason::NotApplied,
+                Code::Unavailable,
+            ),
+            (
+                Error::Overloaded("x".into()),
+                Reason::Overloaded,
+                Code::ResourceExhausted,
+            ),
+            (
+                Error::OutcomeUnknown("x".into()),
+                Reason::OutcomeUnknown,
+                Code::Unknown,
+            ),
+            (
+                Error::Timeout("x".into()),
+                Reason::Timeout,
+                Code::DeadlineExceeded,
+            ),
+            (
+                Error::ShuttingDown("x".into()),
+                Reason::ShuttingDown,
+                Code::Unavailable,
+            ),
+            (Error::Storage("x".into()), Reason::Internal, Code::Internal),
+            (Error::Raft("x".into()), Reason::Internal, Code::Internal),
+            (
+                Error::Transport("x".into()),
+                Reason::Internal,
+                Code::Internal,
+            ),
+        ];
+        for (error, reason, code) in cases {
+            let message = error.to_string();
+            let status = tonic::Status::from(error.clone());
+            assert_eq!(Reason::of(&status), Some(reason), "{error:?}");
+            assert_eq!(status.code(), code, "{error:?}");
+            assert_eq!(status.message(), message);
+        }
+        let status = tonic::Status::from(Error::NotLeader {
+            leader_id: Some(2),
+            leader_addr: Some("127.0.0.1:2".into()),
+        });
+        assert_eq!(
+            status.metadata().get(LEADER_ADDR_METADATA).unwrap(),
+            "127.0.0.1:2"
+        );
+        assert_eq!(status.metadata().get(LEADER_ID_METADATA).unwrap(), "2");
+    }
 }

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::actors::messages::*;
 use crate::actors::ClientApiActor;
-use crate::error::Error;
+use crate::error::{Error, Reason};
 use crate::proto::kv::kv_server::Kv;
 use crate::proto::kv::*;
 
@@ -75,7 +75,7 @@ impl Kv for KvService {
             })
             .await?;
         let ReadResult::Value(value) = a.result else {
-            return Err(Status::internal("wrong answer kind"));
+            return Err(Reason::Internal.status("wrong answer kind"));
         };
         Ok(Response::new(GetResponse {
             header: self.header(0, a.applied_index),
@@ -129,7 +129,7 @@ impl Kv for KvService {
             })
             .await?;
         let ReadResult::Page(page) = a.result else {
-            return Err(Status::internal("wrong answer kind"));
+            return Err(Reason::Internal.status("wrong answer kind"));
         };
         Ok(Response::new(ListResponse {
             header: self.header(0, a.applied_index),

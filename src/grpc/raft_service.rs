@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::actors::inbox::{InboxSlot, PeerInbox};
 use crate::actors::messages::StepMessage;
 use crate::actors::RaftActor;
+use crate::error::Reason;
 use crate::proto::raftpb::raft_transport_server::RaftTransport;
 use crate::proto::raftpb::*;
 
@@ -53,7 +54,7 @@ impl RaftService {
         slot: Option<InboxSlot>,
     ) -> Result<StepMessage, Status> {
         if msg.to != self.node_id {
-            return Err(Status::invalid_argument(format!(
+            return Err(Reason::InvalidArgument.status(format!(
                 "message for node {} reached node {}",
                 msg.to, self.node_id
             )));
@@ -83,10 +84,11 @@ impl RaftTransport for RaftService {
     async fn send(&self, request: Request<RaftBatch>) -> Result<Response<SendAck>, Status> {
         let batch = request.into_inner();
         for bytes in &batch.messages {
-            let msg = RaftMessage::parse_from_bytes(bytes)
-                .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+            let msg = RaftMessage::parse_from_bytes(bytes).map_err(|e| {
+                Reason::InvalidArgument.status(format!("undecodable raft message: {e}"))
+            })?;
             if msg.get_msg_type() == MessageType::MsgSnapshot {
-                return Err(Status::invalid_argument("snapshots must use SendSnapshot"));
+                return Err(Reason::InvalidArgument.status("snapshots must use SendSnapshot"));
             }
             self.deliver(msg, &batch.from_client_addr)?;
         }
@@ -101,25 +103,23 @@ impl RaftTransport for RaftService {
         let first = stream
             .next()
             .await
-            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
-        let mut msg = RaftMessage::parse_from_bytes(&first.message)
-            .map_err(|e| Status::invalid_argument(format!("undecodable snapshot message: {e}")))?;
+            .ok_or_else(|| Reason::InvalidArgument.status("empty snapshot stream"))??;
+        let mut msg = RaftMessage::parse_from_bytes(&first.message).map_err(|e| {
+            Reason::InvalidArgument.status(format!("undecodable snapshot message: {e}"))
+        })?;
         if msg.get_msg_type() != MessageType::MsgSnapshot {
-            return Err(Status::invalid_argument(
-                "first chunk is not a snapshot message",
-            ));
+            return Err(Reason::InvalidArgument.status("first chunk is not a snapshot message"));
         }
         let mut data = first.data;
         while let Some(chunk) = stream.next().await {
             data.extend_from_slice(&chunk?.data);
             if data.len() > MAX_SNAPSHOT_BYTES {
-                return Err(Status::resource_exhausted(format!(
-                    "snapshot exceeds {MAX_SNAPSHOT_BYTES} bytes"
-                )));
+                return Err(Reason::Overloaded
+                    .status(format!("snapshot exceeds {MAX_SNAPSHOT_BYTES} bytes")));
             }
         }
         crate::storage::state_machine::snapshot_pairs(&data).map_err(|_| {
-            Status::invalid_argument("snapshot data is not a state machine snapshot")
+            Reason::InvalidArgument.status("snapshot data is not a state machine snapshot")
         })?;
         tracing::info!(from = first.from, bytes = data.len(), "snapshot received");
         msg.mut_snapshot().data = data.into();
@@ -129,7 +129,7 @@ impl RaftTransport for RaftService {
         self.raft
             .send(step)
             .await
-            .map_err(|e| Status::unavailable(format!("raft is not running: {e}")))?;
+            .map_err(|e| Reason::ShuttingDown.status(format!("raft is not running: {e}")))?;
         Ok(Response::new(SnapshotAck {}))
     }
 }

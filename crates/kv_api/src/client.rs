@@ -24,18 +24,12 @@ use tonic::{Code, Status};
 
 use crate::proto::kv_client::KvClient as GrpcKvClient;
 use crate::proto::*;
-use crate::status::{LEADER_ADDR_METADATA, LEADER_ID_METADATA};
+use crate::status::{connect_failed, Reason, LEADER_ADDR_METADATA, LEADER_ID_METADATA};
 
 /// Default endpoint when none is given.
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:50051";
 /// Environment variable with comma-separated endpoints.
 pub const ENDPOINTS_ENV: &str = "KV_ENDPOINTS";
-/// Fragments of tonic's messages for a connection that could not be made at all.
-const CONNECT_FAILURES: [&str; 3] = [
-    "tcp connect error",
-    "error trying to connect",
-    "Connection refused",
-];
 /// The error for a client given no endpoints.
 pub const NO_ENDPOINTS: &str = "no endpoints given: expected host:port[,host:port...]";
 /// Pause after every endpoint failed once, before the next round.
@@ -107,46 +101,49 @@ enum Kind {
     Write,
 }
 
+/// What a failed attempt means, by the node's [`Reason`] when the answer is a node's, and by
+/// the transport's evidence when it is not (see [`crate::status`]).
 fn classify(status: &Status, kind: Kind) -> Next {
     let msg = status.message().to_string();
-    match status.code() {
-        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
-            Next::Fail(ClientError::Invalid(msg))
+    let hint = status
+        .metadata()
+        .get(LEADER_ADDR_METADATA)
+        .and_then(|v| v.to_str().ok());
+    match Reason::of(status) {
+        Some(Reason::InvalidArgument) => Next::Fail(ClientError::Invalid(msg)),
+        Some(Reason::NotLeader) => match hint {
+            Some(addr) => Next::Redirect(addr.to_string()),
+            None => Next::Rotate(msg),
+        },
+        Some(Reason::NotApplied | Reason::Overloaded) => Next::Rotate(msg),
+        Some(Reason::OutcomeUnknown | Reason::Timeout | Reason::ShuttingDown) => match kind {
+            Kind::Write => Next::Fail(ClientError::Unknown(msg)),
+            Kind::Read => Next::Rotate(msg),
+        },
+        Some(Reason::Internal) => {
+            Next::Fail(ClientError::Server(format!("{:?}: {msg}", status.code())))
         }
-        Code::Unavailable => {
-            if let Some(addr) = status
-                .metadata()
-                .get(LEADER_ADDR_METADATA)
-                .and_then(|v| v.to_str().ok())
-            {
-                return Next::Redirect(addr.to_string());
+        // Not a node's answer: tonic's own, about the connection or the framing.
+        None => match status.code() {
+            // Only a connection that was never made proves the request never left; one that
+            // broke later ("connection reset", "disconnected") may have carried it.
+            Code::Unavailable if connect_failed(status) => Next::Rotate(msg),
+            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+                Next::Fail(ClientError::Invalid(msg))
             }
-            let ours = msg.starts_with("not the leader") || msg.starts_with("not applied");
-            // Only a failed connection proves the request never left; a connection that broke
-            // later ("connection reset", "disconnected") may have carried it.
-            let not_sent = CONNECT_FAILURES.iter().any(|m| msg.contains(m));
-            if kind == Kind::Write && !ours && !not_sent {
+            // A limit of the transport, refused before any handler ran.
+            Code::ResourceExhausted => Next::Rotate(msg),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
+                if kind == Kind::Write =>
+            {
                 Next::Fail(ClientError::Unknown(msg))
-            } else {
+            }
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
                 Next::Rotate(msg)
             }
-        }
-        Code::ResourceExhausted => Next::Rotate(msg),
-        Code::DeadlineExceeded | Code::Unknown | Code::Cancelled if kind == Kind::Write => {
-            Next::Fail(ClientError::Unknown(msg))
-        }
-        Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => Next::Rotate(msg),
-        _ => Next::Fail(ClientError::Server(format!("{:?}: {msg}", status.code()))),
+            _ => Next::Fail(ClientError::Server(format!("{:?}: {msg}", status.code()))),
+        },
     }
-}
-
-/// Whether `status` shows that no connection to the endpoint could be made at all (refused, or
-/// not accepted within [`CONNECT_TIMEOUT`]), as opposed to a node that answered.
-fn connect_failed(status: &Status) -> bool {
-    status.code() == Code::Unavailable
-        && CONNECT_FAILURES
-            .iter()
-            .any(|m| status.message().contains(m))
 }
 
 /// Why a leader hint cannot be followed, if it cannot: an unspecified IP (`0.0.0.0`, `::`) or
@@ -468,8 +465,8 @@ mod tests {
             self.calls.fetch_add(1, Ordering::SeqCst);
             match &self.hint {
                 Some(hint) => {
-                    let mut s =
-                        Status::unavailable(format!("not the leader; leader is node 9 at {hint}"));
+                    let mut s = Reason::NotLeader
+                        .status(format!("not the leader; leader is node 9 at {hint}"));
                     s.metadata_mut()
                         .insert(LEADER_ADDR_METADATA, hint.parse().expect("ascii hint"));
                     Err(s)
