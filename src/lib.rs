@@ -22,7 +22,8 @@
 //! Modules: [`config`] (TOML + flags), [`consensus`] (the WAL, the Raft log store, the snapshot
 //! file, `RaftNode`) and [`storage`] (the state machine) — plain structs, no runtime;
 //! [`recovery`] (opening a data dir's stores and repairing what a crash left out of step),
-//! [`durable`] (file steps that survive a power cut), [`actors`] (the actor shells), [`grpc`]
+//! [`durable`] (file steps that survive a power cut), [`actors`] (the actor shells, and the plain
+//! structs that track their pending writes and read-index batches), [`grpc`]
 //! (tonic services), [`node`] (start/stop a node), [`client`] (the client used by kvctl, kvbench
 //! and the GUI). Tools, not product: [`chaos`] (the consistency suite), [`gui`].
 

@@ -11,6 +11,9 @@
 //!   with its own connection.
 //! - [`inbox`]: the budget of peer messages waiting for the RaftActor, apart from client load.
 //! - [`ClientApiActor`]: validates client requests, tracks pending writes, gives leader hints.
+//! - [`proposals`]: the pending writes and the rule that settles each (applied, not applied,
+//!   outcome unknown); [`read_batch`]: reads waiting for a read index. Plain structs the
+//!   ClientApiActor and the RaftActor feed events into.
 //!
 //! All messages are in [`messages`].
 
@@ -18,7 +21,9 @@ pub mod client_api;
 pub mod inbox;
 pub mod messages;
 pub mod peer;
+pub mod proposals;
 pub mod raft;
+pub mod read_batch;
 pub mod storage;
 
 pub use client_api::{ClientApiActor, ClientLimits};
