@@ -25,7 +25,8 @@
 //!   state machine in sled and its trust marker), [`recovery`] (opening a data dir's stores and
 //!   repairing what a crash left out of step), [`durable`] (file steps that survive a power cut),
 //!   [`error`] (the one error type and its gRPC mapping);
-//! - the runtime around them: [`actors`] (the actor shells and their wiring), [`grpc`] (tonic
+//! - the runtime around them: [`actors`] (the actor shells, their wiring, and the plain structs that track their pending
+//!   writes and read-index batches), [`grpc`] (tonic
 //!   services), [`node`] (starting and stopping a node), [`proto`] (generated code).
 //!
 //! The client API's wire types and the shared client are the `kv_api` crate; the tools — the

@@ -21,11 +21,18 @@
 //! budget large enough for a few split votes. After every pass the harness checks two Raft
 //! safety properties: at most one leader per term, and every node applies the same term at
 //! the same index.
+//!
+//! Each node also has the write tracker its ClientApiActor holds ([`Proposals`]), fed the
+//! events that actor sees — a tracked proposal's placement, the entries applied, the node
+//! stopping to lead (handed over, if it began a transfer) — so the answers its clients would
+//! get come from real Raft behaviour.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use distributed_kv::consensus::{LogOptions, RaftNode, RaftParams, ReadyOutput, RoleChange};
+use distributed_kv::actors::messages::WriteResult;
+use distributed_kv::actors::proposals::{Proposals, ReplyHandle, WriteAnswer};
+use distributed_kv::consensus::{LogId, LogOptions, RaftNode, RaftParams, ReadyOutput, RoleChange};
 use distributed_kv::proto::raftpb::{log_command::Op, LogCommand, SetOp};
 use distributed_kv::recovery::{recover, Recovered};
 use distributed_kv::storage::state_machine::encode_command;
@@ -53,6 +60,10 @@ const STABILITY_TICKS: usize = 5 * ELECTION_TICKS;
 const PARTITION_TICKS: usize = 10 * ELECTION_TICKS;
 /// Passes of ready/deliver in one round after which the harness assumes a livelock.
 const MAX_SETTLE_PASSES: usize = 1_000;
+/// Tracked writes each node's tracker holds at most (`max_pending_requests`).
+const MAX_TRACKED_WRITES: usize = 64;
+/// Sequence number of a node's first tracked write.
+const FIRST_TRACKED_SEQ: u64 = 1;
 
 /// The snapshot policy of a cluster.
 #[derive(Debug, Clone, Copy, Default)]
@@ -99,6 +110,28 @@ fn set_command(seq: u64, key: &str, value: &str) -> Vec<u8> {
     })
 }
 
+/// A client waiting for a tracked write, by name. It never gives up: deadlines are not
+/// simulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Caller(&'static str);
+
+impl ReplyHandle for Caller {
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+/// The answer a node's tracker gave a caller.
+#[derive(Debug)]
+struct Answered {
+    /// The node whose tracker answered.
+    node: u64,
+    /// Who was answered.
+    caller: Caller,
+    /// What the client is told.
+    result: distributed_kv::Result<WriteResult>,
+}
+
 /// A simulated cluster: the peers, the network between them, and what was observed.
 struct Cluster {
     /// Every voter id, ascending.
@@ -113,6 +146,16 @@ struct Cluster {
     opts: Options,
     /// Sequence number of the next proposed command.
     next_seq: u64,
+    /// Each node's write tracker, as its ClientApiActor holds it.
+    trackers: BTreeMap<u64, Proposals<Caller>>,
+    /// The sequence number after the last one each node's tracker handed out, so a restarted
+    /// node's new tracker does not meet the numbers of its earlier run in the log.
+    next_tracked_seq: BTreeMap<u64, u64>,
+    /// Nodes that began handing leadership over: losing it then is on purpose (as
+    /// `RaftActor::handing_over`).
+    handing_over: BTreeSet<u64>,
+    /// Every answer the trackers gave, in order.
+    answers: Vec<Answered>,
     /// Completed read indexes, per node, in the order they were produced.
     read_states: BTreeMap<u64, Vec<ReadState>>,
     /// The last role change each node reported through `ReadyOutput::role_change`.
@@ -146,6 +189,15 @@ impl Cluster {
                 )
             })
             .collect();
+        let trackers = ids
+            .iter()
+            .map(|&id| {
+                (
+                    id,
+                    Proposals::new(id, MAX_TRACKED_WRITES, FIRST_TRACKED_SEQ),
+                )
+            })
+            .collect();
         Cluster {
             ids,
             peers,
@@ -153,6 +205,10 @@ impl Cluster {
             cut: BTreeSet::new(),
             opts,
             next_seq: 1,
+            trackers,
+            next_tracked_seq: BTreeMap::new(),
+            handing_over: BTreeSet::new(),
+            answers: Vec::new(),
             read_states: BTreeMap::new(),
             role_changes: BTreeMap::new(),
             snapshots_delivered: BTreeMap::new(),
@@ -230,10 +286,19 @@ impl Cluster {
         self.down.insert(id);
     }
 
-    /// Restarts a stopped peer: closes its database and reopens everything from disk.
+    /// Restarts a stopped peer: closes its database and reopens everything from disk. Its
+    /// tracker starts empty: the writes of the stopped run are never answered (a crash).
     fn restart(&mut self, id: u64) {
         assert!(self.down.contains(&id), "restart {id}: it is running");
         drop(self.peers.remove(&id));
+        let first = self
+            .next_tracked_seq
+            .get(&id)
+            .copied()
+            .unwrap_or(FIRST_TRACKED_SEQ);
+        self.trackers
+            .insert(id, Proposals::new(id, MAX_TRACKED_WRITES, first));
+        self.handing_over.remove(&id);
         let peer = open_peer(
             &self.dir.path().join(id.to_string()),
             id,
@@ -304,9 +369,19 @@ impl Cluster {
         );
     }
 
-    /// Carries out one Ready of node `id`, as the RaftActor and StorageActor would.
+    /// Carries out one Ready of node `id`, as the RaftActor, StorageActor and ClientApiActor
+    /// would.
     fn handle(&mut self, id: u64, out: ReadyOutput, outbox: &mut Vec<Message>) {
         if let Some(change) = out.role_change {
+            let was_leader = self
+                .role_changes
+                .get(&id)
+                .is_some_and(|c| c.role == StateRole::Leader);
+            if was_leader && change.role != StateRole::Leader {
+                let handed_over = self.handing_over.contains(&id);
+                let answers = self.tracker(id).stopped_leading(handed_over);
+                self.record(id, answers);
+            }
             self.role_changes.insert(id, change);
         }
         let peer = self
@@ -321,6 +396,7 @@ impl Cluster {
         }
         let applied = peer.sm.apply(&out.committed).expect("apply");
         peer.node.advance_applied(peer.sm.applied().0);
+        let applied_index = peer.sm.applied().0;
         for e in &applied {
             let term = *self.applied_terms.entry(e.index).or_insert(e.term);
             assert_eq!(
@@ -329,6 +405,12 @@ impl Cluster {
                 e.term, e.index
             );
         }
+        let answers = self.tracker(id).applied(applied, applied_index);
+        self.record(id, answers);
+        let peer = self
+            .peers
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no peer {id}"));
         if let Some(every) = self.opts.snapshot_every {
             let store = peer.node.storage().snapshots().clone();
             let index = peer.sm.applied().0;
@@ -347,6 +429,77 @@ impl Cluster {
             .or_default()
             .extend(out.read_states);
         outbox.extend(out.messages);
+    }
+
+    // ---- client writes, as the ClientApiActor tracks them ---------------------------------
+
+    fn tracker(&mut self, id: u64) -> &mut Proposals<Caller> {
+        self.trackers
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no tracker {id}"))
+    }
+
+    fn record(&mut self, node: u64, answers: impl IntoIterator<Item = WriteAnswer<Caller>>) {
+        for (caller, result) in answers {
+            self.answers.push(Answered {
+                node,
+                caller,
+                result,
+            });
+        }
+    }
+
+    /// Proposes `key = value` on `id` (which must lead) for `caller`, as its ClientApiActor
+    /// does: admitted by the tracker, tagged (node, sequence), placed. Returns the placement.
+    fn propose_tracked(&mut self, id: u64, caller: &'static str, key: &str, value: &str) -> LogId {
+        let seq = self
+            .tracker(id)
+            .submit(Caller(caller))
+            .unwrap_or_else(|(_, e)| panic!("node {id}'s tracker refused {caller}: {e}"));
+        self.next_tracked_seq.insert(id, seq + 1);
+        let data = encode_command(&LogCommand {
+            origin_node: id,
+            origin_seq: seq,
+            op: Some(Op::Set(SetOp {
+                key: key.into(),
+                value: value.into(),
+            })),
+        });
+        let (index, term) = self
+            .peer_mut(id)
+            .node
+            .propose(data)
+            .unwrap_or_else(|e| panic!("node {id} refused a proposal: {e}"));
+        let at = LogId { index, term };
+        let answer = self.tracker(id).placed(seq, at);
+        self.record(id, answer);
+        at
+    }
+
+    /// Starts handing leadership over from `id`, as `Node::shutdown` does; from then on its
+    /// losing leadership counts as handed over. Returns the follower chosen.
+    fn hand_over(&mut self, id: u64) -> Option<u64> {
+        let target = self.peer_mut(id).node.transfer_leadership();
+        if target.is_some() {
+            self.handing_over.insert(id);
+        }
+        target
+    }
+
+    /// What each answer to `caller` told it, with the answering node: "applied at
+    /// index/term", or the error as the client reads it.
+    fn told(&self, caller: &'static str) -> Vec<(u64, String)> {
+        self.answers
+            .iter()
+            .filter(|a| a.caller == Caller(caller))
+            .map(|a| {
+                let told = match &a.result {
+                    Ok(w) => format!("applied at {}/{}", w.index, w.term),
+                    Err(e) => e.to_string(),
+                };
+                (a.node, told)
+            })
+            .collect()
     }
 
     /// Delivers `msg` unless its link is down; reports snapshot transfers to the sender.
@@ -831,6 +984,112 @@ fn a_follower_can_campaign_before_its_snapshot_is_restored() {
     assert_eq!(
         status.applied_index, 100,
         "raft-rs counts the snapshot as applied"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the clients of tracked writes are told
+// ---------------------------------------------------------------------------------------------
+
+/// What a client of a write whose index a new leader took is told.
+const NOT_APPLIED: &str = "not applied: a new leader overwrote the entry";
+/// What a client of a write whose leader was deposed is told.
+const OUTCOME_UNKNOWN: &str = "outcome unknown: this node lost leadership before the write was \
+                               applied; it may or may not take effect";
+
+/// Proves: on a healthy leader a tracked write is answered once, with where it was placed.
+#[test]
+fn a_tracked_write_is_answered_with_its_placement() {
+    let mut c = Cluster::new(3, Options::default());
+    let all = c.ids.clone();
+    let leader = c.elect(&all);
+    let w = c.propose_tracked(leader, "w", "k", "v");
+    c.run_until(REPLICATION_BUDGET, "the write applied", |c| {
+        c.applied_on(&all, w.index)
+    });
+    let applied = format!("applied at {}/{}", w.index, w.term);
+    assert_eq!(c.told("w"), [(leader, applied)]);
+}
+
+/// Proves: a write whose index a new leader filled is "not applied" once its proposer catches up.
+#[test]
+fn a_write_overwritten_by_a_new_leader_is_not_applied() {
+    let mut c = Cluster::new(3, Options::default());
+    let all = c.ids.clone();
+    let old = c.elect(&all);
+    c.write_all(old, &all, "before", 0..3);
+
+    // Cut off before the write leaves it, the leader begins handing over (as at shutdown), so
+    // losing leadership keeps the write waiting instead of failing it as unknown.
+    c.isolate(old);
+    let w = c.propose_tracked(old, "w", "w", "lost");
+    assert!(c.hand_over(old).is_some(), "no follower to hand over to");
+    let rest = c.others(&[old]);
+    let new = c.elect(&rest);
+    c.write_all(new, &rest, "during", 0..3);
+    c.run_until(PARTITION_TICKS, "the cut-off leader stepped down", |c| {
+        !c.node(old).is_leader()
+    });
+    assert!(
+        c.told("w").is_empty(),
+        "answered before its index was applied"
+    );
+    let there = c.node(new).storage().term(w.index).expect("term");
+    assert_ne!(there, w.term, "the new leader has the write at {}", w.index);
+
+    c.heal();
+    c.run_until(CONVERGE_BUDGET, "the old leader caught up", |c| {
+        c.converged(&all)
+    });
+    assert_eq!(c.told("w"), [(old, NOT_APPLIED.to_string())]);
+    for &id in &all {
+        assert_eq!(c.get(id, "w"), None, "node {id} applied the write");
+    }
+}
+
+/// Proves: a leader deposed before its write applies answers "outcome unknown", and rightly:
+/// the write is on the followers, and the next leader commits it.
+#[test]
+fn a_write_whose_leader_is_deposed_before_it_applies_has_an_unknown_outcome() {
+    let mut c = Cluster::new(3, Options::default());
+    let all = c.ids.clone();
+    let old = c.elect(&all);
+    c.write_all(old, &all, "before", 0..3);
+
+    // The followers hear the leader; the leader hears nobody, so never learns of a commit.
+    let rest = c.others(&[old]);
+    for &id in &rest {
+        c.cut.insert((id, old));
+    }
+    let w = c.propose_tracked(old, "w", "w", "kept");
+    c.settle();
+    for &id in &rest {
+        let term = c.node(id).storage().term(w.index).expect("term");
+        assert_eq!(term, w.term, "node {id} did not get the write");
+    }
+    c.run_until(PARTITION_TICKS, "the deaf leader stepped down", |c| {
+        !c.node(old).is_leader()
+    });
+    assert!(c.sm(old).applied().0 < w.index, "the old leader applied it");
+    assert_eq!(c.told("w"), [(old, OUTCOME_UNKNOWN.to_string())]);
+
+    let new = c.elect(&rest);
+    c.run_until(
+        REPLICATION_BUDGET,
+        "the new leader applied the write",
+        |c| c.applied_on(&[new], w.index),
+    );
+    assert_eq!(c.get(new, "w"), Some("kept".into()));
+
+    c.heal();
+    c.run_until(CONVERGE_BUDGET, "the old leader caught up", |c| {
+        c.converged(&all)
+    });
+    assert_eq!(c.get(old, "w"), Some("kept".into()));
+    assert_eq!(
+        c.told("w"),
+        [(old, OUTCOME_UNKNOWN.to_string())],
+        "answered twice"
     );
 }
 

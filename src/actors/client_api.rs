@@ -1,12 +1,10 @@
 //! `ClientApiActor`: where client requests enter the node.
 //!
 //! Writes: validated, wrapped in a `LogCommand` tagged (node id, sequence), proposed to the
-//! RaftActor, and parked until the StorageActor reports the entry applied. The tag is how an
-//! applied entry is matched to its request; the index the RaftActor answers is how a request
-//! learns it lost: if the entry applied at its index is not its own, a new leader overwrote it,
-//! and it is failed as certainly not applied. If this node stops being leader while writes are
-//! pending, their outcome is unknown (a new leader may still commit them), and they fail with a
-//! status saying so.
+//! RaftActor, and parked until the StorageActor reports the entry applied. Which answer each
+//! write gets — applied, certainly not applied, outcome unknown — is decided by [`Proposals`],
+//! a plain struct; this actor feeds it the events (submitted, placed, applied, leadership lost,
+//! stopping) and sends what it returns.
 //!
 //! Reads: linearizable reads get a read index from the RaftActor (a quorum confirms the
 //! leadership), then the StorageActor answers once it has applied up to that index.
@@ -16,7 +14,6 @@
 //! that a request is refused at once with `RESOURCE_EXHAUSTED`.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use actix::prelude::*;
@@ -24,9 +21,10 @@ use raft::StateRole;
 use tokio::sync::oneshot;
 
 use crate::actors::messages::*;
+use crate::actors::proposals::{Proposals, ReplyHandle, WriteAnswer};
+use crate::consensus::LogId;
 use crate::error::Error;
 use crate::proto::raftpb::{log_command::Op, DeleteOp, LogCommand, SetOp};
-use crate::storage::CommandOutcome;
 
 /// Capacity of the ClientApiActor's mailbox; the gRPC layer uses `try_send` and answers
 /// `RESOURCE_EXHAUSTED` when it is full.
@@ -50,12 +48,18 @@ pub struct ClientLimits {
     pub unsafe_stale_reads: bool,
 }
 
-/// A write waiting to be applied.
-struct PendingWrite {
-    /// Where the outcome goes.
-    reply: Reply<WriteResult>,
-    /// (index, term) the RaftActor gave the proposal, once known.
-    placed: Option<(u64, u64)>,
+/// `KvService` drops its receiver when the request's deadline passes.
+impl<T> ReplyHandle for oneshot::Sender<T> {
+    fn is_closed(&self) -> bool {
+        oneshot::Sender::is_closed(self)
+    }
+}
+
+/// Sends each answer; a caller that gave up is not waiting for it.
+fn send_writes(answers: impl IntoIterator<Item = WriteAnswer<Reply<WriteResult>>>) {
+    for (reply, result) in answers {
+        let _ = reply.send(result);
+    }
 }
 
 /// The client API actor.
@@ -78,15 +82,8 @@ pub struct ClientApiActor {
     leader_id: u64,
     /// The leader's client address, if known.
     leader_addr: Option<String>,
-    /// Next command sequence number; starts at a random 63-bit number so numbers are not
-    /// reused across restarts.
-    next_seq: u64,
-    /// Pending writes by sequence.
-    pending: HashMap<u64, PendingWrite>,
-    /// Pending writes with a known index, by index.
-    by_index: BTreeMap<u64, u64>,
-    /// Highest applied index reported.
-    applied: u64,
+    /// Pending writes, and the command sequence numbers they are tagged with.
+    proposals: Proposals<Reply<WriteResult>>,
     /// Reads in flight.
     reads_in_flight: Rc<Cell<usize>>,
 }
@@ -104,6 +101,7 @@ impl ClientApiActor {
         let first_seq = rand::random::<u64>() >> 1;
         ClientApiActor {
             node_id,
+            proposals: Proposals::new(node_id, limits.max_pending, first_seq),
             limits,
             raft: None,
             storage,
@@ -112,10 +110,6 @@ impl ClientApiActor {
             role: StateRole::Follower,
             leader_id: 0,
             leader_addr: None,
-            next_seq: first_seq,
-            pending: HashMap::new(),
-            by_index: BTreeMap::new(),
-            applied: 0,
             reads_in_flight: Rc::new(Cell::new(0)),
         }
     }
@@ -194,40 +188,15 @@ impl ClientApiActor {
     }
 
     fn on_proposed(&mut self, seq: u64, result: crate::Result<(u64, u64)>) {
-        match result {
-            Ok((index, term)) => {
-                let Some(p) = self.pending.get_mut(&seq) else {
-                    return;
-                };
-                if index <= self.applied {
-                    // Something else was applied at our index: our entry is gone.
-                    if let Some(p) = self.pending.remove(&seq) {
-                        let _ = p.reply.send(Err(Error::NotApplied(
-                            "a new leader overwrote the entry".into(),
-                        )));
-                    }
-                } else {
-                    p.placed = Some((index, term));
-                    self.by_index.insert(index, seq);
-                }
+        let answer = match result {
+            Ok((index, term)) => self.proposals.placed(seq, LogId { index, term }),
+            Err(Error::NotLeader { .. }) => {
+                let e = self.not_leader();
+                self.proposals.refused(seq, e)
             }
-            Err(e) => {
-                if let Some(p) = self.pending.remove(&seq) {
-                    let e = match e {
-                        Error::NotLeader { .. } => self.not_leader(),
-                        other => other,
-                    };
-                    let _ = p.reply.send(Err(e));
-                }
-            }
-        }
-    }
-
-    fn fail_all_pending(&mut self, why: &str) {
-        self.by_index.clear();
-        for (_, p) in self.pending.drain() {
-            let _ = p.reply.send(Err(Error::OutcomeUnknown(why.to_string())));
-        }
+            Err(e) => self.proposals.refused(seq, e),
+        };
+        send_writes(answer);
     }
 }
 
@@ -239,7 +208,7 @@ impl Actor for ClientApiActor {
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        self.fail_all_pending("the node is shutting down");
+        send_writes(self.proposals.shutting_down());
         Running::Stop
     }
 }
@@ -268,32 +237,13 @@ impl Handler<ClientWrite> for ClientApiActor {
             let _ = msg.reply.send(Err(self.not_leader()));
             return;
         }
-        if self.pending.len() >= self.limits.max_pending {
-            let closed: Vec<u64> = self
-                .pending
-                .iter()
-                .filter(|(_, p)| p.reply.is_closed())
-                .map(|(s, _)| *s)
-                .collect();
-            for seq in closed {
-                if let Some(PendingWrite {
-                    placed: Some((idx, _)),
-                    ..
-                }) = self.pending.remove(&seq)
-                {
-                    self.by_index.remove(&idx);
-                }
-            }
-            if self.pending.len() >= self.limits.max_pending {
-                let _ = msg.reply.send(Err(Error::Overloaded(format!(
-                    "{} writes are already in flight on this node",
-                    self.limits.max_pending
-                ))));
+        let seq = match self.proposals.submit(msg.reply) {
+            Ok(seq) => seq,
+            Err((reply, e)) => {
+                let _ = reply.send(Err(e));
                 return;
             }
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        };
         let op = match msg.op {
             WriteOp::Set { key, value } => Op::Set(SetOp { key, value }),
             WriteOp::Delete { key } => Op::Delete(DeleteOp { key }),
@@ -303,13 +253,6 @@ impl Handler<ClientWrite> for ClientApiActor {
             origin_seq: seq,
             op: Some(op),
         });
-        self.pending.insert(
-            seq,
-            PendingWrite {
-                reply: msg.reply,
-                placed: None,
-            },
-        );
         ctx.spawn(
             raft.send(Propose { data })
                 .into_actor(self)
@@ -432,56 +375,7 @@ impl Handler<ClientHash> for ClientApiActor {
 impl Handler<Applied> for ClientApiActor {
     type Result = ();
     fn handle(&mut self, msg: Applied, _: &mut Context<Self>) {
-        for e in msg.entries {
-            let Some((node, seq)) = e.origin else {
-                continue;
-            };
-            if node != self.node_id {
-                continue;
-            }
-            let Some(p) = self.pending.remove(&seq) else {
-                continue;
-            };
-            if let Some((idx, _)) = p.placed {
-                self.by_index.remove(&idx);
-            }
-            let result = match e.outcome {
-                CommandOutcome::Set => Ok(WriteResult {
-                    index: e.index,
-                    term: e.term,
-                    existed: false,
-                }),
-                CommandOutcome::Deleted { existed } => Ok(WriteResult {
-                    index: e.index,
-                    term: e.term,
-                    existed,
-                }),
-                CommandOutcome::Noop => Ok(WriteResult {
-                    index: e.index,
-                    term: e.term,
-                    existed: false,
-                }),
-                CommandOutcome::Rejected(why) => Err(Error::InvalidArgument(why)),
-            };
-            let _ = p.reply.send(result);
-        }
-        self.applied = self.applied.max(msg.applied_index);
-        // Pending writes placed at an index that is now applied, but were not matched above,
-        // were overwritten by another leader's entry: they will never apply.
-        let overwritten: Vec<u64> = self
-            .by_index
-            .range(..=self.applied)
-            .map(|(i, _)| *i)
-            .collect();
-        for idx in overwritten {
-            if let Some(seq) = self.by_index.remove(&idx) {
-                if let Some(p) = self.pending.remove(&seq) {
-                    let _ = p.reply.send(Err(Error::NotApplied(
-                        "a new leader overwrote the entry".into(),
-                    )));
-                }
-            }
-        }
+        send_writes(self.proposals.applied(msg.entries, msg.applied_index));
     }
 }
 
@@ -492,11 +386,8 @@ impl Handler<RoleChanged> for ClientApiActor {
         self.role = msg.change.role;
         self.leader_id = msg.change.leader_id;
         self.leader_addr = msg.leader_client_addr;
-        // A leader that handed over gave its whole log to the new one: its pending writes will
-        // be applied here, or be seen overwritten, as entries from the new leader arrive. A
-        // leader deposed otherwise may never hear their fate.
-        if was_leader && self.role != StateRole::Leader && !msg.handed_over {
-            self.fail_all_pending("this node lost leadership before the write was applied; it may or may not take effect");
+        if was_leader && self.role != StateRole::Leader {
+            send_writes(self.proposals.stopped_leading(msg.handed_over));
         }
         tracing::info!(role = ?self.role, leader = self.leader_id, term = msg.change.term, "role changed");
     }

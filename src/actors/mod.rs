@@ -12,6 +12,9 @@
 //! - [`inbox`]: the budget of peer messages waiting for the RaftActor, apart from client load.
 //! - [`ClientApiActor`]: validates client requests, tracks pending writes, gives leader hints.
 //! - [`wiring`]: starts a node's actors from its recovered storage and connects them.
+//! - [`proposals`]: the pending writes and the rule that settles each (applied, not applied,
+//!   outcome unknown); [`read_batch`]: reads waiting for a read index. Plain structs the
+//!   ClientApiActor and the RaftActor feed events into.
 //!
 //! All messages are in [`messages`].
 
@@ -19,7 +22,9 @@ pub mod client_api;
 pub mod inbox;
 pub mod messages;
 pub mod peer;
+pub mod proposals;
 pub mod raft;
+pub mod read_batch;
 pub mod storage;
 pub mod wiring;
 

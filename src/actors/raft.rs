@@ -12,6 +12,7 @@ use actix::prelude::*;
 use raft::StateRole;
 
 use crate::actors::messages::*;
+use crate::actors::read_batch::{IndexAnswer, ReadBatch};
 use crate::consensus::{RaftNode, ReadyOutput};
 use crate::error::{fatal_storage, Error};
 
@@ -22,8 +23,6 @@ pub const RAFT_MAILBOX_CAPACITY: usize = 4_096;
 /// Most committed entries handed to the StorageActor and not yet applied. Beyond this the
 /// RaftActor refuses new proposals (`RESOURCE_EXHAUSTED`) so the apply queue stays bounded.
 pub const MAX_APPLY_BACKLOG_ENTRIES: u64 = 50_000;
-/// Most read-index requests waiting for a quorum; more are refused with `RESOURCE_EXHAUSTED`.
-pub const MAX_PENDING_READ_INDEXES: usize = 8_192;
 
 /// Runs the Ready loop; scheduled at most once at a time.
 #[derive(Message)]
@@ -48,15 +47,10 @@ pub struct RaftActor {
     members: BTreeMap<u64, String>,
     /// Client addresses learned from peers' messages, by id.
     peer_client_addrs: HashMap<u64, String>,
-    /// Read-index requests that arrived since the last Drive; the next Drive asks raft-rs for
-    /// one read index for all of them (one heartbeat round instead of one per read).
-    read_batch: Vec<Reply<u64>>,
-    /// Read-index batches waiting for a quorum, by context.
-    pending_reads: HashMap<u64, Vec<Reply<u64>>>,
-    /// Number of replies in `read_batch` and `pending_reads`.
-    pending_read_count: usize,
-    /// Next read-index context.
-    next_read_ctx: u64,
+    /// Read-index requests: those that arrived since the last Drive, which the next Drive
+    /// covers with one read index (one heartbeat round instead of one per read), and batches
+    /// waiting for a quorum.
+    reads: ReadBatch<Reply<u64>>,
     /// Whether a `Drive` is already scheduled.
     drive_scheduled: bool,
     /// Index of the last committed entry (or snapshot) handed to the StorageActor.
@@ -90,10 +84,7 @@ impl RaftActor {
             peers,
             members,
             peer_client_addrs: HashMap::new(),
-            read_batch: Vec::new(),
-            pending_reads: HashMap::new(),
-            pending_read_count: 0,
-            next_read_ctx: 1,
+            reads: ReadBatch::new(),
             drive_scheduled: false,
             dispatched_index: applied,
             applied_index: applied,
@@ -144,11 +135,7 @@ impl RaftActor {
         if let Some(change) = out.role_change {
             if change.role != StateRole::Leader {
                 let err = self.not_leader();
-                let batches = self.pending_reads.drain().map(|(_, b)| b);
-                for reply in batches.flatten().chain(self.read_batch.drain(..)) {
-                    let _ = reply.send(Err(clone_not_leader(&err)));
-                }
-                self.pending_read_count = 0;
+                send_reads(self.reads.stopped_leading(&err));
             }
             self.report_role(change);
         }
@@ -163,18 +150,16 @@ impl RaftActor {
                 conf_state: self.node.conf_state(),
             });
         }
-        for rs in out.read_states {
-            let ctx = rs
-                .request_ctx
-                .get(..8)
-                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
-            if let Some(batch) = ctx.and_then(|c| self.pending_reads.remove(&c)) {
-                self.pending_read_count -= batch.len();
-                for reply in batch {
-                    let _ = reply.send(Ok(rs.index));
-                }
-            }
+        for rs in &out.read_states {
+            send_reads(self.reads.completed(rs));
         }
+    }
+}
+
+/// Sends each read index (or error) to its read.
+fn send_reads(answers: Vec<IndexAnswer<Reply<u64>>>) {
+    for (reply, result) in answers {
+        let _ = reply.send(result);
     }
 }
 
@@ -188,40 +173,15 @@ fn send_to_peers(peers: &HashMap<u64, Recipient<SendToPeer>>, msgs: Vec<raft::pr
     }
 }
 
-fn clone_not_leader(e: &Error) -> Error {
-    match e {
-        Error::NotLeader {
-            leader_id,
-            leader_addr,
-        } => Error::NotLeader {
-            leader_id: *leader_id,
-            leader_addr: leader_addr.clone(),
-        },
-        other => Error::ShuttingDown(other.to_string()),
-    }
-}
-
 impl RaftActor {
     /// Asks raft-rs for one read index covering every read that arrived since the last one.
     /// A new leader waits until it has committed an entry of its term (the reads stay queued).
     fn issue_read_index(&mut self) {
-        if self.read_batch.is_empty() || !self.node.can_read_index() {
+        if !self.node.can_read_index() {
             return;
         }
-        let id = self.next_read_ctx;
-        self.next_read_ctx += 1;
-        let batch = std::mem::take(&mut self.read_batch);
-        match self.node.read_index(id.to_be_bytes().to_vec()) {
-            Ok(()) => {
-                self.pending_reads.insert(id, batch);
-            }
-            Err(e) => {
-                self.pending_read_count -= batch.len();
-                for reply in batch {
-                    let _ = reply.send(Err(clone_not_leader(&e)));
-                }
-            }
-        }
+        let node = &mut self.node;
+        send_reads(self.reads.issue(|ctx| node.read_index(ctx)));
     }
 }
 
@@ -326,14 +286,10 @@ impl Handler<ReadIndex> for RaftActor {
             let _ = msg.reply.send(Err(self.not_leader()));
             return;
         }
-        if self.pending_read_count >= MAX_PENDING_READ_INDEXES {
-            let _ = msg.reply.send(Err(Error::Overloaded(format!(
-                "{MAX_PENDING_READ_INDEXES} reads are already waiting for a quorum"
-            ))));
+        if let Err((reply, e)) = self.reads.queue(msg.reply) {
+            let _ = reply.send(Err(e));
             return;
         }
-        self.pending_read_count += 1;
-        self.read_batch.push(msg.reply);
         self.schedule(ctx);
     }
 }

@@ -9,7 +9,9 @@
 //! - [`RaftNode`]: a `RawNode` plus the bookkeeping around it; driven by `tick`, `step`,
 //!   `propose`, `read_index` and one `ready` function. `RaftActor` wraps it; the in-process
 //!   cluster tests drive it directly.
+//! - [`LogId`]: an entry's (index, term), its identity in the log.
 
+pub mod log_id;
 pub mod log_store;
 pub mod logger;
 pub mod node;
@@ -17,6 +19,7 @@ pub mod peer_check;
 pub mod snapshot;
 pub mod wal;
 
+pub use log_id::LogId;
 pub use log_store::{LogOptions, LogStore};
 pub use node::{RaftNode, RaftParams, RaftStatus, ReadyOutput, RoleChange};
 pub use snapshot::SnapshotStore;

@@ -1,0 +1,284 @@
+//! `ReadBatch`: linearizable reads waiting for a read index, batched so one quorum round
+//! serves many. A plain struct, no runtime: the `RaftActor` feeds it events and sends the
+//! answers it returns; the unit tests below drive it directly.
+//!
+//! # How a read gets its index
+//! Reads arriving on the leader are `queue`d. At the next Ready loop, once the leader may ask
+//! (`RaftNode::can_read_index`: it has committed an entry of its own term), `issue` asks
+//! raft-rs for **one** read index for the whole queue, under a fresh 8-byte big-endian counter
+//! as its context, and the queue becomes a batch waiting under that context. raft-rs confirms
+//! leadership with a quorum and hands back a `ReadState` carrying the context; `completed`
+//! gives every read of that batch its index. When the node stops leading, every read still
+//! queued or waiting fails `NotLeader`: a deposed leader may never hear from a quorum again,
+//! and raft-rs forgets its requests.
+//!
+//! Overflow policy: at most [`MAX_PENDING_READ_INDEXES`] reads queued and waiting together;
+//! more are refused at once with `Overloaded` (`RESOURCE_EXHAUSTED`).
+
+use std::collections::HashMap;
+
+use raft::ReadState;
+
+use crate::error::{Error, Result};
+
+/// Most read-index requests queued or waiting for a quorum, counted in requests; more are
+/// refused with `RESOURCE_EXHAUSTED`.
+pub const MAX_PENDING_READ_INDEXES: usize = 8_192;
+
+/// An answer to send: the read's reply handle and the index it must wait for.
+pub type IndexAnswer<R> = (R, Result<u64>);
+
+/// Reads waiting for a read index: those not yet asked for, and batches asked for by context.
+///
+/// Invariant: `count` is the number of replies in `queued` and `waiting` together.
+pub struct ReadBatch<R> {
+    /// Reads that arrived since the last read index was asked for.
+    queued: Vec<R>,
+    /// Batches asked for and waiting for a quorum, by context.
+    waiting: HashMap<u64, Vec<R>>,
+    /// Replies held, queued or waiting.
+    count: usize,
+    /// The context of the next read index asked for.
+    next_ctx: u64,
+}
+
+impl<R> Default for ReadBatch<R> {
+    fn default() -> Self {
+        ReadBatch {
+            queued: Vec::new(),
+            waiting: HashMap::new(),
+            count: 0,
+            next_ctx: 1,
+        }
+    }
+}
+
+impl<R> ReadBatch<R> {
+    /// No reads waiting.
+    pub fn new() -> ReadBatch<R> {
+        ReadBatch::default()
+    }
+
+    /// Number of reads queued or waiting.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no read is queued or waiting.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// A new read, to be covered by the next read index asked for; refused, its reply handed
+    /// back with the error to send, when [`MAX_PENDING_READ_INDEXES`] reads are held already.
+    pub fn queue(&mut self, reply: R) -> std::result::Result<(), (R, Error)> {
+        if self.count >= MAX_PENDING_READ_INDEXES {
+            let e = Error::Overloaded(format!(
+                "{MAX_PENDING_READ_INDEXES} reads are already waiting for a quorum"
+            ));
+            return Err((reply, e));
+        }
+        self.count += 1;
+        self.queued.push(reply);
+        Ok(())
+    }
+
+    /// Asks for one read index for every queued read, through `read_index` (given the
+    /// context); call only when the node may ask. If it refuses, the queued reads fail with its
+    /// error. Does nothing when no read is queued.
+    pub fn issue(&mut self, read_index: impl FnOnce(Vec<u8>) -> Result<()>) -> Vec<IndexAnswer<R>> {
+        if self.queued.is_empty() {
+            return Vec::new();
+        }
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        let batch = std::mem::take(&mut self.queued);
+        match read_index(ctx.to_be_bytes().to_vec()) {
+            Ok(()) => {
+                self.waiting.insert(ctx, batch);
+                Vec::new()
+            }
+            Err(e) => {
+                self.count -= batch.len();
+                batch
+                    .into_iter()
+                    .map(|reply| (reply, Err(clone_not_leader(&e))))
+                    .collect()
+            }
+        }
+    }
+
+    /// raft-rs completed a read index: the batch asked for under its context gets its index.
+    /// A context this batch did not hand out answers nothing.
+    pub fn completed(&mut self, state: &ReadState) -> Vec<IndexAnswer<R>> {
+        let Some(batch) = state
+            .request_ctx
+            .first_chunk::<8>()
+            .map(|ctx| u64::from_be_bytes(*ctx))
+            .and_then(|ctx| self.waiting.remove(&ctx))
+        else {
+            return Vec::new();
+        };
+        self.count -= batch.len();
+        batch
+            .into_iter()
+            .map(|reply| (reply, Ok(state.index)))
+            .collect()
+    }
+
+    /// The node stopped leading: every read, waiting or queued, fails with `not_leader` (the
+    /// error carrying the leader hint).
+    pub fn stopped_leading(&mut self, not_leader: &Error) -> Vec<IndexAnswer<R>> {
+        self.count = 0;
+        let waiting = self.waiting.drain().flat_map(|(_, batch)| batch);
+        waiting
+            .chain(self.queued.drain(..))
+            .map(|reply| (reply, Err(clone_not_leader(not_leader))))
+            .collect()
+    }
+}
+
+/// A copy of `e` for one more reply: `NotLeader` keeps its hint; anything else (never expected
+/// here) becomes `ShuttingDown` with its text.
+fn clone_not_leader(e: &Error) -> Error {
+    match e {
+        Error::NotLeader {
+            leader_id,
+            leader_addr,
+        } => Error::NotLeader {
+            leader_id: *leader_id,
+            leader_addr: leader_addr.clone(),
+        },
+        other => Error::ShuttingDown(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads by name; answers as (reader, what it is told), in the order they came.
+    fn show(answers: Vec<IndexAnswer<&'static str>>) -> Vec<(&'static str, String)> {
+        answers
+            .into_iter()
+            .map(|(name, r)| match r {
+                Ok(index) => (name, format!("index {index}")),
+                Err(e) => (name, e.to_string()),
+            })
+            .collect()
+    }
+
+    /// Asks for a read index and records the context it was given.
+    fn ask(batch: &mut ReadBatch<&'static str>) -> Vec<u8> {
+        let mut asked = None;
+        let failed = batch.issue(|ctx| {
+            asked = Some(ctx);
+            Ok(())
+        });
+        assert!(failed.is_empty());
+        asked.expect("a read index was asked for")
+    }
+
+    fn state(ctx: &[u8], index: u64) -> ReadState {
+        ReadState {
+            index,
+            request_ctx: ctx.to_vec(),
+        }
+    }
+
+    /// The error of a node whose leader is node 2.
+    fn not_leader() -> Error {
+        Error::NotLeader {
+            leader_id: Some(2),
+            leader_addr: Some("127.0.0.1:20".into()),
+        }
+    }
+
+    /// Reads queued together share one read index; each batch is matched by its context.
+    #[test]
+    fn reads_are_batched_and_matched_by_context() {
+        let mut b = ReadBatch::new();
+        b.queue("a").unwrap();
+        b.queue("b").unwrap();
+        let first = ask(&mut b);
+        b.queue("c").unwrap();
+        let second = ask(&mut b);
+        assert_ne!(first, second);
+        assert_eq!(b.len(), 3);
+        assert_eq!(
+            show(b.completed(&state(&second, 9))),
+            [("c", "index 9".into())]
+        );
+        assert_eq!(
+            show(b.completed(&state(&first, 7))),
+            [("a", "index 7".into()), ("b", "index 7".into())]
+        );
+        assert!(b.is_empty());
+    }
+
+    /// Nothing queued asks nothing; a context never handed out, or answered, answers nothing.
+    #[test]
+    fn only_queued_reads_ask_and_only_known_contexts_answer() {
+        let mut b: ReadBatch<&'static str> = ReadBatch::new();
+        assert!(b.issue(|_| panic!("asked with nothing queued")).is_empty());
+        b.queue("a").unwrap();
+        let ctx = ask(&mut b);
+        assert!(b.completed(&state(b"healthy", 3)).is_empty());
+        assert!(b.completed(&state(&[], 3)).is_empty());
+        assert_eq!(
+            show(b.completed(&state(&ctx, 3))),
+            [("a", "index 3".into())]
+        );
+        assert!(b.completed(&state(&ctx, 3)).is_empty());
+    }
+
+    /// Leadership lost: every read, asked for or still queued, fails NotLeader with the hint.
+    #[test]
+    fn leadership_lost_fails_every_read_with_the_hint() {
+        let mut b = ReadBatch::new();
+        b.queue("asked").unwrap();
+        let ctx = ask(&mut b);
+        b.queue("queued").unwrap();
+        let told = "not the leader; leader is node 2 at 127.0.0.1:20";
+        assert_eq!(
+            show(b.stopped_leading(&not_leader())),
+            [("asked", told.into()), ("queued", told.into())]
+        );
+        assert!(b.is_empty());
+        assert!(b.completed(&state(&ctx, 5)).is_empty());
+    }
+
+    /// raft-rs refuses the read index: the queued reads fail with its error and free places.
+    #[test]
+    fn a_refused_read_index_fails_the_queued_reads() {
+        let mut b = ReadBatch::new();
+        b.queue("a").unwrap();
+        assert_eq!(
+            show(b.issue(|_| Err(not_leader()))),
+            [(
+                "a",
+                "not the leader; leader is node 2 at 127.0.0.1:20".into()
+            )]
+        );
+        assert!(b.is_empty());
+    }
+
+    /// At the limit a read is refused with today's exact text; an answered batch frees places.
+    #[test]
+    fn reads_past_the_limit_are_refused() {
+        let mut b = ReadBatch::new();
+        for _ in 0..MAX_PENDING_READ_INDEXES {
+            b.queue("r").unwrap();
+        }
+        let (refused, e) = b.queue("one-too-many").expect_err("over the limit");
+        assert_eq!(refused, "one-too-many");
+        assert!(matches!(e, Error::Overloaded(_)));
+        assert_eq!(
+            e.to_string(),
+            "overloaded: 8192 reads are already waiting for a quorum"
+        );
+        let ctx = ask(&mut b);
+        assert_eq!(b.completed(&state(&ctx, 1)).len(), MAX_PENDING_READ_INDEXES);
+        assert!(b.queue("next").is_ok());
+    }
+}
