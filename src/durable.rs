@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 fn storage_err(path: &Path, what: &str, e: std::io::Error) -> Error {
-    Error::Storage(format!("{}: {what}: {e}", path.display()))
+    Error::Disk(format!("{}: {what}: {e}", path.display()))
 }
 
 /// Fsyncs a directory, so the names created, renamed or removed in it survive a power cut.

@@ -70,9 +70,10 @@ pub enum Error {
         message: String,
     },
 
-    /// Disk or database failure. The node stops serving rather than risk divergence.
-    #[error("storage failure: {0}")]
-    Storage(String),
+    /// A disk or database failure, in the WAL, the snapshot file or sled. The node stops
+    /// serving rather than risk divergence.
+    #[error("disk failure: {0}")]
+    Disk(String),
 
     /// A failure inside raft-rs.
     #[error("raft: {0}")]
@@ -100,13 +101,13 @@ impl Error {
 
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
-        Error::Storage(e.to_string())
+        Error::Disk(e.to_string())
     }
 }
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Storage(e.to_string())
+        Error::Disk(e.to_string())
     }
 }
 
@@ -146,7 +147,7 @@ impl Error {
             Error::OutcomeUnknown(_) => Reason::OutcomeUnknown,
             Error::Timeout(_) => Reason::Timeout,
             Error::ShuttingDown(_) => Reason::ShuttingDown,
-            Error::Storage(_) | Error::Raft(_) | Error::DataDir { .. } | Error::Transport(_) => {
+            Error::Disk(_) | Error::Raft(_) | Error::DataDir { .. } | Error::Transport(_) => {
                 Reason::Internal
             }
         }
@@ -177,14 +178,14 @@ impl From<Error> for tonic::Status {
     }
 }
 
-/// Exit status of a node that stopped because its storage failed.
-pub const STORAGE_FAILURE_EXIT_CODE: i32 = 70;
+/// Exit status of a node that stopped because its disk (or database) failed.
+pub const DISK_FAILURE_EXIT_CODE: i32 = 70;
 
-/// Stops the process after a storage failure: a node that cannot trust its disk must not go
+/// Stops the process after a disk failure: a node that cannot trust its disk must not go
 /// on serving (Raft copes with a dead node, not with a diverged one).
-pub fn fatal_storage(context: &str, e: &Error) -> ! {
+pub fn fatal_disk(context: &str, e: &Error) -> ! {
     tracing::error!("{context}: {e}; stopping the node");
-    std::process::exit(STORAGE_FAILURE_EXIT_CODE)
+    std::process::exit(DISK_FAILURE_EXIT_CODE)
 }
 
 #[cfg(test)]
@@ -240,7 +241,7 @@ mod tests {
                 Reason::ShuttingDown,
                 Code::Unavailable,
             ),
-            (Error::Storage("x".into()), Reason::Internal, Code::Internal),
+            (Error::Disk("x".into()), Reason::Internal, Code::Internal),
             (Error::Raft("x".into()), Reason::Internal, Code::Internal),
             (
                 Error::Transport("x".into()),

@@ -21,8 +21,8 @@
 //!
 //! Modules — all product, the server's own code:
 //! - plain structs, no runtime: [`config`] (TOML + environment + flags, validated),
-//!   [`consensus`] (the WAL, the Raft log store, the snapshot file, `RaftNode`), [`storage`] (the
-//!   state machine in sled and its trust marker), [`recovery`] (opening a data dir's stores and
+//!   [`consensus`] (the WAL, the Raft log store, the snapshot file, `RaftNode`), [`state_machine`]
+//!   (the key-value data in sled, and its trust marker), [`recovery`] (opening a data dir's stores and
 //!   repairing what a crash left out of step), [`durable`] (file steps that survive a power cut),
 //!   [`error`] (the one error type and its gRPC mapping);
 //! - the runtime around them: [`actors`] (the actor shells, their wiring, and the plain structs that track their pending
@@ -43,7 +43,7 @@ pub mod grpc;
 pub mod node;
 pub mod proto;
 pub mod recovery;
-pub mod storage;
+pub mod state_machine;
 
 pub use config::NodeConfig;
 pub use error::{Error, Result};

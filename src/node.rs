@@ -136,7 +136,7 @@ fn claim_data_dir(dir: &Path, config: &NodeConfig) -> Result<fs::File> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let text = toml::to_string(&mine).map_err(|e| Error::Storage(e.to_string()))?;
+            let text = toml::to_string(&mine).map_err(|e| Error::Disk(e.to_string()))?;
             write_durably(&id_path, text.as_bytes())
                 .map_err(|e| data_dir_err(dir, format!("is not writable: {e}")))?;
         }
@@ -189,7 +189,7 @@ impl Node {
         };
         let recovered = recover(&dir, &voters, options)
             .map_err(|e| data_dir_err(&dir, format!("cannot open its storage: {e}")))?;
-        let (applied, keys) = (recovered.sm.applied().0, recovered.sm.key_count());
+        let (applied, keys) = (recovered.sm.applied().index, recovered.sm.key_count());
         let settings = Settings {
             id: config.node_id,
             members,

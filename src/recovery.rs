@@ -34,7 +34,7 @@ use raft::prelude::{ConfState, Entry, HardState, SnapshotMetadata};
 
 use crate::consensus::{LogOptions, LogStore, SnapshotStore};
 use crate::error::{Error, Result};
-use crate::storage::StateMachine;
+use crate::state_machine::StateMachine;
 
 /// Name of the WAL directory in the data dir.
 pub const WAL_DIR: &str = "wal";
@@ -70,7 +70,7 @@ pub fn recover(dir: &Path, voters: &[u64], options: LogOptions) -> Result<Recove
         // dropped before recovery returns), so start the copy again from the old tree.
         tracing::warn!("discarding a WAL left by an interrupted migration");
         std::fs::remove_dir_all(&wal_dir)
-            .map_err(|e| Error::Storage(format!("{}: cannot remove it: {e}", wal_dir.display())))?;
+            .map_err(|e| Error::Disk(format!("{}: cannot remove it: {e}", wal_dir.display())))?;
     }
     let mut log = LogStore::open(&wal_dir, options, snapshots.clone(), voters)?;
     if old_log {
@@ -78,7 +78,7 @@ pub fn recover(dir: &Path, voters: &[u64], options: LogOptions) -> Result<Recove
     }
 
     // 1. A received snapshot stored but not recorded in the log.
-    if snapshots.current().0 > raft::Storage::last_index(&log)? {
+    if snapshots.current().index > raft::Storage::last_index(&log)? {
         if let Some(snap) = snapshots.load()? {
             let meta = snap.get_metadata();
             tracing::info!(
@@ -89,26 +89,26 @@ pub fn recover(dir: &Path, voters: &[u64], options: LogOptions) -> Result<Recove
         }
     }
     // 2. The state machine is behind the start of the log.
-    if sm.applied().0 < log.truncated().0 {
+    if sm.applied().index < log.truncated().index {
         let snap = snapshots.load()?.ok_or_else(|| {
-            Error::Storage(format!(
+            Error::Disk(format!(
                 "state machine is at {} but the log starts after {} and no snapshot is stored",
-                sm.applied().0,
-                log.truncated().0
+                sm.applied().index,
+                log.truncated().index
             ))
         })?;
         // The snapshot must cover the log's start and agree with the log about the term there;
         // anything else is a snapshot the log never recorded, and restoring it would claim
         // entries as committed that nobody checked.
         let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
-        let agrees =
-            index >= log.truncated().0 && raft::Storage::term(&log, index).is_ok_and(|t| t == term);
+        let agrees = index >= log.truncated().index
+            && raft::Storage::term(&log, index).is_ok_and(|t| t == term);
         if !agrees {
-            return Err(Error::Storage(format!(
+            return Err(Error::Disk(format!(
                 "the snapshot file (index {index}, term {term}) does not match the raft log \
                  (compacted through {} at term {}, last index {})",
-                log.truncated().0,
-                log.truncated().1,
+                log.truncated().index,
+                log.truncated().term,
                 raft::Storage::last_index(&log)?
             )));
         }
@@ -119,11 +119,11 @@ pub fn recover(dir: &Path, voters: &[u64], options: LogOptions) -> Result<Recove
         sm.restore(&snap)?;
     }
     let last = raft::Storage::last_index(&log)?;
-    if sm.applied().0 > last {
-        return Err(Error::Storage(format!(
+    if sm.applied().index > last {
+        return Err(Error::Disk(format!(
             "the state machine has applied entry {} but the raft log ends at {last}: the log \
              lost writes it had synced, and this node must not take part until it is rebuilt",
-            sm.applied().0
+            sm.applied().index
         )));
     }
     // 3. Applied entries are committed; the commit index itself is written lazily. A commit
@@ -132,8 +132,8 @@ pub fn recover(dir: &Path, voters: &[u64], options: LogOptions) -> Result<Recove
     let commit = log
         .hard_state()
         .commit
-        .max(sm.applied().0)
-        .clamp(log.truncated().0, last);
+        .max(sm.applied().index)
+        .clamp(log.truncated().index, last);
     if commit != log.hard_state().commit {
         log.set_commit(commit)?;
     }
@@ -150,7 +150,7 @@ fn open_or_rebuild(path: &Path) -> Result<StateMachine> {
             let aside = path.with_extension("unopenable");
             if aside.exists() {
                 std::fs::remove_dir_all(&aside).map_err(|re| {
-                    Error::Storage(format!(
+                    Error::Disk(format!(
                         "{e}; and removing {} failed: {re}",
                         aside.display()
                     ))
@@ -162,7 +162,7 @@ fn open_or_rebuild(path: &Path) -> Result<StateMachine> {
                 "the state machine does not open ({e}); rebuilding it from the snapshot file and the log"
             );
             std::fs::rename(path, &aside)
-                .map_err(|re| Error::Storage(format!("{e}; and moving it aside failed: {re}")))?;
+                .map_err(|re| Error::Disk(format!("{e}; and moving it aside failed: {re}")))?;
             crate::durable::sync_parent(path)?;
             StateMachine::open(path)
         }
@@ -173,7 +173,7 @@ fn open_or_rebuild(path: &Path) -> Result<StateMachine> {
 fn be_u64(b: &[u8], at: usize) -> Result<u64> {
     b.get(at..at + 8)
         .map(|s| u64::from_be_bytes(s.try_into().expect("8 bytes")))
-        .ok_or_else(|| Error::Storage("old raft log record is truncated".into()))
+        .ok_or_else(|| Error::Disk("old raft log record is truncated".into()))
 }
 
 /// Whether sled still holds a log in the old layout's `raft` tree.
@@ -222,6 +222,7 @@ fn migrate_sled_log(sm: &mut StateMachine, log: &mut LogStore) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consensus::LogId;
     use raft::Storage;
 
     #[test]
@@ -250,7 +251,7 @@ mod tests {
         std::fs::write(dir.path().join(DB_DIR), b"not a database").unwrap();
         let r = recover(dir.path(), &[1], LogOptions::default()).unwrap();
         assert_eq!(
-            r.sm.applied().0,
+            r.sm.applied().index,
             0,
             "a new state machine, to be filled from the log"
         );
@@ -310,7 +311,7 @@ mod tests {
             .save_received(&snapshot_at(20, 2))
             .unwrap();
         let r = recover(dir.path(), &[1], LogOptions::default()).unwrap();
-        assert_eq!(r.sm.applied(), (20, 2));
+        assert_eq!(r.sm.applied(), LogId { index: 20, term: 2 });
         assert_eq!(r.log.hard_state().commit, 20);
     }
 

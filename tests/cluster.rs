@@ -35,8 +35,8 @@ use distributed_kv::actors::proposals::{Proposals, ReplyHandle, WriteAnswer};
 use distributed_kv::consensus::{LogId, LogOptions, RaftNode, RaftParams, ReadyOutput, RoleChange};
 use distributed_kv::proto::raftpb::{log_command::Op, LogCommand, SetOp};
 use distributed_kv::recovery::{recover, Recovered};
-use distributed_kv::storage::state_machine::encode_command;
-use distributed_kv::storage::StateMachine;
+use distributed_kv::state_machine::encode_command;
+use distributed_kv::state_machine::StateMachine;
 use protobuf::ProtobufEnum as _;
 use raft::prelude::{Message, MessageType};
 use raft::{ReadState, StateRole, Storage as _};
@@ -91,7 +91,7 @@ fn open_peer(dir: &Path, id: u64, voters: &[u64], opts: Options) -> Peer {
         id,
         election_ticks: ELECTION_TICKS,
         heartbeat_ticks: HEARTBEAT_TICKS,
-        applied: sm.applied().0,
+        applied: sm.applied().index,
         log_retain_entries: opts.log_retain_entries,
     };
     let node = RaftNode::new(&params, log).expect("create the raft node");
@@ -389,14 +389,14 @@ impl Cluster {
             .get_mut(&id)
             .unwrap_or_else(|| panic!("no peer {id}"));
         if let Some(snap) = &out.snapshot {
-            if snap.get_metadata().index > peer.sm.applied().0 {
+            if snap.get_metadata().index > peer.sm.applied().index {
                 peer.sm.restore(snap).expect("restore a snapshot");
                 *self.snapshots_restored.entry(id).or_default() += 1;
             }
         }
         let applied = peer.sm.apply(&out.committed).expect("apply");
-        peer.node.advance_applied(peer.sm.applied().0);
-        let applied_index = peer.sm.applied().0;
+        peer.node.advance_applied(peer.sm.applied().index);
+        let applied_index = peer.sm.applied().index;
         for e in &applied {
             let term = *self.applied_terms.entry(e.index).or_insert(e.term);
             assert_eq!(
@@ -412,9 +412,9 @@ impl Cluster {
             .get_mut(&id)
             .unwrap_or_else(|| panic!("no peer {id}"));
         if let Some(every) = self.opts.snapshot_every {
-            let store = peer.node.storage().snapshots().clone();
-            let index = peer.sm.applied().0;
-            if index >= store.current().0 + every {
+            let store = peer.node.log_store().snapshots().clone();
+            let index = peer.sm.applied().index;
+            if index >= store.current().index + every {
                 let snap = peer
                     .sm
                     .snapshot(&peer.node.conf_state())
@@ -465,7 +465,7 @@ impl Cluster {
                 value: value.into(),
             })),
         });
-        let (index, term) = self
+        let LogId { index, term } = self
             .peer_mut(id)
             .node
             .propose(data)
@@ -574,8 +574,8 @@ impl Cluster {
         self.node(id).status().term
     }
 
-    /// Proposes `key = value` on `id` (which must lead); returns the entry's (index, term).
-    fn propose_set(&mut self, id: u64, key: &str, value: &str) -> (u64, u64) {
+    /// Proposes `key = value` on `id` (which must lead); returns where the entry was placed.
+    fn propose_set(&mut self, id: u64, key: &str, value: &str) -> LogId {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.peer_mut(id)
@@ -586,7 +586,7 @@ impl Cluster {
 
     /// Whether every node of `among` has applied up to `index`.
     fn applied_on(&self, among: &[u64], index: u64) -> bool {
-        among.iter().all(|&id| self.sm(id).applied().0 >= index)
+        among.iter().all(|&id| self.sm(id).applied().index >= index)
     }
 
     /// Proposes `key{i} = value{i}` for `i` in `range` on `leader`, then runs until every
@@ -602,7 +602,7 @@ impl Cluster {
         for i in range {
             last = self
                 .propose_set(leader, &format!("{prefix}{i}"), &format!("value{i}"))
-                .0;
+                .index;
         }
         self.settle();
         self.run_until(REPLICATION_BUDGET, "writes applied", |c| {
@@ -621,7 +621,7 @@ impl Cluster {
         let hash = self.hash(leader);
         among
             .iter()
-            .all(|&id| self.sm(id).applied().0 == commit && self.hash(id) == hash)
+            .all(|&id| self.sm(id).applied().index == commit && self.hash(id) == hash)
     }
 
     fn hash(&self, id: u64) -> u64 {
@@ -763,7 +763,7 @@ fn a_new_leader_is_elected_when_the_leader_stops() {
 
     c.restart(old);
     assert!(
-        c.node(old).last_index_term().0 >= committed,
+        c.node(old).last_log_id().index >= committed,
         "the restarted node lost durable log entries\n{}",
         c.describe()
     );
@@ -803,7 +803,7 @@ fn a_partitioned_leader_commits_nothing_and_is_overwritten() {
     let commit_at_cut = c.node(old).status().commit_index;
 
     // Still leader until check-quorum notices: it accepts these, but cannot commit them.
-    let lost: Vec<(u64, u64)> = (0..3)
+    let lost: Vec<LogId> = (0..3)
         .map(|i| c.propose_set(old, &format!("lost{i}"), "x"))
         .collect();
     c.peer_mut(old)
@@ -812,7 +812,7 @@ fn a_partitioned_leader_commits_nothing_and_is_overwritten() {
         .expect("read_index right after the cut");
     c.settle();
     assert!(
-        c.node(buddy).last_index_term().0 >= lost[2].0,
+        c.node(buddy).last_log_id().index >= lost[2].index,
         "the minority follower did not get the entries"
     );
 
@@ -857,9 +857,9 @@ fn a_partitioned_leader_commits_nothing_and_is_overwritten() {
     });
     assert_eq!(c.agreed_leader(&all), Some(new));
     for &id in &all {
-        for (i, &(index, term)) in lost.iter().enumerate() {
+        for (i, &LogId { index, term }) in lost.iter().enumerate() {
             assert_eq!(c.get(id, &format!("lost{i}")), None, "node {id}");
-            let now = c.node(id).storage().term(index).expect("term");
+            let now = c.node(id).log_store().term(index).expect("term");
             assert_ne!(now, term, "node {id} kept the uncommitted entry {index}");
         }
         for i in 0..5 {
@@ -894,20 +894,20 @@ fn a_lagging_follower_catches_up_from_a_snapshot() {
     c.write_all(leader, &all, "early", 0..5);
 
     let lagging = c.others(&[leader])[0];
-    let lag_last = c.node(lagging).last_index_term().0;
+    let lag_last = c.node(lagging).last_log_id().index;
     c.isolate(lagging);
     let connected = c.others(&[lagging]);
     for b in 0..BATCHES {
         c.write_all(leader, &connected, "key", b * BATCH..(b + 1) * BATCH);
         c.tick();
     }
-    let truncated = c.node(leader).storage().truncated().0;
+    let truncated = c.node(leader).log_store().truncated().index;
     assert!(
         truncated > lag_last + 1,
         "the leader's log still holds what the follower needs (truncated {truncated}, \
          follower at {lag_last})"
     );
-    assert_eq!(c.node(lagging).last_index_term().0, lag_last);
+    assert_eq!(c.node(lagging).last_log_id().index, lag_last);
     assert!(!c.snapshots_delivered.contains_key(&lagging));
 
     c.heal();
@@ -922,12 +922,12 @@ fn a_lagging_follower_catches_up_from_a_snapshot() {
         c.snapshots_restored.get(&lagging).copied().unwrap_or(0) >= 1,
         "no snapshot was restored"
     );
-    let follower_snap = c.node(lagging).storage().snapshots().current().0;
+    let follower_snap = c.node(lagging).log_store().snapshots().current().index;
     assert!(
         follower_snap >= truncated,
         "the follower stored snapshot {follower_snap}, older than the leader's log start"
     );
-    assert!(c.node(lagging).storage().truncated().0 >= follower_snap);
+    assert!(c.node(lagging).log_store().truncated().index >= follower_snap);
     assert_eq!(c.hash(lagging), c.hash(leader));
     assert_eq!(
         c.sm(lagging).key_count(),
@@ -1034,7 +1034,7 @@ fn a_write_overwritten_by_a_new_leader_is_not_applied() {
         c.told("w").is_empty(),
         "answered before its index was applied"
     );
-    let there = c.node(new).storage().term(w.index).expect("term");
+    let there = c.node(new).log_store().term(w.index).expect("term");
     assert_ne!(there, w.term, "the new leader has the write at {}", w.index);
 
     c.heal();
@@ -1064,13 +1064,16 @@ fn a_write_whose_leader_is_deposed_before_it_applies_has_an_unknown_outcome() {
     let w = c.propose_tracked(old, "w", "w", "kept");
     c.settle();
     for &id in &rest {
-        let term = c.node(id).storage().term(w.index).expect("term");
+        let term = c.node(id).log_store().term(w.index).expect("term");
         assert_eq!(term, w.term, "node {id} did not get the write");
     }
     c.run_until(PARTITION_TICKS, "the deaf leader stepped down", |c| {
         !c.node(old).is_leader()
     });
-    assert!(c.sm(old).applied().0 < w.index, "the old leader applied it");
+    assert!(
+        c.sm(old).applied().index < w.index,
+        "the old leader applied it"
+    );
     assert_eq!(c.told("w"), [(old, OUTCOME_UNKNOWN.to_string())]);
 
     let new = c.elect(&rest);
@@ -1205,14 +1208,14 @@ fn fuzz_one_node(seed: u64) {
         }
         while let Some(out) = peer.node.ready().expect("ready never fails") {
             if let Some(snap) = &out.snapshot {
-                if snap.get_metadata().index > peer.sm.applied().0 {
+                if snap.get_metadata().index > peer.sm.applied().index {
                     peer.sm.restore(snap).expect("restore");
                 }
             }
             peer.sm.apply(&out.committed).expect("apply");
-            peer.node.advance_applied(peer.sm.applied().0);
+            peer.node.advance_applied(peer.sm.applied().index);
         }
-        let log = peer.node.storage();
+        let log = peer.node.log_store();
         let (first, last) = (log.first_index().unwrap(), log.last_index().unwrap());
         log.entries(first, last + 1, None, raft::GetEntriesContext::empty(false))
             .unwrap_or_else(|e| panic!("seed {seed}: the log [{first}, {last}] has a hole: {e}"));

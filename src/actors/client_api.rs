@@ -89,7 +89,7 @@ pub struct ClientApiActor {
 }
 
 impl ClientApiActor {
-    /// A client API for node `node_id` that reads from `storage`.
+    /// A client API for node `node_id` that reads from the StorageActor at `storage`.
     pub fn new(
         node_id: u64,
         limits: ClientLimits,
@@ -187,9 +187,9 @@ impl ClientApiActor {
         }
     }
 
-    fn on_proposed(&mut self, seq: u64, result: crate::Result<(u64, u64)>) {
+    fn on_proposed(&mut self, seq: u64, result: crate::Result<LogId>) {
         let answer = match result {
-            Ok((index, term)) => self.proposals.placed(seq, LogId { index, term }),
+            Ok(placed) => self.proposals.placed(seq, placed),
             Err(Error::NotLeader { .. }) => {
                 let e = self.not_leader();
                 self.proposals.refused(seq, e)
@@ -248,7 +248,7 @@ impl Handler<ClientWrite> for ClientApiActor {
             WriteOp::Set { key, value } => Op::Set(SetOp { key, value }),
             WriteOp::Delete { key } => Op::Delete(DeleteOp { key }),
         };
-        let data = crate::storage::state_machine::encode_command(&LogCommand {
+        let data = crate::state_machine::encode_command(&LogCommand {
             origin_node: self.node_id,
             origin_seq: seq,
             op: Some(op),

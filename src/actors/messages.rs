@@ -20,9 +20,11 @@ use actix::prelude::*;
 use raft::prelude::{ConfState, Entry, Message as RaftMessage, Snapshot};
 use tokio::sync::oneshot;
 
+use crate::consensus::LogId;
 use crate::consensus::{RaftStatus, RoleChange};
 use crate::error::Result;
-use crate::storage::{AppliedEntry, ListPage};
+use crate::state_machine::StateHash;
+use crate::state_machine::{AppliedEntry, ListPage};
 
 /// The sending half of a one-shot answer.
 pub type Reply<T> = oneshot::Sender<Result<T>>;
@@ -145,17 +147,17 @@ pub struct ClientStatus {
     pub reply: Reply<NodeStatus>,
 }
 
-/// gRPC → ClientApiActor: (applied index, hash) of the state machine.
+/// gRPC → ClientApiActor: a digest of the state machine.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ClientHash {
     /// Where the answer goes.
-    pub reply: Reply<(u64, u64)>,
+    pub reply: Reply<StateHash>,
 }
 
-/// ClientApiActor → RaftActor: append an encoded `LogCommand`. Answers its (index, term).
+/// ClientApiActor → RaftActor: append an encoded `LogCommand`. Answers where it was placed.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(u64, u64)>")]
+#[rtype(result = "Result<LogId>")]
 pub struct Propose {
     /// The encoded command.
     pub data: Vec<u8>,
@@ -277,9 +279,9 @@ pub struct StorageStatus {
 #[rtype(result = "StorageStatus")]
 pub struct GetStorageStatus;
 
-/// Anyone → StorageActor: (applied index, hash) of the whole state, for comparing nodes.
+/// Anyone → StorageActor: a digest of the whole state, for comparing nodes.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(u64, u64)>")]
+#[rtype(result = "Result<StateHash>")]
 pub struct GetStateHash;
 
 /// Node shutdown → StorageActor: flush everything to disk.

@@ -4,7 +4,7 @@
 //! - [`RaftActor`]: owns the [`RaftNode`](crate::consensus::RaftNode); ticks it, steps peer
 //!   messages into it, and runs its Ready loop. Lives on its own arbiter (thread), because its
 //!   Ready loop blocks on the WAL's fdatasync.
-//! - [`StorageActor`]: owns the [`StateMachine`](crate::storage::StateMachine); applies
+//! - [`StorageActor`]: owns the [`StateMachine`](crate::state_machine::StateMachine); applies
 //!   committed entries, answers reads, makes snapshots. A sync actor on one thread, so its
 //!   blocking sled calls never stall an async thread and messages keep their order.
 //! - [`PeerActor`]: one per peer; two bounded outboxes (bulk appends, control messages), each

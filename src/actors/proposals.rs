@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::actors::messages::WriteResult;
 use crate::consensus::LogId;
 use crate::error::{Error, Result};
-use crate::storage::{AppliedEntry, CommandOutcome};
+use crate::state_machine::{AppliedEntry, CommandOutcome, ProposalTag};
 
 /// Why a write overwritten by another leader's entry is not applied.
 const OVERWRITTEN: &str = "a new leader overwrote the entry";
@@ -180,7 +180,7 @@ impl<R: ReplyHandle> Proposals<R> {
     ) -> Vec<WriteAnswer<R>> {
         let mut answers = Vec::new();
         for e in entries {
-            let Some((node, seq)) = e.origin else {
+            let Some(ProposalTag { node, seq }) = e.origin else {
                 continue;
             };
             if node != self.node_id {
@@ -297,11 +297,11 @@ mod tests {
     }
 
     /// An applied entry at `index` in `term` tagged (node, seq), that set a key.
-    fn set(index: u64, term: u64, origin: (u64, u64)) -> AppliedEntry {
+    fn set(index: u64, term: u64, (node, seq): (u64, u64)) -> AppliedEntry {
         AppliedEntry {
             index,
             term,
-            origin: Some(origin),
+            origin: Some(ProposalTag { node, seq }),
             outcome: CommandOutcome::Set,
         }
     }

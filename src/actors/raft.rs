@@ -13,8 +13,9 @@ use raft::StateRole;
 
 use crate::actors::messages::*;
 use crate::actors::read_batch::{IndexAnswer, ReadBatch};
+use crate::consensus::LogId;
 use crate::consensus::{RaftNode, ReadyOutput};
-use crate::error::{fatal_storage, Error};
+use crate::error::{fatal_disk, Error};
 
 /// Capacity of the RaftActor's mailbox. Client requests `send` and wait while it is full; peer
 /// messages bypass it within a budget of their own (`actors::inbox`), so client load cannot
@@ -215,7 +216,7 @@ impl Handler<Drive> for RaftActor {
             match self.node.ready_with(|msgs| send_to_peers(peers, msgs)) {
                 Ok(Some(out)) => self.dispatch(out),
                 Ok(None) => break,
-                Err(e) => fatal_storage("persisting the raft log", &e),
+                Err(e) => fatal_disk("persisting the raft log", &e),
             }
         }
     }
@@ -262,7 +263,7 @@ impl Handler<StepMessage> for RaftActor {
 }
 
 impl Handler<Propose> for RaftActor {
-    type Result = crate::Result<(u64, u64)>;
+    type Result = crate::Result<LogId>;
     fn handle(&mut self, msg: Propose, ctx: &mut Context<Self>) -> Self::Result {
         let backlog = self.dispatched_index.saturating_sub(self.applied_index);
         if backlog > MAX_APPLY_BACKLOG_ENTRIES {
@@ -318,7 +319,7 @@ impl Handler<SnapshotCreated> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: SnapshotCreated, _: &mut Context<Self>) {
         if let Err(e) = self.node.compact_to_snapshot(msg.index) {
-            fatal_storage("compacting the raft log", &e);
+            fatal_disk("compacting the raft log", &e);
         }
     }
 }

@@ -11,8 +11,9 @@ use actix::prelude::*;
 
 use crate::actors::messages::*;
 use crate::consensus::SnapshotStore;
-use crate::error::{fatal_storage, Error};
-use crate::storage::StateMachine;
+use crate::error::{fatal_disk, Error};
+use crate::state_machine::StateHash;
+use crate::state_machine::StateMachine;
 
 /// Most reads parked waiting for their read index to be applied; more are refused with
 /// `RESOURCE_EXHAUSTED` (they would otherwise pile up while apply lags).
@@ -88,12 +89,12 @@ impl StorageActor {
         };
         Ok(ReadAnswer {
             result,
-            applied_index: self.sm.applied().0,
+            applied_index: self.sm.applied().index,
         })
     }
 
     fn wake_parked(&mut self) {
-        let applied = self.sm.applied().0;
+        let applied = self.sm.applied().index;
         while let Some(entry) = self.parked.first_entry() {
             if *entry.key() > applied {
                 break;
@@ -109,12 +110,12 @@ impl StorageActor {
     /// after a sled error nothing it holds is believed at the next start.
     fn fatal(&mut self, context: &str, e: &Error) -> ! {
         self.sm.mark_untrusted();
-        fatal_storage(context, e)
+        fatal_disk(context, e)
     }
 
     fn maybe_snapshot(&mut self, conf_state: &raft::prelude::ConfState) {
-        let applied = self.sm.applied().0;
-        if applied < self.snapshots.current().0 + self.snapshot_threshold {
+        let applied = self.sm.applied().index;
+        if applied < self.snapshots.current().index + self.snapshot_threshold {
             return;
         }
         let result = self
@@ -154,7 +155,7 @@ impl Handler<Apply> for StorageActor {
     type Result = ();
     fn handle(&mut self, msg: Apply, _: &mut Self::Context) {
         if let Some(snap) = &msg.snapshot {
-            if snap.get_metadata().index > self.sm.applied().0 {
+            if snap.get_metadata().index > self.sm.applied().index {
                 if let Err(e) = self.sm.restore(snap) {
                     self.fatal("restoring a snapshot", &e);
                 }
@@ -168,7 +169,7 @@ impl Handler<Apply> for StorageActor {
             Ok(entries) => entries,
             Err(e) => self.fatal("applying committed entries", &e),
         };
-        let applied_index = self.sm.applied().0;
+        let applied_index = self.sm.applied().index;
         if let Some(to) = &self.applied_to {
             to.do_send(Applied {
                 entries,
@@ -188,7 +189,7 @@ impl Handler<Apply> for StorageActor {
 impl Handler<Read> for StorageActor {
     type Result = ();
     fn handle(&mut self, msg: Read, _: &mut Self::Context) {
-        if msg.min_index <= self.sm.applied().0 {
+        if msg.min_index <= self.sm.applied().index {
             let _ = msg.reply.send(self.answer(&msg.query));
             return;
         }
@@ -219,17 +220,20 @@ impl Handler<GetStorageStatus> for StorageActor {
     type Result = MessageResult<GetStorageStatus>;
     fn handle(&mut self, _: GetStorageStatus, _: &mut Self::Context) -> Self::Result {
         MessageResult(StorageStatus {
-            applied_index: self.sm.applied().0,
+            applied_index: self.sm.applied().index,
             key_count: self.sm.key_count(),
-            snapshot_index: self.snapshots.current().0,
+            snapshot_index: self.snapshots.current().index,
         })
     }
 }
 
 impl Handler<GetStateHash> for StorageActor {
-    type Result = crate::Result<(u64, u64)>;
+    type Result = crate::Result<StateHash>;
     fn handle(&mut self, _: GetStateHash, _: &mut Self::Context) -> Self::Result {
-        Ok((self.sm.applied().0, self.sm.hash()?))
+        Ok(StateHash {
+            applied_index: self.sm.applied().index,
+            hash: self.sm.hash()?,
+        })
     }
 }
 

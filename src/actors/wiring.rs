@@ -42,7 +42,7 @@ use crate::actors::{ClientApiActor, ClientLimits, PeerActor, RaftActor, StorageA
 use crate::consensus::{RaftNode, RaftParams, SnapshotStore};
 use crate::error::Result;
 use crate::recovery::Recovered;
-use crate::storage::StateMachine;
+use crate::state_machine::StateMachine;
 
 /// What a node's actors are told about the node.
 #[derive(Debug, Clone)]
@@ -111,7 +111,7 @@ impl Wiring {
             id: settings.id,
             election_ticks: settings.election_ticks,
             heartbeat_ticks: settings.heartbeat_ticks,
-            applied: recovered.sm.applied().0,
+            applied: recovered.sm.applied().index,
             log_retain_entries: settings.log_retain_entries,
         };
         let raft_node = RaftNode::new(&params, recovered.log)?;

@@ -13,3 +13,13 @@ pub struct LogId {
     /// Term of the leader that appended the entry.
     pub term: u64,
 }
+
+impl LogId {
+    /// Where a snapshot ends: the last entry it covers.
+    pub fn of(meta: &raft::prelude::SnapshotMetadata) -> LogId {
+        LogId {
+            index: meta.index,
+            term: meta.term,
+        }
+    }
+}

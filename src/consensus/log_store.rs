@@ -25,6 +25,7 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 
 use crate::consensus::snapshot::SnapshotStore;
 use crate::consensus::wal::{Location, Record, Wal, DEFAULT_SEGMENT_BYTES};
+use crate::consensus::LogId;
 use crate::error::{Error, Result};
 
 /// Default for [`LogOptions::entry_cache_bytes`].
@@ -75,7 +76,7 @@ struct Slot {
 struct Replay {
     hard_state: Option<HardState>,
     conf_state: Option<ConfState>,
-    truncated: (u64, u64),
+    truncated: LogId,
     /// Index of the first slot; may be above `truncated.0 + 1` while replaying after old
     /// segments were deleted, until a compaction record covers the gap.
     first: u64,
@@ -93,7 +94,7 @@ impl Replay {
         // A real log never comes near this; a record that does is damage, and arithmetic on
         // it would overflow.
         if index >= MAX_LOG_INDEX || matches!(&record, Record::Entry(e) if e.index == 0) {
-            return Err(Error::Storage(format!(
+            return Err(Error::Disk(format!(
                 "raft log record at segment {} offset {} has an impossible index {index}",
                 loc.segment, loc.offset
             )));
@@ -120,10 +121,10 @@ impl Replay {
             Record::HardState(hs) => self.hard_state = Some(hs),
             Record::ConfState(cs) => self.conf_state = Some(cs),
             Record::Compact { index, term } => {
-                if index > self.truncated.0 {
-                    self.truncated = (index, term);
+                if index > self.truncated.index {
+                    self.truncated = LogId { index, term };
                 }
-                while !self.slots.is_empty() && self.first <= self.truncated.0 {
+                while !self.slots.is_empty() && self.first <= self.truncated.index {
                     self.slots.pop_front();
                     self.first += 1;
                 }
@@ -133,7 +134,7 @@ impl Replay {
                 term,
                 conf_state,
             } => {
-                self.truncated = (index, term);
+                self.truncated = LogId { index, term };
                 self.slots.clear();
                 self.first = index + 1;
                 self.conf_state = Some(conf_state);
@@ -154,7 +155,7 @@ pub struct LogStore {
     /// Voters and learners.
     conf_state: ConfState,
     /// Index and term of the last entry discarded by compaction or a snapshot.
-    truncated: (u64, u64),
+    truncated: LogId,
     /// Entries `truncated.0 + 1 ..`, in order.
     slots: VecDeque<Slot>,
     /// Bytes of the entries held in `slots[..].cached`.
@@ -183,11 +184,11 @@ impl LogStore {
         let mut wal = Wal::open(dir, options.fsync, options.segment_bytes, |r, loc| {
             replay.visit(r, loc)
         })?;
-        if !replay.slots.is_empty() && replay.first != replay.truncated.0 + 1 {
-            return Err(Error::Storage(format!(
+        if !replay.slots.is_empty() && replay.first != replay.truncated.index + 1 {
+            return Err(Error::Disk(format!(
                 "{}: the raft log has a hole: it was compacted through {} but its entries start at {}",
                 dir.display(),
-                replay.truncated.0,
+                replay.truncated.index,
                 replay.first
             )));
         }
@@ -225,7 +226,9 @@ impl LogStore {
         };
         store.cached_from = store.last() + 1;
         // Warm the cache with the newest entries, as a running node would have it.
-        while store.cached_from > store.truncated.0 + 1 && store.cached_bytes < store.cache_limit {
+        while store.cached_from > store.truncated.index + 1
+            && store.cached_bytes < store.cache_limit
+        {
             let idx = store.cached_from - 1;
             let slot = &store.slots[store.offset(idx)];
             let e = store.wal.read_entry(slot.location)?;
@@ -238,12 +241,12 @@ impl LogStore {
     }
 
     fn offset(&self, index: u64) -> usize {
-        (index - self.truncated.0 - 1) as usize
+        (index - self.truncated.index - 1) as usize
     }
 
     /// Index of the last entry (equals `truncated.0` when the log is empty).
     fn last(&self) -> u64 {
-        self.truncated.0 + self.slots.len() as u64
+        self.truncated.index + self.slots.len() as u64
     }
 
     /// The `HardState` as last given.
@@ -257,7 +260,7 @@ impl LogStore {
     }
 
     /// Index and term of the last discarded entry.
-    pub fn truncated(&self) -> (u64, u64) {
+    pub fn truncated(&self) -> LogId {
         self.truncated
     }
 
@@ -275,8 +278,8 @@ impl LogStore {
     fn head_records(&self) -> [Record; 3] {
         [
             Record::Compact {
-                index: self.truncated.0,
-                term: self.truncated.1,
+                index: self.truncated.index,
+                term: self.truncated.term,
             },
             Record::ConfState(self.conf_state.clone()),
             Record::HardState(self.hard_state.clone()),
@@ -298,7 +301,7 @@ impl LogStore {
         let (mut truncated, mut last_index) = (self.truncated, self.last());
         let mut records = Vec::with_capacity(entries.len() + 2);
         if let Some(meta) = snapshot {
-            truncated = (meta.index, meta.term);
+            truncated = LogId::of(meta);
             last_index = meta.index;
             records.push(Record::Snapshot {
                 index: meta.index,
@@ -307,14 +310,14 @@ impl LogStore {
             });
         }
         if let Some(first) = entries.first() {
-            if first.index <= truncated.0 {
-                return Err(Error::Storage(format!(
+            if first.index <= truncated.index {
+                return Err(Error::Disk(format!(
                     "append at index {} overlaps the compacted log (truncated at {})",
-                    first.index, truncated.0
+                    first.index, truncated.index
                 )));
             }
             if first.index > last_index + 1 {
-                return Err(Error::Storage(format!(
+                return Err(Error::Disk(format!(
                     "append at index {} leaves a gap after last index {last_index}",
                     first.index
                 )));
@@ -349,7 +352,7 @@ impl LogStore {
         if let Some(meta) = snapshot {
             self.slots.clear();
             self.cached_bytes = 0;
-            self.truncated = (meta.index, meta.term);
+            self.truncated = LogId::of(meta);
             self.cached_from = meta.index + 1;
             self.conf_state = meta.get_conf_state().clone();
         }
@@ -412,25 +415,25 @@ impl LogStore {
     /// Discards every entry up to and including `index`, which must be applied and covered by
     /// a stored snapshot. Does nothing if `index` is already discarded.
     pub fn compact(&mut self, index: u64) -> Result<()> {
-        if index <= self.truncated.0 {
+        if index <= self.truncated.index {
             return Ok(());
         }
         if index > self.last() {
-            return Err(Error::Storage(format!(
+            return Err(Error::Disk(format!(
                 "cannot compact to {index}: last index is {}",
                 self.last()
             )));
         }
         let term = self.slots[self.offset(index)].term;
         self.wal.append(&[Record::Compact { index, term }])?;
-        for _ in self.truncated.0..index {
+        for _ in self.truncated.index..index {
             if let Some(slot) = self.slots.pop_front() {
                 if slot.cached.is_some() {
                     self.cached_bytes -= u64::from(slot.location.len);
                 }
             }
         }
-        self.truncated = (index, term);
+        self.truncated = LogId { index, term };
         self.cached_from = self.cached_from.max(index + 1);
         // Syncs the compaction record, then deletes segments that only it made unnecessary.
         self.wal.remove_through(index)
@@ -443,7 +446,7 @@ impl LogStore {
             None => {
                 let e = self.wal.read_entry(slot.location)?;
                 if (e.index, e.term) != (idx, slot.term) {
-                    return Err(Error::Storage(format!(
+                    return Err(Error::Disk(format!(
                         "raft log entry {idx} read back as entry {} of term {}",
                         e.index, e.term
                     )));
@@ -469,7 +472,7 @@ impl raft::Storage for LogStore {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        if low <= self.truncated.0 {
+        if low <= self.truncated.index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if high > self.last() + 1 {
@@ -492,10 +495,10 @@ impl raft::Storage for LogStore {
     }
 
     fn term(&self, idx: u64) -> raft::Result<u64> {
-        if idx == self.truncated.0 {
-            return Ok(self.truncated.1);
+        if idx == self.truncated.index {
+            return Ok(self.truncated.term);
         }
-        if idx < self.truncated.0 {
+        if idx < self.truncated.index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if idx > self.last() {
@@ -505,7 +508,7 @@ impl raft::Storage for LogStore {
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.truncated.0 + 1)
+        Ok(self.truncated.index + 1)
     }
 
     fn last_index(&self) -> raft::Result<u64> {

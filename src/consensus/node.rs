@@ -25,6 +25,7 @@ use raft::{Config, RawNode, ReadState, SnapshotStatus, StateRole, Storage};
 use crate::consensus::log_store::LogStore;
 use crate::consensus::logger::raft_logger;
 use crate::consensus::peer_check::{self, LogView};
+use crate::consensus::LogId;
 use crate::error::{Error, Result};
 
 /// Largest total size of entries in one append message, in bytes. Keeps peer messages far
@@ -123,8 +124,8 @@ pub struct RaftNode {
 }
 
 impl RaftNode {
-    /// Creates the node over `storage`, resuming from what it holds.
-    pub fn new(params: &RaftParams, storage: LogStore) -> Result<RaftNode> {
+    /// Creates the node over the log store `log`, resuming from what it holds.
+    pub fn new(params: &RaftParams, log: LogStore) -> Result<RaftNode> {
         let config = Config {
             id: params.id,
             election_tick: params.election_ticks,
@@ -139,7 +140,7 @@ impl RaftNode {
             ..Default::default()
         };
         config.validate()?;
-        let raw = RawNode::new(&config, storage, &raft_logger())?;
+        let raw = RawNode::new(&config, log, &raft_logger())?;
         Ok(RaftNode {
             raw,
             log_retain_entries: params.log_retain_entries,
@@ -199,12 +200,15 @@ impl RaftNode {
     }
 
     /// Appends a command to the leader's log. Returns its (index, term).
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<(u64, u64)> {
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<LogId> {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
         match self.raw.propose(Vec::new(), data) {
-            Ok(()) => Ok((self.raw.raft.raft_log.last_index(), self.raw.raft.term)),
+            Ok(()) => Ok(LogId {
+                index: self.raw.raft.raft_log.last_index(),
+                term: self.raw.raft.term,
+            }),
             Err(raft::Error::ProposalDropped) => Err(Error::Overloaded(
                 "proposal dropped by raft (leader transfer or too many uncommitted bytes)".into(),
             )),
@@ -311,7 +315,7 @@ impl RaftNode {
             commit_index: raft.raft_log.committed,
             applied_index: raft.raft_log.applied,
             last_index: raft.raft_log.last_index(),
-            truncated_index: store.truncated().0,
+            truncated_index: store.truncated().index,
             voters: store.conf_state().voters.clone(),
         }
     }
@@ -415,14 +419,17 @@ impl RaftNode {
         Ok(Some(out))
     }
 
-    /// Read access to the storage, for tests and status.
-    pub fn storage(&self) -> &LogStore {
+    /// Read access to the Raft log store, for tests and status.
+    pub fn log_store(&self) -> &LogStore {
         self.raw.store()
     }
 
     /// The last index of the log and the term of that entry.
-    pub fn last_index_term(&self) -> (u64, u64) {
+    pub fn last_log_id(&self) -> LogId {
         let idx = self.raw.raft.raft_log.last_index();
-        (idx, self.raw.store().term(idx).unwrap_or(0))
+        LogId {
+            index: idx,
+            term: self.raw.store().term(idx).unwrap_or(0),
+        }
     }
 }

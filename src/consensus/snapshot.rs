@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use protobuf::Message as _;
 use raft::prelude::Snapshot;
 
+use crate::consensus::LogId;
 use crate::durable::write_durably;
 use crate::error::{Error, Result};
 
@@ -29,7 +30,7 @@ pub struct SnapshotStore {
     /// Path of the snapshot file.
     path: PathBuf,
     /// Serialises writers, and remembers the (index, term) of the stored snapshot.
-    current: Arc<Mutex<(u64, u64)>>,
+    current: Arc<Mutex<LogId>>,
 }
 
 impl SnapshotStore {
@@ -38,17 +39,17 @@ impl SnapshotStore {
         let path = dir.join(SNAPSHOT_FILE);
         let store = SnapshotStore {
             path,
-            current: Arc::new(Mutex::new((0, 0))),
+            current: Arc::new(Mutex::new(LogId::default())),
         };
         if let Some(snap) = store.load()? {
             let m = snap.get_metadata();
-            *store.current.lock().expect("snapshot lock") = (m.index, m.term);
+            *store.current.lock().expect("snapshot lock") = LogId::of(m);
         }
         Ok(store)
     }
 
     /// Index and term of the stored snapshot; (0, 0) when there is none.
-    pub fn current(&self) -> (u64, u64) {
+    pub fn current(&self) -> LogId {
         *self.current.lock().expect("snapshot lock")
     }
 
@@ -56,10 +57,10 @@ impl SnapshotStore {
     pub fn load(&self) -> Result<Option<Snapshot>> {
         match fs::read(&self.path) {
             Ok(bytes) => Snapshot::parse_from_bytes(&bytes).map(Some).map_err(|e| {
-                Error::Storage(format!("{}: corrupt snapshot: {e}", self.path.display()))
+                Error::Disk(format!("{}: corrupt snapshot: {e}", self.path.display()))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Storage(format!("{}: {e}", self.path.display()))),
+            Err(e) => Err(Error::Disk(format!("{}: {e}", self.path.display()))),
         }
     }
 
@@ -68,11 +69,11 @@ impl SnapshotStore {
     pub fn save(&self, snap: &Snapshot) -> Result<bool> {
         let mut current = self.current.lock().expect("snapshot lock");
         let m = snap.get_metadata();
-        if m.index <= current.0 && current.0 != 0 {
+        if m.index <= current.index && current.index != 0 {
             return Ok(false);
         }
         write_durably(&self.path, &snap.write_to_bytes()?)?;
-        *current = (m.index, m.term);
+        *current = LogId::of(m);
         Ok(true)
     }
 
@@ -84,7 +85,7 @@ impl SnapshotStore {
         let mut current = self.current.lock().expect("snapshot lock");
         let m = snap.get_metadata();
         write_durably(&self.path, &snap.write_to_bytes()?)?;
-        *current = (m.index, m.term);
+        *current = LogId::of(m);
         Ok(())
     }
 }

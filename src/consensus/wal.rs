@@ -144,7 +144,7 @@ pub struct Wal {
 }
 
 fn storage_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Storage(format!("{}: {e}", path.display()))
+    Error::Disk(format!("{}: {e}", path.display()))
 }
 
 fn segment_name(seq: u64) -> String {
@@ -187,7 +187,7 @@ fn encode(record: &Record, out: &mut Vec<u8>) -> Result<()> {
     let len = u32::try_from(payload_len)
         .ok()
         .filter(|l| *l <= MAX_RECORD_BYTES)
-        .ok_or_else(|| Error::Storage(format!("a {payload_len}-byte log record is too large")))?;
+        .ok_or_else(|| Error::Disk(format!("a {payload_len}-byte log record is too large")))?;
     out[start + 8] = kind;
     let mut crc = crc32fast::Hasher::new();
     crc.update(&out[start + 8..]);
@@ -472,7 +472,7 @@ impl Wal {
             .segments
             .binary_search_by_key(&loc.segment, |s| s.seq)
             .map(|i| &self.segments[i])
-            .map_err(|_| Error::Storage(format!("raft log segment {} is gone", loc.segment)))?;
+            .map_err(|_| Error::Disk(format!("raft log segment {} is gone", loc.segment)))?;
         let mut bytes = vec![0u8; loc.len as usize];
         seg.file
             .read_exact_at(&mut bytes, loc.offset)

@@ -11,6 +11,7 @@ use crate::actors::ClientApiActor;
 use crate::error::{Error, Reason};
 use crate::proto::kv::kv_server::Kv;
 use crate::proto::kv::*;
+use crate::state_machine::StateHash;
 
 /// Serves `kv.v1.Kv` by sending messages to the [`ClientApiActor`].
 pub struct KvService {
@@ -144,7 +145,10 @@ impl Kv for KvService {
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        let (applied_index, hash) = self.call("hash", |reply| ClientHash { reply }).await?;
+        let StateHash {
+            applied_index,
+            hash,
+        } = self.call("hash", |reply| ClientHash { reply }).await?;
         Ok(Response::new(HashResponse {
             node_id: self.node_id,
             applied_index,

@@ -53,7 +53,7 @@ use distributed_kv::actors::wiring::{self, Settings};
 use distributed_kv::actors::{
     Actors, ClientApiActor, ClientLimits, RaftActor, StorageActor, Wiring,
 };
-use distributed_kv::consensus::{LogOptions, LogStore, RaftNode, RaftParams, SnapshotStore};
+use distributed_kv::consensus::{LogId, LogOptions, LogStore, RaftNode, RaftParams, SnapshotStore};
 use distributed_kv::recovery::recover;
 use distributed_kv::Error;
 

@@ -4,7 +4,7 @@
 use ::raft::prelude::Entry;
 
 use distributed_kv::proto::raftpb::{log_command::Op, LogCommand, SetOp};
-use distributed_kv::storage::state_machine::encode_command;
+use distributed_kv::state_machine::encode_command;
 
 use super::*;
 
@@ -96,7 +96,7 @@ async fn raft_single_node_elects_itself_and_applies_proposals() {
             value: b"v".to_vec(),
         })),
     });
-    let (index, term) = ask(&r.addr, Propose { data: data.clone() })
+    let LogId { index, term } = ask(&r.addr, Propose { data: data.clone() })
         .await
         .expect("propose");
     assert_eq!((index, term), (2, role.change.term));
@@ -104,7 +104,7 @@ async fn raft_single_node_elects_itself_and_applies_proposals() {
     assert_eq!((entry.index, entry.term), (index, term));
     assert_eq!(entry.data.as_ref(), data.as_slice());
 
-    let (i2, _) = ask(
+    let LogId { index: i2, .. } = ask(
         &r.addr,
         Propose {
             data: b"x".to_vec(),
@@ -121,7 +121,7 @@ async fn raft_single_node_elects_itself_and_applies_proposals() {
 async fn raft_read_index_and_status() {
     let mut r = start_single_raft();
     let role = until_leader(&mut r.roles).await;
-    let (index, _) = ask(
+    let LogId { index, .. } = ask(
         &r.addr,
         Propose {
             data: b"p".to_vec(),
@@ -192,7 +192,7 @@ async fn raft_survives_bad_peer_messages() {
     assert_eq!((status.raft.leader_id, status.raft.term), (1, term));
     assert_eq!(status.members.len(), 1, "a message does not make a member");
     // And it still works.
-    let (index, _) = ask(
+    let LogId { index, .. } = ask(
         &r.addr,
         Propose {
             data: b"ok".to_vec(),

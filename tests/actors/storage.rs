@@ -4,8 +4,8 @@
 use ::raft::prelude::{ConfState, Entry};
 
 use distributed_kv::proto::raftpb::{log_command::Op, DeleteOp, LogCommand, SetOp};
-use distributed_kv::storage::state_machine::{encode_command, list_answer_bytes};
-use distributed_kv::storage::{CommandOutcome, ListPage, StateMachine};
+use distributed_kv::state_machine::{encode_command, list_answer_bytes};
+use distributed_kv::state_machine::{CommandOutcome, ListPage, StateMachine};
 
 use super::*;
 
@@ -156,7 +156,14 @@ async fn storage_applies_batch_and_reports_outcomes_and_progress() {
     let summary: Vec<_> = applied
         .entries
         .iter()
-        .map(|e| (e.index, e.term, e.origin, e.outcome.clone()))
+        .map(|e| {
+            (
+                e.index,
+                e.term,
+                e.origin.map(|t| (t.node, t.seq)),
+                e.outcome.clone(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -257,13 +264,17 @@ async fn storage_snapshots_past_threshold_and_another_restores_it() {
     // A round-trip through the mailbox: the Apply, snapshot decision included, is done.
     let status = ask(&s.addr, GetStorageStatus).await;
     assert_eq!((status.applied_index, status.snapshot_index), (2, 0));
-    assert_eq!(s.snapshots.current(), (0, 0), "below the threshold");
+    assert_eq!(
+        s.snapshots.current(),
+        LogId::default(),
+        "below the threshold"
+    );
     assert_eq!(next(&mut s.progress, "ApplyProgress").await.index, 2);
 
     s.addr
         .do_send(apply(vec![set(3, "c", "3"), del(4, "a"), set(5, "d", "4")]));
     assert_eq!(next(&mut s.created, "SnapshotCreated").await.index, 5);
-    assert_eq!(s.snapshots.current(), (5, 1));
+    assert_eq!(s.snapshots.current(), LogId { index: 5, term: 1 });
 
     // The next snapshot comes THRESHOLD entries after this one, not before.
     s.addr
@@ -276,7 +287,7 @@ async fn storage_snapshots_past_threshold_and_another_restores_it() {
         (7, 5),
         "no snapshot before the threshold"
     );
-    assert_eq!(s.snapshots.current(), (5, 1));
+    assert_eq!(s.snapshots.current(), LogId { index: 5, term: 1 });
 
     let snap = s
         .snapshots
@@ -321,7 +332,7 @@ async fn storage_snapshots_past_threshold_and_another_restores_it() {
     let h1 = ask(&s.addr, GetStateHash).await.expect("hash");
     let h2 = ask(&fresh.addr, GetStateHash).await.expect("hash");
     assert_eq!(h1, h2);
-    assert_eq!(h1.0, 7);
+    assert_eq!(h1.applied_index, 7);
 
     // A snapshot older than what is applied is ignored.
     let old = s.snapshots.load().unwrap().unwrap();

@@ -19,7 +19,7 @@ use powerfs::PowerFs;
 use crate::ports::reserve_addr;
 use crate::proxy::{LinkProxy, LinkState};
 use distributed_kv::config::NodeConfig;
-use distributed_kv::storage::trust::BOOT_ID_ENV;
+use distributed_kv::state_machine::trust::BOOT_ID_ENV;
 use kv_api::Client;
 
 /// Raft tick in the generated configs, in milliseconds (fast elections keep runs short).

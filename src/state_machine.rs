@@ -21,6 +21,8 @@
 //! Layout of the `sm` tree: user keys under the prefix `d`; metadata under `m` (`mapplied`:
 //! index and term; `mcount`: number of keys, kept because sled's `len()` walks the tree).
 
+pub mod trust;
+
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -28,10 +30,11 @@ use std::path::{Path, PathBuf};
 use prost::Message as _;
 use raft::prelude::{ConfState, Entry, EntryType, Snapshot};
 
+use crate::consensus::LogId;
 use crate::durable::sync_parent;
 use crate::error::{Error, Result};
 use crate::proto::raftpb::{log_command::Op, LogCommand};
-use crate::storage::trust::{Trust, TrustMarker};
+use trust::{Trust, TrustMarker};
 
 /// Name of the sled tree holding the state machine.
 pub const SM_TREE: &str = "sm";
@@ -58,6 +61,25 @@ pub enum CommandOutcome {
     Rejected(String),
 }
 
+/// The tag a proposer puts in its `LogCommand` (`origin_node`, `origin_seq`) so that it can
+/// recognise its own write when the entry is applied, whatever index it ended up at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProposalTag {
+    /// The node that proposed the write.
+    pub node: u64,
+    /// The proposer's sequence number for the write, unique per node and run.
+    pub seq: u64,
+}
+
+/// A digest of the whole state machine, for telling whether two replicas hold the same data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StateHash {
+    /// The applied index the digest covers: two replicas are comparable only at the same one.
+    pub applied_index: u64,
+    /// FNV-1a over every key and value in byte order, and the applied index.
+    pub hash: u64,
+}
+
 /// One applied entry, reported back to whoever proposed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedEntry {
@@ -65,8 +87,8 @@ pub struct AppliedEntry {
     pub index: u64,
     /// Term of the entry.
     pub term: u64,
-    /// (node, sequence) of the proposal, when the entry carried a client command.
-    pub origin: Option<(u64, u64)>,
+    /// Who proposed it, when the entry carried a client command.
+    pub origin: Option<ProposalTag>,
     /// What it did.
     pub outcome: CommandOutcome,
 }
@@ -131,7 +153,7 @@ pub struct StateMachine {
     /// The `sm` tree.
     tree: sled::Tree,
     /// Index and term of the last applied entry.
-    applied: (u64, u64),
+    applied: LogId,
     /// Number of keys.
     key_count: u64,
 }
@@ -166,7 +188,7 @@ impl StateMachine {
             tracing::warn!(db = %path.display(), "rebuilding the state machine: {why}");
             if path.exists() {
                 fs::remove_dir_all(path).map_err(|e| {
-                    Error::Storage(format!("{}: cannot remove it: {e}", path.display()))
+                    Error::Disk(format!("{}: cannot remove it: {e}", path.display()))
                 })?;
                 sync_parent(path)?;
             }
@@ -176,13 +198,16 @@ impl StateMachine {
             .flush_every_ms(None)
             .open()
             .map_err(|e| {
-                Error::Storage(format!("{}: cannot open the database: {e}", path.display()))
+                Error::Disk(format!("{}: cannot open the database: {e}", path.display()))
             })?;
         let tree = db.open_tree(SM_TREE)?;
         let applied = tree
             .get(APPLIED_KEY)?
-            .map(|v| (be_u64(&v, 0), be_u64(&v, 8)))
-            .unwrap_or((0, 0));
+            .map(|v| LogId {
+                index: be_u64(&v, 0),
+                term: be_u64(&v, 8),
+            })
+            .unwrap_or_default();
         let key_count = tree.get(COUNT_KEY)?.map(|v| be_u64(&v, 0)).unwrap_or(0);
         let mut sm = StateMachine {
             db,
@@ -218,7 +243,7 @@ impl StateMachine {
     }
 
     /// Index and term of the last applied entry.
-    pub fn applied(&self) -> (u64, u64) {
+    pub fn applied(&self) -> LogId {
         self.applied
     }
 
@@ -237,14 +262,17 @@ impl StateMachine {
         let mut applied = self.applied;
         let mut out = Vec::with_capacity(entries.len());
         let mut large_value = false;
-        for e in entries.iter().filter(|e| e.index > self.applied.0) {
-            if e.index != applied.0 + 1 {
-                return Err(Error::Storage(format!(
+        for e in entries.iter().filter(|e| e.index > self.applied.index) {
+            if e.index != applied.index + 1 {
+                return Err(Error::Disk(format!(
                     "entry {} applied out of order after {}",
-                    e.index, applied.0
+                    e.index, applied.index
                 )));
             }
-            applied = (e.index, e.term);
+            applied = LogId {
+                index: e.index,
+                term: e.term,
+            };
             let (origin, outcome) =
                 if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
                     (None, CommandOutcome::Noop)
@@ -255,7 +283,10 @@ impl StateMachine {
                             CommandOutcome::Rejected(format!("undecodable command: {err}")),
                         ),
                         Ok(cmd) => {
-                            let origin = Some((cmd.origin_node, cmd.origin_seq));
+                            let origin = Some(ProposalTag {
+                                node: cmd.origin_node,
+                                seq: cmd.origin_seq,
+                            });
                             let outcome = match cmd.op {
                                 None => CommandOutcome::Rejected("command has no operation".into()),
                                 Some(Op::Set(op)) => {
@@ -293,7 +324,7 @@ impl StateMachine {
         if out.is_empty() {
             return Ok(out);
         }
-        batch.insert(APPLIED_KEY, &applied_value(applied.0, applied.1));
+        batch.insert(APPLIED_KEY, &applied_value(applied.index, applied.term));
         batch.insert(COUNT_KEY, &count.to_be_bytes());
         self.trust.set_dirty()?;
         self.tree.apply_batch(batch)?;
@@ -393,7 +424,7 @@ impl StateMachine {
             eat(&k);
             eat(&v);
         }
-        eat(&self.applied.0.to_be_bytes());
+        eat(&self.applied.index.to_be_bytes());
         Ok(h)
     }
 
@@ -414,8 +445,8 @@ impl StateMachine {
             ..Default::default()
         };
         let meta = snap.mut_metadata();
-        meta.index = self.applied.0;
-        meta.term = self.applied.1;
+        meta.index = self.applied.index;
+        meta.term = self.applied.term;
         meta.set_conf_state(conf_state.clone());
         Ok(snap)
     }
@@ -437,7 +468,7 @@ impl StateMachine {
         self.trust.set_dirty()?;
         self.tree.apply_batch(batch)?;
         self.sync()?;
-        self.applied = (m.index, m.term);
+        self.applied = LogId::of(m);
         self.key_count = count;
         Ok(())
     }
@@ -447,7 +478,7 @@ impl StateMachine {
 /// and the bytes. Data that is not made of whole pairs is refused.
 pub fn snapshot_pairs(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
     fn part<'a>(data: &'a [u8], at: &mut usize) -> Result<&'a [u8]> {
-        let corrupt = || Error::Storage("snapshot data is corrupt".into());
+        let corrupt = || Error::Disk("snapshot data is corrupt".into());
         let len = data.get(*at..*at + 4).ok_or_else(corrupt)?;
         let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
         let bytes = data.get(*at + 4..*at + 4 + len).ok_or_else(corrupt)?;
@@ -468,7 +499,7 @@ pub fn snapshot_pairs(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
 /// the blob files in `synced_blobs` and adding those it syncs.
 fn sync_tree(dir: &Path, synced_blobs: &mut HashSet<PathBuf>) -> Result<()> {
     let err =
-        |p: &Path, e: std::io::Error| Error::Storage(format!("{}: cannot sync: {e}", p.display()));
+        |p: &Path, e: std::io::Error| Error::Disk(format!("{}: cannot sync: {e}", p.display()));
     let mut files = Vec::new();
     let mut dirs = Vec::new();
     for item in fs::read_dir(dir).map_err(|e| err(dir, e))? {
@@ -572,10 +603,13 @@ mod tests {
             CommandOutcome::Deleted { existed: true },
             "sees the same batch's write"
         );
-        assert_eq!(out[1].origin, Some((1, 2)));
+        assert_eq!(out[1].origin, Some(ProposalTag { node: 1, seq: 2 }));
         assert_eq!(sm.get(b"a").unwrap(), Some(b"2".to_vec()));
         assert_eq!(sm.get(b"b").unwrap(), None);
-        assert_eq!((sm.key_count(), sm.applied()), (1, (6, 1)));
+        assert_eq!(
+            (sm.key_count(), sm.applied()),
+            (1, LogId { index: 6, term: 1 })
+        );
     }
 
     #[test]
@@ -587,7 +621,7 @@ mod tests {
             sm.sync().unwrap();
         }
         let mut sm = StateMachine::open(dir.path()).unwrap();
-        assert_eq!((sm.applied().0, sm.key_count()), (2, 2));
+        assert_eq!((sm.applied().index, sm.key_count()), (2, 2));
         let out = sm.apply(&[set(2, "b", "1"), del(3, "a")]).unwrap();
         assert_eq!(out.len(), 1, "entry 2 is not applied twice");
         assert_eq!(sm.key_count(), 1);
@@ -759,7 +793,10 @@ mod tests {
         b.apply(&[set(1, "old", "gone")]).unwrap();
         b.restore(&snap).unwrap();
         assert_eq!(b.get(b"old").unwrap(), None);
-        assert_eq!((b.applied(), b.key_count()), ((2, 1), 2));
+        assert_eq!(
+            (b.applied(), b.key_count()),
+            (LogId { index: 2, term: 1 }, 2)
+        );
         assert_eq!(a.hash().unwrap(), b.hash().unwrap());
     }
 }
