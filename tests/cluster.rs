@@ -3,11 +3,11 @@
 //! Three or five [`RaftNode`]s run in one thread, each over its own data dir in a temporary
 //! directory, opened as a node opens it (`recovery::recover`: the WAL-backed log store for the
 //! log, a sled [`StateMachine`] for the data, the snapshot file). There is no actix runtime, no
-//! network and no wall clock: time is a manual tick, and the network is the [`Cluster`]
+//! network and no wall clock: time is a manual tick, and the network is the [`SimCluster`]
 //! harness below.
 //!
 //! # How the harness drives a round
-//! [`Cluster::tick`] ticks every running node once, then [`Cluster::settle`]s: it calls
+//! [`SimCluster::tick`] ticks every running node once, then [`SimCluster::settle`]s: it calls
 //! `ready()` on every running node until it returns `None`, carrying out each output the way
 //! the RaftActor and StorageActor do — restore a received snapshot into the state machine,
 //! apply the committed entries, report the applied index with `advance_applied`, record read
@@ -133,7 +133,7 @@ struct Answered {
 }
 
 /// A simulated cluster: the peers, the network between them, and what was observed.
-struct Cluster {
+struct SimCluster {
     /// Every voter id, ascending.
     ids: Vec<u64>,
     /// The peers by id. A peer is missing only for the moment of a restart.
@@ -175,9 +175,9 @@ struct Cluster {
     dir: TempDir,
 }
 
-impl Cluster {
+impl SimCluster {
     /// A new cluster of `n` voters with ids `1..=n`; nobody has ticked yet.
-    fn new(n: u64, opts: Options) -> Cluster {
+    fn new(n: u64, opts: Options) -> SimCluster {
         let dir = tempfile::tempdir().expect("create the cluster dir");
         let ids: Vec<u64> = (1..=n).collect();
         let peers = ids
@@ -198,7 +198,7 @@ impl Cluster {
                 )
             })
             .collect();
-        Cluster {
+        SimCluster {
             ids,
             peers,
             down: BTreeSet::new(),
@@ -331,7 +331,12 @@ impl Cluster {
     }
 
     /// Runs rounds until `done` holds; returns how many ticks it took. Panics after `budget`.
-    fn run_until(&mut self, budget: usize, what: &str, done: impl Fn(&Cluster) -> bool) -> usize {
+    fn run_until(
+        &mut self,
+        budget: usize,
+        what: &str,
+        done: impl Fn(&SimCluster) -> bool,
+    ) -> usize {
         for ticks in 0..=budget {
             if done(self) {
                 return ticks;
@@ -666,7 +671,7 @@ impl Cluster {
 /// so through `role_change`, and leadership stays put while the network is healthy.
 #[test]
 fn one_leader_is_elected_and_known_to_all() {
-    let mut c = Cluster::new(3, Options::default());
+    let mut c = SimCluster::new(3, Options::default());
     let all = c.ids.clone();
     assert!(
         c.leaders(&all).is_empty(),
@@ -702,7 +707,7 @@ fn one_leader_is_elected_and_known_to_all() {
 #[test]
 fn writes_on_the_leader_are_applied_on_every_node() {
     const WRITES: u32 = 20;
-    let mut c = Cluster::new(3, Options::default());
+    let mut c = SimCluster::new(3, Options::default());
     let all = c.ids.clone();
     let leader = c.elect(&all);
 
@@ -737,7 +742,7 @@ fn writes_on_the_leader_are_applied_on_every_node() {
 /// writes; nothing committed is lost. The old leader, restarted from disk, catches up.
 #[test]
 fn a_new_leader_is_elected_when_the_leader_stops() {
-    let mut c = Cluster::new(3, Options::default());
+    let mut c = SimCluster::new(3, Options::default());
     let all = c.ids.clone();
     let old = c.elect(&all);
     let old_term = c.term(old);
@@ -779,7 +784,7 @@ fn a_new_leader_is_elected_when_the_leader_stops() {
 /// leader's uncommitted entries are overwritten and every state machine is the same.
 #[test]
 fn a_partitioned_leader_commits_nothing_and_is_overwritten() {
-    let mut c = Cluster::new(5, Options::default());
+    let mut c = SimCluster::new(5, Options::default());
     let all = c.ids.clone();
     let old = c.elect(&all);
     let old_term = c.term(old);
@@ -882,7 +887,7 @@ fn a_lagging_follower_catches_up_from_a_snapshot() {
     const SNAPSHOT_EVERY: u64 = 25;
     const BATCH: u32 = 25;
     const BATCHES: u32 = 12;
-    let mut c = Cluster::new(
+    let mut c = SimCluster::new(
         3,
         Options {
             snapshot_every: Some(SNAPSHOT_EVERY),
@@ -1000,7 +1005,7 @@ const OUTCOME_UNKNOWN: &str = "outcome unknown: this node lost leadership before
 /// Proves: on a healthy leader a tracked write is answered once, with where it was placed.
 #[test]
 fn a_tracked_write_is_answered_with_its_placement() {
-    let mut c = Cluster::new(3, Options::default());
+    let mut c = SimCluster::new(3, Options::default());
     let all = c.ids.clone();
     let leader = c.elect(&all);
     let w = c.propose_tracked(leader, "w", "k", "v");
@@ -1014,7 +1019,7 @@ fn a_tracked_write_is_answered_with_its_placement() {
 /// Proves: a write whose index a new leader filled is "not applied" once its proposer catches up.
 #[test]
 fn a_write_overwritten_by_a_new_leader_is_not_applied() {
-    let mut c = Cluster::new(3, Options::default());
+    let mut c = SimCluster::new(3, Options::default());
     let all = c.ids.clone();
     let old = c.elect(&all);
     c.write_all(old, &all, "before", 0..3);
@@ -1051,7 +1056,7 @@ fn a_write_overwritten_by_a_new_leader_is_not_applied() {
 /// the write is on the followers, and the next leader commits it.
 #[test]
 fn a_write_whose_leader_is_deposed_before_it_applies_has_an_unknown_outcome() {
-    let mut c = Cluster::new(3, Options::default());
+    let mut c = SimCluster::new(3, Options::default());
     let all = c.ids.clone();
     let old = c.elect(&all);
     c.write_all(old, &all, "before", 0..3);
@@ -1286,7 +1291,7 @@ fn forged_message(rng: &mut StdRng, from: u64, to: u64, term: u64, last: u64) ->
 /// the same entries on every node.
 #[test]
 fn forged_peer_messages_are_refused_and_change_nothing() {
-    let mut c = Cluster::new(3, Options::default());
+    let mut c = SimCluster::new(3, Options::default());
     let mut rng = StdRng::seed_from_u64(5);
     let mut leader = c.elect(&[1, 2, 3]);
     for round in 0..FORGED_MESSAGES {
