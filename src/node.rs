@@ -334,10 +334,13 @@ impl Node {
             let deadline = tokio::time::Instant::now() + TRANSFER_TIMEOUT;
             loop {
                 match self.raft.send(GetRaftStatus).await {
-                    Ok(s) if s.raft.role == "leader" && tokio::time::Instant::now() < deadline => {
+                    Ok(s)
+                        if s.raft.role == raft::StateRole::Leader
+                            && tokio::time::Instant::now() < deadline =>
+                    {
                         tokio::time::sleep(SHUTDOWN_POLL).await;
                     }
-                    Ok(s) if s.raft.role == "leader" => {
+                    Ok(s) if s.raft.role == raft::StateRole::Leader => {
                         tracing::warn!(node, to, "leadership was not taken over in time");
                         break;
                     }

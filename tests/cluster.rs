@@ -646,7 +646,7 @@ impl SimCluster {
         for (id, peer) in &self.peers {
             let st = peer.node.status();
             s += &format!(
-                "  node {id}{}: {} term={} leader={} commit={} applied={} last={} truncated={} \
+                "  node {id}{}: {:?} term={} leader={} commit={} applied={} last={} truncated={} \
                  sm_applied={:?}\n",
                 if self.down.contains(id) {
                     " (stopped)"
@@ -985,7 +985,11 @@ fn a_follower_can_campaign_before_its_snapshot_is_restored() {
         while peer.node.ready().unwrap().is_some() {}
     }
     let status = peer.node.status();
-    assert_ne!(status.role, "follower", "it campaigned: {status:?}");
+    assert_ne!(
+        status.role,
+        StateRole::Follower,
+        "it campaigned: {status:?}"
+    );
     assert_eq!(
         status.applied_index, 100,
         "raft-rs counts the snapshot as applied"

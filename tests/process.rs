@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use distributed_kv::proto::raftpb::raft_transport_client::RaftTransportClient;
 use distributed_kv::proto::raftpb::{RaftBatch, SnapshotChunk};
 use kv_api::client::{Client, ClientError};
-use kv_api::proto::StatusResponse;
+use kv_api::proto::{Role, StatusResponse};
 use rand::{Rng, RngCore, SeedableRng};
 use tokio::runtime::Runtime;
 
@@ -1315,7 +1315,7 @@ fn single_node_from_flags_and_env_serves() {
     let status = poll_until("the single node to lead", LEADER_TIMEOUT, || {
         rt.block_on(status_of(&addr))
             .ok()
-            .filter(|s| s.role == "leader")
+            .filter(|s| s.role() == Role::Leader)
     });
     assert_eq!(status.leader_id, 1);
 
@@ -1614,7 +1614,7 @@ fn overload_of_twice_the_pending_limit_keeps_the_leader() {
     let mut terms = Vec::new();
     while started.elapsed() < OVERLOAD_TIME {
         if let Ok(s) = cluster.status(leader) {
-            terms.push((s.role.clone(), s.term));
+            terms.push((s.role(), s.term));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -1638,7 +1638,7 @@ fn overload_of_twice_the_pending_limit_keeps_the_leader() {
     assert!(
         terms
             .iter()
-            .all(|(role, term)| role == "leader" && *term == before.term),
+            .all(|(role, term)| *role == Role::Leader && *term == before.term),
         "the leader stepped down or the term moved under load: {terms:?}"
     );
     assert!(

@@ -85,8 +85,8 @@ pub struct ReadyOutput {
 pub struct RaftStatus {
     /// This node's id.
     pub id: u64,
-    /// "leader", "follower", "candidate" or "pre-candidate".
-    pub role: &'static str,
+    /// Its part in Raft now.
+    pub role: StateRole,
     /// Current term.
     pub term: u64,
     /// Known leader (0: none).
@@ -101,16 +101,6 @@ pub struct RaftStatus {
     pub truncated_index: u64,
     /// Voter ids.
     pub voters: Vec<u64>,
-}
-
-/// Name of a raft-rs role, as shown to users.
-pub fn role_name(role: StateRole) -> &'static str {
-    match role {
-        StateRole::Leader => "leader",
-        StateRole::Follower => "follower",
-        StateRole::Candidate => "candidate",
-        StateRole::PreCandidate => "pre-candidate",
-    }
 }
 
 /// The Raft half of a node, without any runtime.
@@ -309,7 +299,7 @@ impl RaftNode {
         let store = self.raw.store();
         RaftStatus {
             id: raft.id,
-            role: role_name(raft.state),
+            role: raft.state,
             term: raft.term,
             leader_id: raft.leader_id,
             commit_index: raft.raft_log.committed,

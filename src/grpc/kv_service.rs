@@ -167,7 +167,7 @@ impl Kv for KvService {
         Ok(Response::new(StatusResponse {
             node_id: self.node_id,
             client_addr,
-            role: s.raft.role.to_string(),
+            role: wire_role(s.raft.role) as i32,
             term: s.raft.term,
             leader_id: s.raft.leader_id,
             commit_index: s.raft.commit_index,
@@ -185,5 +185,15 @@ impl Kv for KvService {
             snapshot_index: s.snapshot_index,
             key_count: s.key_count,
         }))
+    }
+}
+
+/// raft-rs's role as the client API names it.
+fn wire_role(role: raft::StateRole) -> Role {
+    match role {
+        raft::StateRole::Follower => Role::Follower,
+        raft::StateRole::Candidate => Role::Candidate,
+        raft::StateRole::PreCandidate => Role::PreCandidate,
+        raft::StateRole::Leader => Role::Leader,
     }
 }

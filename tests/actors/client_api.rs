@@ -432,7 +432,7 @@ async fn client_api_with_real_raft_and_storage_writes_and_reads() {
     let (reply, rx) = oneshot::channel();
     api.do_send(ClientStatus { reply });
     let status = answer(rx, "ClientStatus").await.expect("status");
-    assert_eq!(status.raft.role, "leader");
+    assert_eq!(status.raft.role, ::raft::StateRole::Leader);
     assert!(status.applied_index >= d2.index);
     assert_eq!(status.key_count, 0);
 

@@ -139,7 +139,7 @@ async fn raft_read_index_and_status() {
 
     ask(&r.addr, ApplyProgress { index }).await;
     let status = ask(&r.addr, GetRaftStatus).await;
-    assert_eq!(status.raft.role, "leader");
+    assert_eq!(status.raft.role, ::raft::StateRole::Leader);
     assert_eq!(status.raft.id, 1);
     assert_eq!(status.raft.leader_id, 1);
     assert_eq!(status.raft.term, role.change.term);
@@ -188,7 +188,7 @@ async fn raft_survives_bad_peer_messages() {
     });
 
     let status = ask(&r.addr, GetRaftStatus).await;
-    assert_eq!(status.raft.role, "leader");
+    assert_eq!(status.raft.role, ::raft::StateRole::Leader);
     assert_eq!((status.raft.leader_id, status.raft.term), (1, term));
     assert_eq!(status.members.len(), 1, "a message does not make a member");
     // And it still works.
@@ -226,7 +226,7 @@ async fn raft_new_leader_answers_read_index_sent_before_first_commit() {
     );
     let leader_term = loop {
         let status = ask(&raft, GetRaftStatus).await;
-        if status.raft.role == "leader" {
+        if status.raft.role == ::raft::StateRole::Leader {
             break status.raft.term;
         }
         // Not yet: wait for the next thing it sends (its Ready has not run).

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kv_api::client::{Client, ClientError};
-use kv_api::proto::StatusResponse;
+use kv_api::proto::{Role, StatusResponse};
 use kv_chaos::runner::{run, ChaosOptions, FaultKind};
 use kv_chaos::Verdict;
 use kv_harness::cluster::{ClusterOptions, LocalCluster, PROBE_INTERVAL, PROBE_TIMEOUT};
@@ -277,7 +277,7 @@ async fn without_fsync_a_power_cut_loses_acknowledged_writes() {
 /// What one node said about the leadership, and when (since the follower's restart).
 struct View {
     at: Duration,
-    role: String,
+    role: Role,
     term: u64,
     leader: u64,
 }
@@ -287,7 +287,10 @@ impl std::fmt::Debug for View {
         write!(
             f,
             "at {:.2?}: {} in term {}, leader {}",
-            self.at, self.role, self.term, self.leader
+            self.at,
+            self.role.label(),
+            self.term,
+            self.leader
         )
     }
 }
@@ -296,7 +299,7 @@ impl View {
     fn of(at: Duration, s: StatusResponse) -> View {
         View {
             at,
-            role: s.role,
+            role: s.role(),
             term: s.term,
             leader: s.leader_id,
         }
@@ -307,10 +310,10 @@ impl View {
 /// `from_first_match`, views before the first one matching `expected` are passed over.
 fn departures<'a>(
     views: &'a [View],
-    expected: (&str, u64, u64),
+    expected: (Role, u64, u64),
     from_first_match: bool,
 ) -> Vec<&'a View> {
-    let key = |v: &'a View| (v.role.as_str(), v.term, v.leader);
+    let key = |v: &'a View| (v.role, v.term, v.leader);
     let start = if from_first_match {
         views
             .iter()
@@ -396,7 +399,7 @@ async fn a_follower_catches_up_over_a_slow_link_while_the_leader_keeps_serving()
         .status_of(&leader_addr, PROBE_TIMEOUT)
         .await
         .expect("harness: the leader answers Status");
-    assert_eq!((before.role.as_str(), before.leader_id), ("leader", leader));
+    assert_eq!((before.role(), before.leader_id), (Role::Leader, leader));
     let (term, backlog_index) = (before.term, before.commit_index);
 
     cluster.throttle(follower, SLOW_LINK_BYTES_PER_SEC);
@@ -461,11 +464,11 @@ async fn a_follower_catches_up_over_a_slow_link_while_the_leader_keeps_serving()
     let mut latencies: Vec<Duration> = outcomes.iter().map(|(d, _)| *d).collect();
     latencies.sort();
     let p99 = (!latencies.is_empty()).then(|| quantile(&latencies, 0.99));
-    let leader_changes = departures(&leader_views, ("leader", term, leader), false);
+    let leader_changes = departures(&leader_views, (Role::Leader, term, leader), false);
     // The follower may not know the leader in its first moments after the restart; from its
     // first heartbeat on it must never lose it (a heartbeat starved by the backlog would make
     // it campaign).
-    let follower_changes = departures(&follower_views, ("follower", term, leader), true);
+    let follower_changes = departures(&follower_views, (Role::Follower, term, leader), true);
     println!(
         "catch-up of {} MiB over {} Mbit/s links: {} (bare transfer {transfer:.1?}, bound \
          {bound:.1?}); {} small writes during it, {} failed, p50 {:.1?}, p99 {:.1?}, max {:.1?}; \

@@ -300,7 +300,7 @@ impl KvApp {
             self.status_in_flight = false;
             if let Ok(Reply::Nodes(rows)) = done.result {
                 self.nodes = rows;
-                if !self.browsed && self.nodes.iter().any(|n| n.role == "leader") {
+                if !self.browsed && self.nodes.iter().any(|n| n.is_leader()) {
                     self.browsed = true;
                     self.do_list(false);
                 }
@@ -391,7 +391,7 @@ impl KvApp {
                 if let Some(e) = &self.endpoints_error {
                     ui.colored_label(egui::Color32::RED, e);
                 }
-                match self.nodes.iter().find(|n| n.role == "leader") {
+                match self.nodes.iter().find(|n| n.is_leader()) {
                     Some(l) => ui.label(format!("leader: node {} at {}", l.id, l.addr)),
                     None if self.nodes.is_empty() => ui.weak("contacting the cluster…"),
                     None => ui.colored_label(
@@ -514,13 +514,13 @@ impl KvApp {
                         n.id.to_string()
                     });
                     ui.label(&n.addr);
-                    if n.role == "leader" {
+                    if n.is_leader() {
                         ui.colored_label(
                             egui::Color32::from_rgb(0, 160, 0),
                             egui::RichText::new("leader").strong(),
                         );
                     } else {
-                        ui.label(&n.role);
+                        ui.label(n.role_label());
                     }
                     ui.label(n.term.to_string());
                     ui.label(n.commit_index.to_string());

@@ -40,7 +40,7 @@ struct Screenshotter {
 impl eframe::App for Screenshotter {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         self.app.ui(ui, frame);
-        let settled = self.app.nodes().iter().any(|n| n.role == "leader") && !self.app.busy();
+        let settled = self.app.nodes().iter().any(|n| n.is_leader()) && !self.app.busy();
         if settled && !self.opened && self.app.keys().len() > SCREENSHOT_KEY_INDEX {
             // Show the editor in use: open one of the keys, as a click in the browser does.
             self.opened = true;

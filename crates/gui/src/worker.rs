@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use kv_api::client::{Client, ClientError};
-use kv_api::proto::ListRequest;
+use kv_api::proto::{ListRequest, Role};
 
 /// Jobs waiting for the worker before `submit` refuses more.
 pub const JOB_QUEUE_CAPACITY: usize = 64;
@@ -56,8 +56,8 @@ pub struct NodeRow {
     pub id: u64,
     /// Its client address.
     pub addr: String,
-    /// "leader", "follower", ... or "unreachable".
-    pub role: String,
+    /// Its Raft role; `None` when it did not answer.
+    pub role: Option<Role>,
     /// Its term.
     pub term: u64,
     /// The leader it knows.
@@ -70,6 +70,18 @@ pub struct NodeRow {
     pub lag: u64,
     /// Whether it answered.
     pub reachable: bool,
+}
+
+impl NodeRow {
+    /// Whether it answered as the leader.
+    pub fn is_leader(&self) -> bool {
+        self.role == Some(Role::Leader)
+    }
+
+    /// The role as the panel shows it.
+    pub fn role_label(&self) -> &'static str {
+        self.role.map_or("unreachable", Role::label)
+    }
 }
 
 /// What a request produced.
@@ -271,7 +283,7 @@ pub async fn node_rows(client: &mut Client) -> Vec<NodeRow> {
     let leader_commit = answers
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok())
-        .filter(|s| s.role == "leader")
+        .filter(|s| s.role() == Role::Leader)
         .map(|s| s.commit_index)
         .max()
         .unwrap_or(0);
@@ -281,7 +293,7 @@ pub async fn node_rows(client: &mut Client) -> Vec<NodeRow> {
             Ok(s) => NodeRow {
                 id: s.node_id,
                 addr,
-                role: s.role,
+                role: Some(s.role()),
                 term: s.term,
                 leader_id: s.leader_id,
                 commit_index: s.commit_index,
@@ -291,7 +303,6 @@ pub async fn node_rows(client: &mut Client) -> Vec<NodeRow> {
             },
             Err(_) => NodeRow {
                 addr,
-                role: "unreachable".into(),
                 ..Default::default()
             },
         })

@@ -193,7 +193,7 @@ fn follows_a_new_leader_after_the_leader_is_killed() {
         h.state()
             .nodes()
             .iter()
-            .any(|n| n.role == "leader" && n.id == old_id)
+            .any(|n| n.is_leader() && n.id == old_id)
     });
 
     cluster.kill9(old);
@@ -202,7 +202,7 @@ fn follows_a_new_leader_after_the_leader_is_killed() {
         "the panel to show a new leader and the old one unreachable",
         |h| {
             let nodes = h.state().nodes();
-            nodes.iter().any(|n| n.role == "leader" && n.id != old_id)
+            nodes.iter().any(|n| n.is_leader() && n.id != old_id)
                 && nodes.iter().filter(|n| !n.reachable).count() == 1
                 && leader_cells(h) == 1
         },

@@ -282,7 +282,7 @@ impl LocalCluster {
             .filter(|n| n.child.is_some() && !n.paused)
         {
             if let Ok(s) = client.status_of(&n.client_addr, PROBE_TIMEOUT).await {
-                if s.role == "leader" {
+                if s.role() == kv_api::proto::Role::Leader {
                     return Some(s.node_id);
                 }
             }

@@ -544,7 +544,9 @@ impl Cluster {
                     .into_iter()
                     .map(|i| self.status(i).ok().map(|s| (i, s)))
                     .collect::<Option<_>>()?;
-                let (leader, status) = statuses.iter().find(|(_, s)| s.role == "leader")?;
+                let (leader, status) = statuses
+                    .iter()
+                    .find(|(_, s)| s.role() == kv_api::proto::Role::Leader)?;
                 statuses
                     .iter()
                     .all(|(_, s)| s.leader_id == status.node_id && s.term == status.term)

@@ -17,6 +17,20 @@ pub mod status;
 /// The kv.v1 wire types and services (`proto/kv.proto`).
 pub mod proto {
     tonic::include_proto!("kv.v1");
+
+    impl Role {
+        /// How people see the role: `follower`, `candidate`, `pre-candidate`, `leader`
+        /// (`unknown` for a value this version does not know).
+        pub fn label(self) -> &'static str {
+            match self {
+                Role::Unspecified => "unknown",
+                Role::Follower => "follower",
+                Role::Candidate => "candidate",
+                Role::PreCandidate => "pre-candidate",
+                Role::Leader => "leader",
+            }
+        }
+    }
 }
 
 /// Encoded descriptors of the kv.v1 services, for gRPC server reflection.

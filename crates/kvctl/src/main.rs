@@ -299,7 +299,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
                     .iter()
                     .map(|(addr, r)| match r {
                         Ok(s) => serde_json::json!({
-                            "id": s.node_id, "client_addr": addr, "role": s.role, "term": s.term,
+                            "id": s.node_id, "client_addr": addr, "role": s.role().label(), "term": s.term,
                             "leader_id": s.leader_id, "commit_index": s.commit_index,
                             "applied_index": s.applied_index, "reachable": true,
                         }),
@@ -324,7 +324,7 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
                                 "{:<4} {:<22} {:<13} {:>6} {:>6} {:>10} {:>10}",
                                 s.node_id,
                                 addr,
-                                s.role,
+                                s.role().label(),
                                 s.term,
                                 s.leader_id,
                                 s.commit_index,
