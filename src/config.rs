@@ -82,13 +82,23 @@ pub struct NodeConfig {
     /// so any positive value works; above 4 MiB, clients with gRPC's default decode limit
     /// cannot receive full pages.
     pub max_list_bytes: usize,
-    /// UNSAFE — for testing the consistency checker only. Every node answers every read from
-    /// its local state machine without ReadIndex, so reads can be stale. Never in production.
-    pub unsafe_stale_reads: bool,
-    /// UNSAFE — for testing the power-cut test only. The Raft log is written but never
-    /// `fdatasync`ed, so a power cut can take back acknowledged writes and votes. Never in
-    /// production.
-    pub unsafe_no_fsync: bool,
+    /// Deliberate faults for proving the test suites have teeth. Not part of the config file
+    /// (a file naming them is refused as naming an unknown field) nor of the environment: only
+    /// the hidden `--unsafe-*` flags set them.
+    #[serde(skip)]
+    pub testing: TestingFaults,
+}
+
+/// Faults a node can be started with on purpose, so that a checker can be shown to catch what
+/// they break. Every one of them breaks a guarantee; none belongs in production.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TestingFaults {
+    /// Every node answers every read from its local state machine without ReadIndex, so reads
+    /// can be stale (`--unsafe-stale-reads`; the linearizability checker must catch it).
+    pub stale_reads: bool,
+    /// The Raft log is written but never `fdatasync`ed, so a power cut can take back
+    /// acknowledged writes and votes (`--unsafe-no-fsync`; the power-cut tests must catch it).
+    pub no_fsync: bool,
 }
 
 impl Default for NodeConfig {
@@ -114,8 +124,7 @@ impl Default for NodeConfig {
             max_pending_requests: 4_096,
             max_list_limit: 1_000,
             max_list_bytes: DEFAULT_MAX_LIST_BYTES,
-            unsafe_stale_reads: false,
-            unsafe_no_fsync: false,
+            testing: TestingFaults::default(),
         }
     }
 }
@@ -186,13 +195,14 @@ pub struct ConfigOverrides {
     #[arg(long, env = "KV_MAX_LIST_BYTES")]
     pub max_list_bytes: Option<usize>,
     /// UNSAFE, testing only: serve reads from local state without ReadIndex (stale reads).
-    /// Hidden from `--help`: it exists for the consistency suite, not for operators.
-    #[arg(long, env = "KV_UNSAFE_STALE_READS", hide = true)]
-    pub unsafe_stale_reads: Option<bool>,
-    /// UNSAFE, testing only: never fdatasync the Raft log (a power cut loses acknowledged writes).
-    /// Hidden from `--help`, like the other unsafe options.
-    #[arg(long, env = "KV_UNSAFE_NO_FSYNC", hide = true)]
-    pub unsafe_no_fsync: Option<bool>,
+    /// Hidden from `--help` and not readable from a file or the environment: it exists for
+    /// the consistency suite, not for operators.
+    #[arg(long, hide = true)]
+    pub unsafe_stale_reads: bool,
+    /// UNSAFE, testing only: never fdatasync the Raft log (a power cut loses acknowledged
+    /// writes). Hidden and flag-only, like the other unsafe option.
+    #[arg(long, hide = true)]
+    pub unsafe_no_fsync: bool,
 }
 
 impl NodeConfig {
@@ -263,10 +273,10 @@ impl NodeConfig {
             request_timeout_ms,
             max_pending_requests,
             max_list_limit,
-            max_list_bytes,
-            unsafe_stale_reads,
-            unsafe_no_fsync
+            max_list_bytes
         );
+        self.testing.stale_reads |= o.unsafe_stale_reads;
+        self.testing.no_fsync |= o.unsafe_no_fsync;
     }
 
     /// Checks every field; the error names `source` and the field.
@@ -577,6 +587,33 @@ mod tests {
         assert!(e.contains(&f.path().display().to_string()), "{e}");
         assert!(e.contains("election_tiks"), "{e}");
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    /// The deliberate faults are not config: a file naming one is refused like any unknown
+    /// field, and only the hidden flags turn them on.
+    #[test]
+    fn the_testing_faults_are_flags_only() {
+        for field in ["unsafe_stale_reads", "unsafe_no_fsync"] {
+            let f = write(&format!("node_id = 1\n{field} = true\n"));
+            let e = NodeConfig::load(Some(f.path()), &ConfigOverrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{e}");
+        }
+        let c = NodeConfig::load(None, &ConfigOverrides::default()).unwrap();
+        assert_eq!(c.testing, TestingFaults::default());
+        let overrides = ConfigOverrides {
+            unsafe_stale_reads: true,
+            unsafe_no_fsync: true,
+            ..ConfigOverrides::default()
+        };
+        let c = NodeConfig::load(None, &overrides).unwrap();
+        assert!(c.testing.stale_reads && c.testing.no_fsync);
+        let text = toml::to_string(&c).unwrap();
+        assert!(
+            !text.contains("unsafe") && !text.contains("testing"),
+            "{text}"
+        );
     }
 
     #[test]

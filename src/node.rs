@@ -178,13 +178,13 @@ impl Node {
         }
 
         let voters: Vec<u64> = members.keys().copied().collect();
-        if config.unsafe_no_fsync {
+        if config.testing.no_fsync {
             tracing::warn!(
                 "unsafe_no_fsync is on: a power cut can lose acknowledged writes; for testing the power-cut test only"
             );
         }
         let options = LogOptions {
-            fsync: !config.unsafe_no_fsync,
+            fsync: !config.testing.no_fsync,
             ..LogOptions::default()
         };
         let recovered = recover(&dir, &voters, options)
@@ -205,7 +205,7 @@ impl Node {
                 max_pending: config.max_pending_requests,
                 max_list_limit: config.max_list_limit as usize,
                 max_list_bytes: config.max_list_bytes,
-                unsafe_stale_reads: config.unsafe_stale_reads,
+                unsafe_stale_reads: config.testing.stale_reads,
             },
         };
         let advertised_peer = settings.members.get(&config.node_id).cloned();
@@ -220,7 +220,7 @@ impl Node {
             keys,
             "node starting"
         );
-        if config.unsafe_stale_reads {
+        if config.testing.stale_reads {
             tracing::warn!(
                 "unsafe_stale_reads is on: reads may be stale; for testing the checker only"
             );

@@ -75,6 +75,8 @@ pub struct LocalCluster {
     /// Each node's power-cut filesystem, by id, when the options asked for them. Declared after
     /// `nodes` and unmounted only after `Drop` has killed every node.
     power: BTreeMap<u64, PowerFs>,
+    /// How the nodes are started, again at every restart.
+    options: ClusterOptions,
 }
 
 fn signal(pid: u32, sig: &str) -> Result<(), String> {
@@ -153,8 +155,6 @@ impl LocalCluster {
                 tick_interval_ms: CHAOS_TICK_MS,
                 election_ticks: CHAOS_ELECTION_TICKS,
                 request_timeout_ms: CHAOS_REQUEST_TIMEOUT_MS,
-                unsafe_stale_reads: options.unsafe_stale_reads,
-                unsafe_no_fsync: options.unsafe_no_fsync,
                 ..NodeConfig::default()
             };
             let config_path = dir.join(format!("node{id}.toml"));
@@ -181,6 +181,7 @@ impl LocalCluster {
             nodes,
             links,
             power,
+            options,
         };
         // The nodes bind their ports now.
         drop(reserved);
@@ -204,9 +205,16 @@ impl LocalCluster {
             .append(true)
             .open(&node.log_path)
             .map_err(|e| e.to_string())?;
-        let child = Command::new(&binary)
-            .arg("--config")
-            .arg(&node.config_path)
+        let mut cmd = Command::new(&binary);
+        cmd.arg("--config").arg(&node.config_path);
+        // The deliberate faults are flags only: no config file can turn them on.
+        if self.options.unsafe_stale_reads {
+            cmd.arg("--unsafe-stale-reads");
+        }
+        if self.options.unsafe_no_fsync {
+            cmd.arg("--unsafe-no-fsync");
+        }
+        let child = cmd
             .env("NO_COLOR", "1")
             .env(BOOT_ID_ENV, format!("chaos-node{id}-boot{}", node.boots))
             .stdin(Stdio::null())
