@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 pub const DEFAULT_CLIENT_ADDR: &str = "127.0.0.1:50051";
 /// Default peer (Raft transport) listen address.
 pub const DEFAULT_PEER_ADDR: &str = "127.0.0.1:50052";
-/// Default data directory.
+/// Default data directory, relative to the directory the node is started in.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
 /// Default `max_list_bytes`: under the 4 MiB that gRPC implementations (tonic, grpc-go,
@@ -496,12 +496,12 @@ impl NodeConfig {
         }
     }
 
-    /// One Raft tick.
+    /// `tick_interval_ms` as a `Duration`.
     pub fn tick_interval(&self) -> Duration {
         Duration::from_millis(self.tick_interval_ms)
     }
 
-    /// How long a client request may wait.
+    /// `request_timeout_ms` as a `Duration`.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }

@@ -24,9 +24,11 @@ pub enum Error {
         _ => "; no leader is known yet".to_string(),
     })]
     NotLeader {
-        /// The leader's node id, when one is known.
+        /// The leader's node id, when one is known; sent as the [`LEADER_ID_METADATA`]
+        /// header.
         leader_id: Option<u64>,
-        /// The leader's client address, when this node has heard it.
+        /// The leader's client address, when this node has heard it; sent as the
+        /// [`LEADER_ADDR_METADATA`] header, so the client can retry there.
         leader_addr: Option<String>,
     },
 
@@ -55,7 +57,7 @@ pub enum Error {
     Config {
         /// Path of the config file, or `<flags>` when the value came from the command line.
         file: String,
-        /// The offending field.
+        /// The setting's name, or `-` when the whole file is at fault (it cannot be read).
         field: String,
         /// What is wrong with it.
         message: String,
@@ -64,7 +66,6 @@ pub enum Error {
     /// The data directory cannot be used (locked, belongs to another node, unwritable).
     #[error("data dir {path}: {message}")]
     DataDir {
-        /// The directory.
         path: PathBuf,
         /// What is wrong with it.
         message: String,

@@ -60,9 +60,9 @@ struct Identity {
     cluster_name: String,
 }
 
-/// A running node.
+/// A running node: its two servers, its actors and the data dir lock, until
+/// [`Node::shutdown`] stops them in order.
 pub struct Node {
-    /// The node's configuration.
     config: NodeConfig,
     /// Where the client API really listens (port 0 in the config becomes a real port).
     client_addr: SocketAddr,
@@ -72,17 +72,16 @@ pub struct Node {
     client_stop: watch::Sender<bool>,
     /// Tells the peer server to stop accepting.
     peer_stop: watch::Sender<bool>,
-    /// The client server.
+    /// Given [`DRAIN_TIMEOUT`] at shutdown for the requests in flight, then aborted.
     client_server: JoinHandle<()>,
-    /// The peer server.
+    /// Stopped only after the leadership handover and the drain, which both need it.
     peer_server: JoinHandle<()>,
     /// The state machine actor, flushed on shutdown.
     storage: Addr<StorageActor>,
-    /// The RaftActor's thread.
+    /// The RaftActor's thread, stopped after the peer server.
     raft_arbiter: Arbiter,
-    /// The RaftActor.
+    /// Asked at shutdown to hand leadership over, then polled until it has.
     raft: Addr<RaftActor>,
-    /// The client API actor.
     client_api: Addr<ClientApiActor>,
     /// Held for the node's lifetime: the data dir lock.
     _lock: fs::File,
@@ -294,17 +293,17 @@ impl Node {
         })
     }
 
-    /// Where the client API listens.
+    /// Where the client API listens: the bound address, so a port 0 in the config comes back
+    /// as the port the system picked.
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
     }
 
-    /// Where the peer service listens.
+    /// Where the peer service listens: the bound address, like [`Node::client_addr`].
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr
     }
 
-    /// The node's configuration.
     pub fn config(&self) -> &NodeConfig {
         &self.config
     }

@@ -45,9 +45,7 @@ const OLD_RAFT_TREE: &str = "raft";
 
 /// A node's storage, consistent and ready for a `RaftNode` and a `StorageActor`.
 pub struct Recovered {
-    /// The Raft log.
     pub log: LogStore,
-    /// The state machine.
     pub sm: StateMachine,
     /// The snapshot file (shared by the log and the state machine's actor).
     pub snapshots: SnapshotStore,

@@ -53,11 +53,8 @@ pub enum CommandOutcome {
     /// A key was written.
     Set,
     /// A key was deleted; `existed` says whether it was there.
-    Deleted {
-        /// Whether the key existed before the delete.
-        existed: bool,
-    },
-    /// The entry could not be decoded; it changed nothing.
+    Deleted { existed: bool },
+    /// The entry could not be decoded, or its command had no operation; it changed nothing.
     Rejected(String),
 }
 
@@ -83,13 +80,11 @@ pub struct StateHash {
 /// One applied entry, reported back to whoever proposed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedEntry {
-    /// Log index of the entry.
+    /// Log index of the entry; with `term`, what the proposer's write is answered with.
     pub index: u64,
-    /// Term of the entry.
     pub term: u64,
     /// Who proposed it, when the entry carried a client command.
     pub origin: Option<ProposalTag>,
-    /// What it did.
     pub outcome: CommandOutcome,
 }
 
@@ -150,11 +145,13 @@ pub struct StateMachine {
     /// Blob files already fsynced: sled writes each once and never changes it, so a sync
     /// needs to fsync only the new ones.
     synced_blobs: HashSet<PathBuf>,
-    /// The `sm` tree.
+    /// The [`SM_TREE`] tree: every key under a `d` prefix, and the applied index and key
+    /// count under `m` keys, written in the same batch as the entries they follow.
     tree: sled::Tree,
-    /// Index and term of the last applied entry.
+    /// Index and term of the last applied entry, as the tree holds it.
     applied: LogId,
-    /// Number of keys.
+    /// Number of keys, as the tree holds it: counted by every apply and restore, so a status
+    /// question needs no scan.
     key_count: u64,
 }
 
@@ -247,7 +244,6 @@ impl StateMachine {
         self.applied
     }
 
-    /// Number of keys stored.
     pub fn key_count(&self) -> u64 {
         self.key_count
     }

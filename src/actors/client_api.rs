@@ -30,16 +30,17 @@ use crate::proto::raftpb::{log_command::Op, DeleteOp, LogCommand, SetOp};
 /// `RESOURCE_EXHAUSTED` when it is full.
 pub const CLIENT_API_MAILBOX_CAPACITY: usize = 8_192;
 
-/// Limits the ClientApiActor enforces.
+/// Limits the ClientApiActor checks before a request goes any further: a key or value over
+/// them is refused as invalid, a List page is cut down to them, and a request beyond
+/// `max_pending` is refused as overloaded.
 #[derive(Debug, Clone)]
 pub struct ClientLimits {
-    /// Largest key in bytes.
+    /// Largest key in bytes; it bounds a List's prefix and start key too.
     pub max_key_bytes: usize,
-    /// Largest value in bytes.
     pub max_value_bytes: usize,
-    /// Most writes, and most reads, in flight.
+    /// Most writes, and most reads, in flight, counted apart; one more is refused at once.
     pub max_pending: usize,
-    /// Largest List page.
+    /// Most keys in one List page; a request asking for none, or for more, gets this many.
     pub max_list_limit: usize,
     /// Largest List page in encoded bytes (one key always fits, however big).
     pub max_list_bytes: usize,
@@ -62,29 +63,33 @@ fn send_writes(answers: impl IntoIterator<Item = WriteAnswer<Reply<WriteResult>>
     }
 }
 
-/// The client API actor.
+/// Validates each client request, proposes writes and holds them until applied, and sends
+/// linearizable reads through ReadIndex first (see the module docs).
 pub struct ClientApiActor {
     /// This node's id (the `origin_node` of its commands).
     node_id: u64,
-    /// Input limits.
     limits: ClientLimits,
-    /// The RaftActor, once connected.
+    /// `None` until [`Connect`] arrives; until then writes, linearizable reads and status
+    /// questions are refused as shutting down.
     raft: Option<Addr<crate::actors::RaftActor>>,
-    /// Where reads go.
+    /// The StorageActor, which holds each read until it has applied up to the read's index.
     storage: Recipient<Read>,
-    /// Where status questions about the state machine go.
+    /// The StorageActor's part of a [`ClientStatus`] answer: applied index, keys, snapshot.
     storage_status: Recipient<GetStorageStatus>,
-    /// Where hash questions go.
+    /// Set by [`ClientApiActor::with_hash`]; without it [`ClientHash`] is refused.
     storage_hash: Option<Recipient<GetStateHash>>,
-    /// Whether this node is leader, and who is.
+    /// As the last [`RoleChanged`] said; writes and linearizable reads are refused as
+    /// not-leader unless it is `Leader`.
     role: StateRole,
     /// Known leader id (0: none).
     leader_id: u64,
-    /// The leader's client address, if known.
+    /// The leader's client address, if known; a not-leader answer carries it so the client
+    /// can go there.
     leader_addr: Option<String>,
     /// Pending writes, and the command sequence numbers they are tagged with.
     proposals: Proposals<Reply<WriteResult>>,
-    /// Reads in flight.
+    /// Reads not yet answered, those parked in the StorageActor included. Each read's task
+    /// holds a clone and counts itself out when it answers or its caller gives up.
     reads_in_flight: Rc<Cell<usize>>,
 }
 

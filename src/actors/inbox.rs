@@ -16,14 +16,15 @@ pub const PEER_INBOX_CAPACITY: usize = 8_192;
 /// The budget shared by the peer service, which takes slots, and the messages holding them.
 #[derive(Debug, Clone, Default)]
 pub struct PeerInbox {
-    /// Slots taken.
+    /// Slots taken: raised by [`PeerInbox::take`], never past [`PEER_INBOX_CAPACITY`], and
+    /// lowered when an [`InboxSlot`] drops.
     used: Arc<AtomicUsize>,
 }
 
 /// One taken slot; dropping it gives it back.
 #[derive(Debug)]
 pub struct InboxSlot {
-    /// The budget it belongs to.
+    /// The counter of the budget it was taken from, lowered when the slot drops.
     used: Arc<AtomicUsize>,
 }
 
@@ -41,7 +42,7 @@ impl PeerInbox {
         })
     }
 
-    /// Slots taken now.
+    /// Slots taken at this moment; the peer service may take or give back more at once.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }

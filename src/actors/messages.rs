@@ -33,25 +33,17 @@ pub type Reply<T> = oneshot::Sender<Result<T>>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOp {
     /// Set `key` to `value`.
-    Set {
-        /// The key.
-        key: Vec<u8>,
-        /// The value.
-        value: Vec<u8>,
-    },
-    /// Remove `key`.
-    Delete {
-        /// The key.
-        key: Vec<u8>,
-    },
+    Set { key: Vec<u8>, value: Vec<u8> },
+    /// Remove `key`; the answer says whether it was there.
+    Delete { key: Vec<u8> },
 }
 
-/// The answer to a write.
+/// What an applied write reports: where its entry sits in the log, for the response header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteResult {
-    /// Log index of the write.
+    /// Log index of the entry that applied the write.
     pub index: u64,
-    /// Term of the write.
+    /// Term of that entry: the term of the leader that appended it.
     pub term: u64,
     /// For a delete: whether the key existed.
     pub existed: bool,
@@ -61,23 +53,22 @@ pub struct WriteResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadQuery {
     /// One key.
-    Get {
-        /// The key.
-        key: Vec<u8>,
-    },
+    Get { key: Vec<u8> },
     /// A page of keys.
     List {
         /// Only keys with this prefix.
         prefix: Vec<u8>,
         /// Start at this key, inclusive.
         start: Vec<u8>,
-        /// At most this many keys.
+        /// At most this many keys; 0, and anything over `max_list_limit`, means
+        /// `max_list_limit`.
         limit: usize,
         /// At most this many bytes of encoded answer (the first key comes however big it is):
         /// the StorageActor builds the page while applies wait behind it, and it travels as
         /// one gRPC message. 0, and anything over `max_list_bytes`, means `max_list_bytes`.
         max_bytes: usize,
-        /// Leave values out.
+        /// Leave values out: the page holds empty values, so only keys and their framing
+        /// count against `max_bytes`.
         keys_only: bool,
     },
 }
@@ -94,9 +85,8 @@ pub enum ReadResult {
 /// A read answer with the applied index it observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadAnswer {
-    /// What was read.
     pub result: ReadResult,
-    /// The state machine's applied index when it was read.
+    /// The state machine's applied index when it was read; the response header carries it.
     pub applied_index: u64,
 }
 
@@ -104,9 +94,9 @@ pub struct ReadAnswer {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ClientWrite {
-    /// What to write.
     pub op: WriteOp,
-    /// Where the outcome goes.
+    /// Answered once: applied, not applied, outcome unknown or refused (see `Proposals`). The
+    /// gRPC layer drops its end when the deadline passes.
     pub reply: Reply<WriteResult>,
 }
 
@@ -114,26 +104,26 @@ pub struct ClientWrite {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ClientRead {
-    /// What to read.
     pub query: ReadQuery,
     /// Read local state without ReadIndex (may be stale).
     pub serializable: bool,
-    /// Where the answer goes.
+    /// Dropped by the gRPC layer when the deadline passes, which also stops the read counting
+    /// against `max_pending`.
     pub reply: Reply<ReadAnswer>,
 }
 
 /// Everything a node reports about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeStatus {
-    /// Raft's view.
+    /// Role, term, leader and log indexes as raft-rs has them, from the RaftActor.
     pub raft: RaftStatus,
     /// Members: (id, peer address, client address if known).
     pub members: Vec<(u64, String, Option<String>)>,
     /// The leader's client address, if known.
     pub leader_client_addr: Option<String>,
-    /// The state machine's applied index.
+    /// The StorageActor's applied index. It and the two fields below come from the
+    /// StorageActor, added by the ClientApiActor; the rest from the RaftActor.
     pub applied_index: u64,
-    /// Number of keys.
     pub key_count: u64,
     /// Index of the newest stored snapshot.
     pub snapshot_index: u64,
@@ -143,7 +133,6 @@ pub struct NodeStatus {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ClientStatus {
-    /// Where the answer goes.
     pub reply: Reply<NodeStatus>,
 }
 
@@ -151,7 +140,6 @@ pub struct ClientStatus {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ClientHash {
-    /// Where the answer goes.
     pub reply: Reply<StateHash>,
 }
 
@@ -159,7 +147,8 @@ pub struct ClientHash {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<LogId>")]
 pub struct Propose {
-    /// The encoded command.
+    /// A `LogCommand` tagged with the proposer's node id and sequence number, as
+    /// `encode_command` makes it.
     pub data: Vec<u8>,
 }
 
@@ -168,7 +157,8 @@ pub struct Propose {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ReadIndex {
-    /// Where the index goes.
+    /// Answered with the batch of reads it joins once a quorum confirms the leadership, or
+    /// with not-leader if this node stops leading first.
     pub reply: Reply<u64>,
 }
 
@@ -181,7 +171,8 @@ pub struct GetRaftStatus;
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct StepMessage {
-    /// The decoded raft message.
+    /// Dropped unless its sender is a member; checked by `RaftNode::step` before raft-rs sees
+    /// it.
     pub msg: RaftMessage,
     /// The sender's client address, remembered for leader hints.
     pub from_client_addr: String,
@@ -201,7 +192,6 @@ pub struct TransferLeadership;
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct SendToPeer {
-    /// The message.
     pub msg: RaftMessage,
 }
 
@@ -210,13 +200,10 @@ pub struct SendToPeer {
 #[rtype(result = "()")]
 pub enum PeerReport {
     /// A message could not be delivered (connection down or outbox full).
-    Unreachable {
-        /// The peer.
-        peer: u64,
-    },
+    /// raft-rs then probes the peer again instead of streaming appends to it.
+    Unreachable { peer: u64 },
     /// A snapshot transfer finished.
     SnapshotSent {
-        /// The peer.
         peer: u64,
         /// Whether the peer received all of it.
         ok: bool,
@@ -227,9 +214,9 @@ pub enum PeerReport {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Apply {
-    /// A snapshot received from the leader.
+    /// A snapshot received from the leader, restored only if it is ahead of the applied index.
     pub snapshot: Option<Snapshot>,
-    /// Committed entries.
+    /// Committed entries in log order; those at or below the applied index are skipped.
     pub entries: Vec<Entry>,
     /// The configuration to record in snapshots made after these entries.
     pub conf_state: ConfState,
@@ -239,7 +226,7 @@ pub struct Apply {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ApplyProgress {
-    /// Applied index.
+    /// The RaftActor tells raft-rs, and measures its apply backlog against it.
     pub index: u64,
 }
 
@@ -247,7 +234,7 @@ pub struct ApplyProgress {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct SnapshotCreated {
-    /// Index of the snapshot.
+    /// The RaftActor compacts the log up to here, less the entries it keeps behind a snapshot.
     pub index: u64,
 }
 
@@ -257,18 +244,14 @@ pub struct SnapshotCreated {
 pub struct Read {
     /// Answer only after applying up to here (0: now).
     pub min_index: u64,
-    /// What to read.
     pub query: ReadQuery,
-    /// Where the answer goes.
     pub reply: Reply<ReadAnswer>,
 }
 
 /// The state machine's status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StorageStatus {
-    /// Applied index.
     pub applied_index: u64,
-    /// Number of keys.
     pub key_count: u64,
     /// Index of the newest stored snapshot.
     pub snapshot_index: u64,
@@ -293,9 +276,11 @@ pub struct FlushStorage;
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Applied {
-    /// What each entry did.
+    /// What each entry did, with its proposer's tag, so the ClientApiActor can answer its own
+    /// writes.
     pub entries: Vec<AppliedEntry>,
-    /// The applied index after them.
+    /// The applied index after them: a pending write placed at or below it that no entry
+    /// matched was overwritten.
     pub applied_index: u64,
 }
 
@@ -303,9 +288,10 @@ pub struct Applied {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct RoleChanged {
-    /// The change.
+    /// The new role, leader id and term.
     pub change: RoleChange,
-    /// The leader's client address, when known.
+    /// The leader's client address, when known. It may become known only after the change,
+    /// which is then reported again with it.
     pub leader_client_addr: Option<String>,
     /// This node stopped leading because it handed leadership over on purpose: its log went to
     /// the new leader whole, so writes pending here will still be applied (or seen overwritten)
@@ -317,6 +303,5 @@ pub struct RoleChanged {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Connect {
-    /// The node's RaftActor.
     pub raft: Addr<crate::actors::RaftActor>,
 }

@@ -44,7 +44,7 @@ use crate::proto::raftpb::{RaftBatch, SnapshotChunk};
 
 /// Dropped messages between two warnings about a full outbox.
 pub const DROP_WARNING_EVERY: u64 = 1_000;
-/// Messages queued for one peer before new ones are dropped.
+/// Messages queued in each lane of one peer before new ones are dropped.
 pub const PEER_OUTBOX_CAPACITY: usize = 4_096;
 /// Most messages sent in one batch.
 pub const MAX_BATCH_MESSAGES: usize = 512;
@@ -57,7 +57,8 @@ pub const MIN_LINK_BYTES_PER_SEC: u64 = 1024 * 1024;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// First retry delay after a failed send.
 pub const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// Longest retry delay.
+/// Longest retry delay: the delay doubles after each failed send up to this, and falls back to
+/// [`RECONNECT_BACKOFF_MIN`] after a success.
 pub const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long to wait for a connection to the peer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -68,13 +69,13 @@ pub const SNAPSHOT_STALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often a snapshot transfer's progress is checked.
 const SNAPSHOT_PROGRESS_CHECK: Duration = Duration::from_secs(1);
 
-/// The link to one peer.
+/// Sorts the messages for one peer into its two lanes and streams its snapshots (see the
+/// module docs).
 pub struct PeerActor {
-    /// Our node id.
+    /// Sent as the `from` of every batch and snapshot.
     self_id: u64,
     /// Our client address, sent along for leader hints.
     self_client_addr: String,
-    /// The peer's id.
     peer_id: u64,
     /// The peer's client for appends and snapshots (connects lazily, reconnects by itself).
     bulk_client: RaftTransportClient<Channel>,
@@ -82,11 +83,13 @@ pub struct PeerActor {
     control_client: RaftTransportClient<Channel>,
     /// Bounded outbox of the bulk lane; its sender task holds the other end.
     bulk: Option<mpsc::Sender<RaftMessage>>,
-    /// Bounded outbox of the control lane.
+    /// Bounded outbox of the control lane. Both outboxes are `None` until the actor starts.
     control: Option<mpsc::Sender<RaftMessage>>,
-    /// Where delivery failures are reported.
+    /// Where delivery failures and snapshot outcomes go; set by [`Connect`], and until then
+    /// nothing is reported.
     raft: Option<Recipient<PeerReport>>,
-    /// Messages dropped because the outbox was full, since the last warning.
+    /// Messages dropped in a row because an outbox was full; the next one queued resets it.
+    /// The first of a run is reported as unreachable, every [`DROP_WARNING_EVERY`]th logged.
     dropped: u64,
     /// The newest term of a message handed to this link; the lanes drop older ones.
     term: Arc<AtomicU64>,
@@ -201,7 +204,8 @@ fn stale(m: &RaftMessage, newest: &AtomicU64) -> bool {
     !pre_vote && m.term != 0 && m.term < newest.load(Ordering::Relaxed)
 }
 
-/// Which lane a message travels on.
+/// Whether a message takes the bulk lane: appends do, all else takes the control lane
+/// (snapshots take neither).
 fn is_bulk(msg: &RaftMessage) -> bool {
     msg.get_msg_type() == MessageType::MsgAppend
 }

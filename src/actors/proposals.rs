@@ -55,7 +55,6 @@ pub type WriteAnswer<R> = (R, Result<WriteResult>);
 
 /// A write waiting to be settled.
 struct Pending<R> {
-    /// Where the outcome goes.
     reply: R,
     /// Where raft-rs placed the entry, once the RaftActor has said.
     placed: Option<LogId>,
@@ -68,9 +67,11 @@ struct Pending<R> {
 pub struct Proposals<R> {
     /// This node's id: applied entries tagged with another origin are not ours.
     node_id: u64,
-    /// Most writes waiting at once.
+    /// Most writes waiting at once; at it, writes whose caller gave up are forgotten to make
+    /// room, and if none did a new write is refused.
     max_pending: usize,
-    /// The sequence number the next write gets.
+    /// The sequence number the next write gets: it starts at `first_seq` and only counts up,
+    /// so no two writes of a run share one.
     next_seq: u64,
     /// Waiting writes by sequence number.
     pending: HashMap<u64, Pending<R>>,
@@ -258,7 +259,6 @@ mod tests {
     const ME: u64 = 1;
     /// Another node's id.
     const OTHER: u64 = 2;
-    /// The first sequence number.
     const FIRST_SEQ: u64 = 100;
 
     /// A caller, by name, who may give up waiting.

@@ -30,21 +30,23 @@ pub const MAX_APPLY_BACKLOG_ENTRIES: u64 = 50_000;
 #[rtype(result = "()")]
 struct Drive;
 
-/// The Raft actor.
+/// Owns the [`RaftNode`] and carries out what its Ready loop asks for (see the module docs).
 pub struct RaftActor {
-    /// The Raft logic.
     node: RaftNode,
-    /// Length of one tick.
+    /// Wall-clock length of one tick, the unit raft-rs counts election and heartbeat
+    /// timeouts in.
     tick_interval: Duration,
     /// This node's client address, for leader hints about itself.
     client_addr: String,
-    /// Where committed entries go.
+    /// The StorageActor: committed entries and received snapshots go there as [`Apply`].
     storage: Recipient<Apply>,
-    /// Where role changes go.
+    /// The ClientApiActor, told of every role or leader change; `None` when a test wants them
+    /// reported nowhere.
     role_to: Option<Recipient<RoleChanged>>,
-    /// One outbox per peer, by id.
+    /// The PeerActor of each other voter; a message for any other id is dropped with a warning.
     peers: HashMap<u64, Recipient<SendToPeer>>,
-    /// Peer addresses of all voters, by id.
+    /// Peer addresses of all voters, this node included; a message from a node not here is
+    /// dropped unread.
     members: BTreeMap<u64, String>,
     /// Client addresses learned from peers' messages, by id.
     peer_client_addrs: HashMap<u64, String>,
@@ -56,7 +58,8 @@ pub struct RaftActor {
     drive_scheduled: bool,
     /// Index of the last committed entry (or snapshot) handed to the StorageActor.
     dispatched_index: u64,
-    /// Applied index the StorageActor last reported.
+    /// Applied index the StorageActor last reported. `dispatched_index` less this is the apply
+    /// backlog; past [`MAX_APPLY_BACKLOG_ENTRIES`] proposals are refused.
     applied_index: u64,
     /// Leader id last reported to `role_to`, and whether its client address was known then.
     reported_leader: (u64, bool),

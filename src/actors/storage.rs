@@ -22,13 +22,13 @@ pub const MAX_PARKED_READS: usize = 8_192;
 /// A read waiting for the applied index to reach its read index.
 type ParkedRead = (ReadQuery, Reply<ReadAnswer>);
 
-/// The state machine actor.
+/// Applies committed entries and answers reads, on one thread (see the module docs).
 pub struct StorageActor {
-    /// The key-value data.
     sm: StateMachine,
-    /// Where snapshots are stored.
+    /// The snapshot file, shared with the log store; a snapshot made here is what the RaftActor
+    /// then compacts the log to.
     snapshots: SnapshotStore,
-    /// Applied entries between snapshots.
+    /// A new snapshot is made once the applied index is this far past the stored one.
     snapshot_threshold: u64,
     /// Gets every applied batch (the ClientApiActor).
     applied_to: Option<Recipient<Applied>>,
@@ -38,7 +38,7 @@ pub struct StorageActor {
     snapshot_to: Option<Recipient<SnapshotCreated>>,
     /// Reads waiting for their index, keyed by it.
     parked: BTreeMap<u64, Vec<ParkedRead>>,
-    /// Number of parked reads.
+    /// Reads in `parked`, all indexes together; at [`MAX_PARKED_READS`] new ones are refused.
     parked_count: usize,
 }
 

@@ -47,13 +47,12 @@ use crate::state_machine::StateMachine;
 /// What a node's actors are told about the node.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// This node's id.
     pub id: u64,
     /// Peer addresses of every voter, this node's included; one PeerActor starts per other one.
     pub members: BTreeMap<u64, String>,
     /// The client address this node gives out (leader hints, status).
     pub client_addr: String,
-    /// Length of one Raft tick.
+    /// Wall-clock length of one Raft tick, the unit of the two timeouts below.
     pub tick_interval: Duration,
     /// Election timeout in ticks.
     pub election_ticks: usize,
@@ -69,13 +68,10 @@ pub struct Settings {
 
 /// The running actors of a node.
 pub struct Actors {
-    /// The StorageActor.
     pub storage: Addr<StorageActor>,
-    /// The ClientApiActor.
     pub client_api: Addr<ClientApiActor>,
-    /// The RaftActor.
     pub raft: Addr<RaftActor>,
-    /// The RaftActor's thread.
+    /// The RaftActor's thread; `Node::shutdown` stops it last.
     pub raft_arbiter: Arbiter,
     /// The PeerActors, by peer id (none where a test double takes their place).
     pub peers: BTreeMap<u64, Addr<PeerActor>>,
@@ -83,7 +79,6 @@ pub struct Actors {
 
 /// A node's actors, made from its recovered storage and not yet started.
 pub struct Wiring {
-    /// What the actors are told.
     settings: Settings,
     /// The Raft logic over the recovered log.
     raft_node: RaftNode,

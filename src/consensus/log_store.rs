@@ -146,13 +146,14 @@ impl Replay {
 
 /// The Raft log and state of one node.
 pub struct LogStore {
-    /// Where every record goes.
+    /// Every change is a record here; entries not in the cache are read back from it.
     wal: Wal,
     /// `HardState` (term, vote, commit) as last given; durable except for a newer commit.
     hard_state: HardState,
     /// The commit index changed since the last record was written.
     commit_unwritten: bool,
-    /// Voters and learners.
+    /// Voters and learners: `initial_voters` for a new log, later what a received snapshot
+    /// carries; repeated at the head of every segment.
     conf_state: ConfState,
     /// Index and term of the last entry discarded by compaction or a snapshot.
     truncated: LogId,
@@ -162,7 +163,7 @@ pub struct LogStore {
     cached_bytes: u64,
     /// Index of the oldest cached entry; every entry from here to the end is cached.
     cached_from: u64,
-    /// Most bytes in the cache.
+    /// [`LogOptions::entry_cache_bytes`]; past it, `evict` drops the oldest cached entries.
     cache_limit: u64,
     /// Where snapshots live; `snapshot()` reads from here.
     snapshots: SnapshotStore,
@@ -254,7 +255,6 @@ impl LogStore {
         &self.hard_state
     }
 
-    /// The current configuration.
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
     }

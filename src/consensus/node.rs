@@ -41,7 +41,6 @@ pub const MAX_COMMITTED_BYTES_PER_READY: u64 = 16 * 1024 * 1024;
 /// The parameters of raft-rs that come from the node config.
 #[derive(Debug, Clone)]
 pub struct RaftParams {
-    /// This node's id.
     pub id: u64,
     /// Election timeout in ticks.
     pub election_ticks: usize,
@@ -60,7 +59,6 @@ pub struct RoleChange {
     pub role: StateRole,
     /// The leader now known (0: none).
     pub leader_id: u64,
-    /// The current term.
     pub term: u64,
 }
 
@@ -83,15 +81,12 @@ pub struct ReadyOutput {
 /// A snapshot of the node's Raft state, for status reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RaftStatus {
-    /// This node's id.
     pub id: u64,
     /// Its part in Raft now.
     pub role: StateRole,
-    /// Current term.
     pub term: u64,
     /// Known leader (0: none).
     pub leader_id: u64,
-    /// Commit index.
     pub commit_index: u64,
     /// Applied index as reported by the state machine.
     pub applied_index: u64,
@@ -99,13 +94,11 @@ pub struct RaftStatus {
     pub last_index: u64,
     /// Index up to which the log was compacted.
     pub truncated_index: u64,
-    /// Voter ids.
     pub voters: Vec<u64>,
 }
 
 /// The Raft half of a node, without any runtime.
 pub struct RaftNode {
-    /// raft-rs's node.
     raw: RawNode<LogStore>,
     /// Entries kept behind a snapshot when compacting.
     log_retain_entries: u64,
@@ -138,7 +131,6 @@ impl RaftNode {
         })
     }
 
-    /// This node's id.
     pub fn id(&self) -> u64 {
         self.raw.raft.id
     }
@@ -179,7 +171,6 @@ impl RaftNode {
         Ok(self.raw.step(msg)?)
     }
 
-    /// Whether this node is the leader.
     pub fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }
@@ -206,7 +197,8 @@ impl RaftNode {
         }
     }
 
-    /// The error for a request that needs the leader.
+    /// The error for a request that needs the leader. It names the leader's id but not its
+    /// address, which only the RaftActor knows and adds.
     pub fn not_leader(&self) -> Error {
         let leader = self.raw.raft.leader_id;
         Error::NotLeader {
@@ -293,7 +285,6 @@ impl RaftNode {
         Ok(())
     }
 
-    /// The node's status.
     pub fn status(&self) -> RaftStatus {
         let raft = &self.raw.raft;
         let store = self.raw.store();
@@ -310,7 +301,8 @@ impl RaftNode {
         }
     }
 
-    /// The current configuration.
+    /// The current configuration, as the log store holds it; the RaftActor sends it with each
+    /// [`Apply`](crate::actors::messages::Apply), for the snapshots made after it.
     pub fn conf_state(&self) -> raft::prelude::ConfState {
         self.raw.store().conf_state().clone()
     }

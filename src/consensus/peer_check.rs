@@ -42,7 +42,7 @@ pub const MAX_TERM_OR_INDEX: u64 = u64::MAX / 2;
 
 /// What the check needs to know of this node.
 pub struct LogView<'a> {
-    /// This node's id.
+    /// This node's id: a message must be addressed to it, and not come from it.
     pub id: u64,
     /// The static membership.
     pub voters: &'a [u64],
@@ -50,11 +50,11 @@ pub struct LogView<'a> {
     pub leader_id: u64,
     /// Whether this node is that leader.
     pub is_leader: bool,
-    /// This node's current term.
+    /// This node's current term: heartbeats and appends of an older one are let through
+    /// unchecked, since raft-rs only answers them with its term.
     pub term: u64,
-    /// The commit index.
     pub committed: u64,
-    /// The last index of the log.
+    /// No heartbeat commit index, nor acknowledged append, may lie past this.
     pub last_index: u64,
     /// The term of the entry at the commit index.
     pub committed_term: u64,

@@ -27,7 +27,6 @@ pub const SNAPSHOT_FILE: &str = "snapshot.bin";
 /// Shared handle to the snapshot file; cheap to clone.
 #[derive(Clone)]
 pub struct SnapshotStore {
-    /// Path of the snapshot file.
     path: PathBuf,
     /// Serialises writers, and remembers the (index, term) of the stored snapshot.
     current: Arc<Mutex<LogId>>,

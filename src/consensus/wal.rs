@@ -84,16 +84,12 @@ pub enum Record {
     Compact {
         /// Last discarded index.
         index: u64,
-        /// Its term.
         term: u64,
     },
     /// A snapshot at `index` was installed: the log now starts after it.
     Snapshot {
-        /// The snapshot's index.
         index: u64,
-        /// The snapshot's term.
         term: u64,
-        /// The snapshot's configuration.
         conf_state: ConfState,
     },
 }
@@ -126,7 +122,7 @@ struct Segment {
 
 /// The write-ahead log of one node.
 pub struct Wal {
-    /// The segments directory.
+    /// Where segments are created; fsynced after a new one appears (see `dir_unsynced`).
     dir: PathBuf,
     /// Oldest first; the last one is appended to.
     segments: Vec<Segment>,
@@ -493,7 +489,6 @@ impl Wal {
         Ok(())
     }
 
-    /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }

@@ -15,16 +15,17 @@ use crate::state_machine::StateHash;
 
 /// Serves `kv.v1.Kv` by sending messages to the [`ClientApiActor`].
 pub struct KvService {
-    /// Where requests go.
+    /// Requests go in with `try_send`: a full mailbox is answered overloaded at once rather
+    /// than waited on.
     api: Addr<ClientApiActor>,
     /// This node's id, for response headers.
     node_id: u64,
-    /// How long a request may wait for its answer.
+    /// How long a request may wait for its answer; past it the client gets a timeout, and a
+    /// write's outcome is unknown.
     timeout: Duration,
 }
 
 impl KvService {
-    /// A service in front of `api`.
     pub fn new(api: Addr<ClientApiActor>, node_id: u64, timeout: Duration) -> KvService {
         KvService {
             api,

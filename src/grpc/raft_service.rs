@@ -30,14 +30,12 @@ pub const MAX_PEER_RPC_BYTES: usize =
 pub struct RaftService {
     /// This node's id; messages addressed to another id are dropped.
     node_id: u64,
-    /// Where messages go.
     raft: Addr<RaftActor>,
     /// The room peer messages have in the RaftActor's mailbox, apart from client load.
     inbox: PeerInbox,
 }
 
 impl RaftService {
-    /// A service that feeds `raft`.
     pub fn new(node_id: u64, raft: Addr<RaftActor>) -> RaftService {
         RaftService {
             node_id,

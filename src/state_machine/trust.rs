@@ -44,13 +44,13 @@ pub enum Trust {
 /// The marker of one database.
 #[derive(Debug)]
 pub struct TrustMarker {
-    /// The marker file.
+    /// The marker file, beside the database: its path with the extension `trust`.
     path: PathBuf,
     /// Whether the file now says `clean`, so the next write must first say `dirty`.
     clean: bool,
 }
 
-/// The current boot's id.
+/// The current boot's id: [`BOOT_ID_ENV`] if set, else the kernel's; empty if neither is there.
 pub fn boot_id() -> String {
     std::env::var(BOOT_ID_ENV)
         .ok()

@@ -42,23 +42,22 @@ pub struct Activity {
     pub what: String,
     /// How it ended ("ok", "not found", an explained error).
     pub outcome: String,
-    /// How long it took.
+    /// From when the worker began it to its result; time queued behind other operations is
+    /// not counted.
     pub latency: Duration,
-    /// Whether it succeeded.
     pub ok: bool,
 }
 
-/// The GUI application.
+/// The GUI's state: editor, key browser, cluster panel and activity log. Every network call
+/// goes through the [`Worker`], so drawing a frame never waits on the cluster.
 pub struct KvApp {
-    /// Runs the network calls.
     worker: Worker,
-    /// The endpoints field.
+    /// The endpoints field's text; it takes effect, and is remembered, only on connect.
     endpoints: String,
     /// Where the endpoints are remembered between runs (none: not remembered).
     state_file: Option<PathBuf>,
-    /// The key field.
     key: String,
-    /// The value field.
+    /// The value field; a successful get fills it in (as hex when the value is not UTF-8).
     value: String,
     /// A problem with the endpoints field, shown next to it.
     endpoints_error: Option<String>,
@@ -70,17 +69,16 @@ pub struct KvApp {
     result: Option<(bool, String)>,
     /// Operations in flight, by id: what they are.
     pending: HashMap<u64, String>,
-    /// The browser's prefix field.
     prefix: String,
-    /// Keys shown in the browser.
+    /// Keys shown in the browser: a new listing replaces them, "load more" appends.
     keys: Vec<Vec<u8>>,
     /// Where the browser's next page starts.
     next_key: Option<Vec<u8>>,
     /// Whether a browser page is being fetched.
     listing: bool,
-    /// The cluster panel's rows.
+    /// The cluster panel's rows, replaced by every status poll's answer and cleared on connect.
     nodes: Vec<NodeRow>,
-    /// When the last status poll was sent; whether it is still running.
+    /// When the last status poll was sent; `None` (at start, after a connect) polls at once.
     last_status: Option<Instant>,
     /// Whether a status poll is in flight.
     status_in_flight: bool,
@@ -167,7 +165,6 @@ impl KvApp {
         }
     }
 
-    /// The cluster panel's rows.
     pub fn nodes(&self) -> &[NodeRow] {
         &self.nodes
     }
@@ -182,7 +179,6 @@ impl KvApp {
         &self.activity
     }
 
-    /// Keys in the browser.
     pub fn keys(&self) -> &[Vec<u8>] {
         &self.keys
     }

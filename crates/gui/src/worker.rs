@@ -30,20 +30,19 @@ const RUNTIME_THREADS: usize = 2;
 /// What the UI asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Read a key.
+    /// Read a key, linearizably.
     Get(Vec<u8>),
-    /// Write a key.
+    /// Set a key (first) to a value (second).
     Set(Vec<u8>, Vec<u8>),
     /// Delete a key.
     Delete(Vec<u8>),
     /// A page of keys with `prefix`, from `start`.
     List {
-        /// Key prefix.
         prefix: Vec<u8>,
         /// First key (inclusive); empty for the start.
         start: Vec<u8>,
     },
-    /// Every node's status.
+    /// Every node's status; polls run beside the operations, on a client of their own.
     Status,
     /// Use these endpoints from now on.
     Connect(Vec<String>),
@@ -54,21 +53,18 @@ pub enum Request {
 pub struct NodeRow {
     /// Node id (0 when it did not answer).
     pub id: u64,
-    /// Its client address.
+    /// The client address it was asked at, whether or not it answered.
     pub addr: String,
     /// Its Raft role; `None` when it did not answer.
     pub role: Option<Role>,
-    /// Its term.
     pub term: u64,
-    /// The leader it knows.
+    /// The leader it knows (0: none).
     pub leader_id: u64,
-    /// Its commit index.
     pub commit_index: u64,
-    /// Its applied index.
     pub applied_index: u64,
     /// How many entries it has applied fewer than the leader committed.
     pub lag: u64,
-    /// Whether it answered.
+    /// Whether it answered; when it did not, only `addr` and `role` are filled in.
     pub reachable: bool,
 }
 
@@ -95,7 +91,6 @@ pub enum Reply {
     Deleted(bool),
     /// List: keys and the first key of the next page.
     Keys {
-        /// Keys of this page.
         keys: Vec<Vec<u8>>,
         /// Where the next page starts, if there is one.
         next: Option<Vec<u8>>,
@@ -113,11 +108,10 @@ pub enum Reply {
 pub struct Done {
     /// The id `submit` returned.
     pub id: u64,
-    /// The request.
+    /// Handed back, so the UI knows what finished.
     pub request: Request,
-    /// Its result.
     pub result: Result<Reply, ClientError>,
-    /// How long it took.
+    /// From when the worker began it to its result; time queued is not counted.
     pub latency: Duration,
 }
 
@@ -129,11 +123,11 @@ struct Job {
 
 /// Handle to the worker thread. Dropping it closes the queue, and the thread ends.
 pub struct Worker {
-    /// Jobs for the worker.
+    /// Holds at most [`JOB_QUEUE_CAPACITY`] jobs; `submit` refuses one more.
     jobs: Sender<Job>,
-    /// Results for the UI.
+    /// Holds at most [`RESULT_QUEUE_CAPACITY`] results; the worker waits while it is full.
     results: Receiver<Done>,
-    /// Next job id.
+    /// The id the next accepted job gets; a refused job uses none.
     next_id: u64,
 }
 

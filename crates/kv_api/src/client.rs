@@ -161,7 +161,8 @@ fn unusable_hint(addr: &str) -> Option<&'static str> {
     }
 }
 
-/// A client for a whole cluster.
+/// A client for a whole cluster: it follows leader hints, moves on to the next endpoint when
+/// one fails, and retries a write only when the failure proves it was not applied.
 pub struct Client {
     /// Known endpoints (given ones, plus leaders learned from hints).
     endpoints: Vec<String>,
@@ -356,7 +357,8 @@ impl Client {
         Ok(r.existed)
     }
 
-    /// One page of keys.
+    /// One page of keys, linearizable unless `req.serializable`; the next page starts at its
+    /// `next_key`.
     pub async fn list(&mut self, req: ListRequest) -> Result<ListResponse, ClientError> {
         self.call(Kind::Read, |mut c| {
             let req = req.clone();

@@ -49,7 +49,7 @@ struct Cli {
     /// Distinct keys the operations spread over.
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
-    /// What to do.
+    /// Which operations to run: writes, reads, or both.
     #[arg(long, value_enum, default_value = "put")]
     workload: Workload,
     /// Serializable (local, possibly stale) reads instead of linearizable ones.

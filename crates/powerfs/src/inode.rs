@@ -26,7 +26,8 @@ pub(crate) enum Node {
     Dir(Dir),
 }
 
-/// An inode of the model.
+/// An inode of the model: what it holds, its attributes, and the references that keep it
+/// alive; it is freed once none is left ([`Inode::is_unreferenced`]).
 #[derive(Debug)]
 pub(crate) struct Inode {
     pub(crate) node: Node,

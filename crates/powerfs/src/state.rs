@@ -83,7 +83,8 @@ pub(crate) struct Owner {
     pub(crate) gid: u32,
 }
 
-/// The whole filesystem.
+/// The whole filesystem model, behind one mutex that the FUSE thread and [`crate::PowerFs`]
+/// share.
 #[derive(Debug)]
 pub(crate) struct State {
     inodes: HashMap<Ino, Inode>,
