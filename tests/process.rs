@@ -905,168 +905,31 @@ fn expect_refused(dir: &Path, what: &str, args: &[&OsStr], names: &[&str]) -> Fi
     out
 }
 
-/// Writes `text` to `dir/name` and returns the path.
-fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    fs::write(&path, text).expect("write file");
-    path
+/// Removes every `KV_*` variable from this test process's environment, once, so that the
+/// transcripts' commands (which inherit it) start from a known state.
+fn clear_kv_env() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("KV_") {
+                std::env::remove_var(key);
+            }
+        }
+    });
 }
 
-/// The start of a config that would otherwise be valid: a single node on free ports with its
-/// data dir in `dir`.
-fn base_config(dir: &Path) -> String {
-    format!(
-        "node_id = 1\nclient_addr = \"{}\"\npeer_addr = \"{}\"\ndata_dir = {:?}\n",
-        free_addr(),
-        free_addr(),
-        dir.join("data").display().to_string()
-    )
-}
-
+/// The node's answers to bad configuration, as the transcript `tests/cmd/config-errors.md`
+/// shows them: one line naming the file (and line) and the field, exit 2 (exit 1 for a data
+/// dir that cannot be created), and no port bound.
 #[test]
-fn bad_config_is_refused_with_one_line_naming_file_and_field() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let os = |p: &Path| p.as_os_str().to_owned();
-
-    let unknown = write_file(
-        dir,
-        "unknown.toml",
-        &format!("{}election_tiks = 3\n", base_config(dir)),
-    );
-    // base_config is four lines: the mistake is on line 5.
-    let file_line = format!("{}:5:", unknown.display());
-    let out = expect_refused(
-        dir,
-        "unknown field",
-        &[OsStr::new("--config"), &os(&unknown)],
-        &[&file_line, "election_tiks"],
-    );
-    assert_eq!(out.code(), 2, "a bad config exits with 2\n{out}");
-
-    for (name, bad_line) in [
-        ("malformed.toml", "election_ticks = = 3\n"),
-        ("missing-value.toml", "election_ticks =\n"),
-        ("two-values.toml", "election_ticks = 10 20\n"),
-        ("wrong-type.toml", "election_ticks = \"ten\"\n"),
-    ] {
-        let path = write_file(dir, name, &format!("{}{bad_line}", base_config(dir)));
-        let file_line = format!("{}:5:", path.display());
-        expect_refused(
-            dir,
-            name,
-            &[OsStr::new("--config"), &os(&path)],
-            &[&file_line, "election_ticks"],
-        );
-    }
-
-    let missing = dir.join("does-not-exist.toml");
-    let file = missing.display().to_string();
-    expect_refused(
-        dir,
-        "missing file",
-        &[OsStr::new("--config"), &os(&missing)],
-        &[&file],
-    );
-
-    let (p1, p2) = (free_addr(), free_addr());
-    let dup = write_file(
-        dir,
-        "dup.toml",
-        &format!(
-            "node_id = 1\nclient_addr = \"{}\"\npeer_addr = \"{p1}\"\ndata_dir = \"d\"\n\
-             initial_cluster = \"1={p1},1={p2}\"\n",
-            free_addr()
-        ),
-    );
-    let file = dup.display().to_string();
-    expect_refused(
-        dir,
-        "duplicate ids in initial_cluster",
-        &[OsStr::new("--config"), &os(&dup)],
-        &[&file, "initial_cluster", "twice"],
-    );
-
-    let (p1, p2, p4) = (free_addr(), free_addr(), free_addr());
-    let stranger = write_file(
-        dir,
-        "stranger.toml",
-        &format!(
-            "node_id = 4\nclient_addr = \"{}\"\npeer_addr = \"{p4}\"\ndata_dir = \"d\"\n\
-             initial_cluster = \"1={p1},2={p2}\"\n",
-            free_addr()
-        ),
-    );
-    let file = stranger.display().to_string();
-    expect_refused(
-        dir,
-        "node id not in initial_cluster",
-        &[OsStr::new("--config"), &os(&stranger)],
-        &[&file, "initial_cluster", "node_id 4"],
-    );
-
-    // The same mistake from flags: the source is `<flags/env>`.
-    let cluster = format!("1={}", free_addr());
-    expect_refused(
-        dir,
-        "node id not in initial_cluster (flags)",
-        &[
-            OsStr::new("--node-id"),
-            OsStr::new("3"),
-            OsStr::new("--client-addr"),
-            OsStr::new(&free_addr()),
-            OsStr::new("--peer-addr"),
-            OsStr::new(&free_addr()),
-            OsStr::new("--initial-cluster"),
-            OsStr::new(&cluster),
-        ],
-        &["<flags/env>", "initial_cluster"],
-    );
-
-    // A data dir below a regular file can never be created.
-    let blocker = write_file(dir, "regular-file", "not a directory\n");
-    let data_dir = blocker.join("data");
-    let unwritable = write_file(
-        dir,
-        "unwritable.toml",
-        &format!(
-            "node_id = 1\nclient_addr = \"{}\"\npeer_addr = \"{}\"\ndata_dir = {:?}\n",
-            free_addr(),
-            free_addr(),
-            data_dir.display().to_string()
-        ),
-    );
-    expect_refused(
-        dir,
-        "unwritable data dir",
-        &[OsStr::new("--config"), &os(&unwritable)],
-        &[&data_dir.display().to_string()],
-    );
-}
-
-/// An unusable data dir is a config mistake like any other: the error should name the config
-/// file and the `data_dir` field, not only the directory.
-#[test]
-fn unwritable_data_dir_error_names_file_and_field() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
-    let blocker = write_file(dir, "regular-file", "not a directory\n");
-    let path = write_file(
-        dir,
-        "unwritable.toml",
-        &format!(
-            "node_id = 1\nclient_addr = \"{}\"\npeer_addr = \"{}\"\ndata_dir = {:?}\n",
-            free_addr(),
-            free_addr(),
-            blocker.join("data").display().to_string()
-        ),
-    );
-    expect_refused(
-        dir,
-        "unwritable data dir",
-        &[OsStr::new("--config"), path.as_os_str()],
-        &[&path.display().to_string(), "data_dir"],
-    );
+fn bad_config_transcript() {
+    clear_kv_env();
+    trycmd::TestCases::new()
+        .register_bin("distributed_kv", node_bin())
+        .env("NO_COLOR", "1")
+        .timeout(EXIT_TIMEOUT)
+        .case("tests/cmd/config-errors.md")
+        .run();
 }
 
 /// A single-node store started from flags only, in `dir`, with its data in `data_dir`.
