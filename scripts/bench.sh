@@ -26,7 +26,7 @@ if ! command -v etcd >/dev/null 2>&1; then
   # Debian starts a system etcd on the default ports; the benchmark uses its own.
   $SUDO systemctl stop etcd 2>/dev/null || $SUDO pkill -x etcd 2>/dev/null || true
 fi
-cargo build --release --bin distributed_kv --bin kvbench --bin kvctl
+cargo build --release --bin distributed_kv --bin kvbench --bin kvctl --bin kvcluster
 
 mkdir -p .bench
 WORK=$(mktemp -d "$PWD/.bench/run.XXXXXX")
@@ -41,20 +41,25 @@ BENCH="./target/release/kvbench --value-size $VALUE --keys $KEYS --duration-secs
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(etcd --version | head -1)"
 echo "points: $POINTS; $DURATION s each; $ROUNDS rounds; $VALUE-byte values over $KEYS keys"
 
-# distributed_kv variants: ports 46100.., 46200.., data in $WORK.
-source scripts/lib.sh
+# distributed_kv variants: each a kvcluster of 3 nodes on free ports, data and logs in $WORK/<name>.
+# kvcluster prints the client endpoints, then the nodes' pids, once every node answers.
 declare -A EPS SERVER_PIDS
 NAMES=()
-base=46100
 for variant in $KV_VARIANTS; do
   name="${variant%%=*}"; bin="${variant#*=}"
-  before=${#PIDS[@]}
-  start_kv_cluster "$bin" "$base" "$name"
-  EPS[$name]="$KV_EPS"
-  SERVER_PIDS[$name]=$(IFS=,; echo "${PIDS[*]:$before}")
+  : >"$WORK/$name.out"
+  ./target/release/kvcluster --dir "$WORK/$name" --node-binary "$bin/distributed_kv" \
+    >"$WORK/$name.out" 2>"$WORK/$name.err" &
+  pid=$!
+  PIDS+=("$pid")
+  until [ "$(wc -l <"$WORK/$name.out")" -ge 2 ]; do
+    kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name.err" >&2; exit 1; }
+    sleep 0.1
+  done
+  EPS[$name]=$(sed -n 1p "$WORK/$name.out")
+  SERVER_PIDS[$name]=$(sed -n 2p "$WORK/$name.out")
   NAMES+=("$name")
-  ./target/release/kvctl --endpoints "$KV_EPS" --timeout-ms 20000 set warmup 1 >/dev/null
-  base=$((base + 100))
+  ./target/release/kvctl --endpoints "${EPS[$name]}" --timeout-ms 20000 set warmup 1 >/dev/null
 done
 
 # etcd: ports 47101.., data in $WORK.
@@ -89,6 +94,6 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 for name in "${NAMES[@]}"; do
-  if [ "$name" = etcd ]; then d="$WORK/etcd1"; else d="$WORK/${name}1"; fi
+  if [ "$name" = etcd ]; then d="$WORK/etcd1"; else d="$WORK/$name/data1"; fi
   echo "data dir of $name member 1 after the run: $(du -sh "$d" | cut -f1); memory (RSS) of its 3 processes: $(ps -o rss= -p "${SERVER_PIDS[$name]}" | awk '{s+=$1} END {printf "%.0f MiB", s/1024}')"
 done

@@ -31,10 +31,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Ports well away from the defaults, so a running local cluster is not disturbed.
-source scripts/lib.sh
-start_kv_cluster ./target/debug 45100 screenshot
-ENDPOINTS="$KV_EPS"
+# A 3-node cluster on free ports (a running local cluster is not disturbed); kvcluster prints
+# the client endpoints once every node answers.
+: >"$WORK/cluster.out"
+./target/debug/kvcluster --dir "$WORK/cluster" >"$WORK/cluster.out" 2>"$WORK/cluster.err" &
+PIDS+=($!)
+until [ "$(wc -l <"$WORK/cluster.out")" -ge 1 ]; do
+  kill -0 "${PIDS[0]}" 2>/dev/null || { cat "$WORK/cluster.err" >&2; exit 1; }
+  sleep 0.1
+done
+ENDPOINTS=$(sed -n 1p "$WORK/cluster.out")
 export KV_ENDPOINTS="$ENDPOINTS"
 for k in apple banana cherry config/timeout config/retries users/alice users/bob; do
   ./target/debug/kvctl --timeout-ms 20000 set "$k" "value of $k" >/dev/null

@@ -7,8 +7,9 @@
 //! robustness against garbage on the sockets.
 //!
 //! The harness (real processes on free ports, generated configs, kill-on-drop, polling with
-//! deadlines) is in `tests/common/mod.rs`, shared with the GUI tests. Writes and reads use the
-//! library's async `Client` on the cluster's tokio runtime; CLI checks run `kvctl` through
+//! deadlines) is the `kv_harness` crate's `BlockingCluster`, shared with the GUI tests; node
+//! ids run from 1. Writes and reads use the library's async `Client` on the cluster's tokio
+//! runtime; CLI checks run `kvctl` through
 //! `run_to_exit`, which bounds every command by a deadline. Every test has its own ports and
 //! temp dir, so the tests run in parallel.
 
@@ -30,7 +31,7 @@ use kv_api::proto::{Role, StatusResponse};
 use rand::{Rng, RngCore, SeedableRng};
 use tokio::runtime::Runtime;
 
-use kv_harness::process::*;
+use kv_harness::*;
 
 // ---------------------------------------------------------------------------------------------
 // 1. kill -9 the leader under load
@@ -73,8 +74,8 @@ struct WriteLog {
 
 #[test]
 fn kill9_leader_under_concurrent_writes_loses_no_acknowledged_write() {
-    let mut cluster = Cluster::start(Settings::default());
-    let leader = cluster.wait_for_leader();
+    let mut cluster = BlockingCluster::start(ClusterOptions::default());
+    let leader = cluster.wait_leader();
 
     let log = Arc::new(Mutex::new(WriteLog::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -82,7 +83,7 @@ fn kill9_leader_under_concurrent_writes_loses_no_acknowledged_write() {
         .map(|w| {
             let (log, stop) = (log.clone(), stop.clone());
             let mut client = Client::new(cluster.endpoints()).with_timeout(WRITER_OP_TIMEOUT);
-            cluster.rt.spawn(async move {
+            cluster.rt().spawn(async move {
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
                     let key = format!("w{w}/{n:06}");
@@ -111,8 +112,8 @@ fn kill9_leader_under_concurrent_writes_loses_no_acknowledged_write() {
         WRITE_PHASE_TIMEOUT,
         || (log.lock().unwrap().acked.len() >= ACKS_BEFORE_KILL).then_some(()),
     );
-    let killed_at = cluster.kill9(leader);
-    let killed_id = cluster.nodes[leader].id;
+    let killed_at = cluster.kill(leader);
+    let killed_id = leader;
 
     // The first write that started after the kill and was acknowledged: the old leader cannot
     // have served it.
@@ -148,7 +149,7 @@ fn kill9_leader_under_concurrent_writes_loses_no_acknowledged_write() {
     );
     stop.store(true, Ordering::SeqCst);
     for w in writers {
-        cluster.rt.block_on(w).expect("writer task");
+        cluster.rt().block_on(w).expect("writer task");
     }
     let log = std::mem::take(&mut *log.lock().unwrap());
     println!(
@@ -164,15 +165,14 @@ fn kill9_leader_under_concurrent_writes_loses_no_acknowledged_write() {
     }
 
     // What the cluster committed while the node was down.
-    let new_leader = cluster.wait_for_leader();
+    let new_leader = cluster.wait_leader();
     assert_ne!(new_leader, leader, "the killed node cannot be leader");
     let target = cluster
         .status(new_leader)
         .expect("leader status")
         .commit_index;
 
-    cluster.spawn(leader);
-    cluster.wait_serving(leader);
+    cluster.restart(&[leader]);
     let caught_up = poll_until(
         "the restarted node to apply what the leader committed",
         CATCH_UP_TIMEOUT,
@@ -193,7 +193,7 @@ fn kill9_leader_under_concurrent_writes_loses_no_acknowledged_write() {
     let mut wrong = Vec::new();
     for ack in &log.acked {
         let got = cluster
-            .rt
+            .rt()
             .block_on(client.get(ack.key.as_bytes(), false))
             .unwrap_or_else(|e| panic!("linearizable get {}: {e}", ack.key));
         if got.as_deref() != Some(ack.value.as_bytes()) {
@@ -213,7 +213,7 @@ fn kill9_leader_under_concurrent_writes_loses_no_acknowledged_write() {
     // ... a write with an unknown outcome either happened, with its value, or did not...
     for (key, value, _) in &log.failed {
         let got = cluster
-            .rt
+            .rt()
             .block_on(client.get(key.as_bytes(), false))
             .unwrap_or_else(|e| panic!("linearizable get {key}: {e}"));
         assert!(
@@ -226,7 +226,7 @@ fn kill9_leader_under_concurrent_writes_loses_no_acknowledged_write() {
         Client::new(vec![cluster.client_addr(leader).to_string()]).with_timeout(CLIENT_OP_TIMEOUT);
     for ack in &log.acked {
         let got = cluster
-            .rt
+            .rt()
             .block_on(local.get(ack.key.as_bytes(), true))
             .unwrap_or_else(|e| panic!("serializable get {} on node {killed_id}: {e}", ack.key));
         if got.as_deref() != Some(ack.value.as_bytes()) {
@@ -257,14 +257,14 @@ const RESTART_DELETE_EVERY: usize = 10;
 
 #[test]
 fn full_cluster_restart_after_sigterm_keeps_every_acknowledged_write() {
-    let mut cluster = Cluster::start(Settings::default());
-    cluster.wait_for_leader();
+    let mut cluster = BlockingCluster::start(ClusterOptions::default());
+    cluster.wait_leader();
     let mut client = cluster.client();
     let mut expected: BTreeMap<String, Option<String>> = BTreeMap::new();
     for n in 0..RESTART_KEYS {
         let (key, value) = (format!("restart/{n:04}"), format!("v{n}"));
         cluster
-            .rt
+            .rt()
             .block_on(client.set(key.as_bytes(), value.as_bytes()))
             .unwrap_or_else(|e| panic!("set {key}: {e}"));
         expected.insert(key, Some(value));
@@ -272,7 +272,7 @@ fn full_cluster_restart_after_sigterm_keeps_every_acknowledged_write() {
     for n in (0..RESTART_KEYS).step_by(RESTART_DELETE_EVERY) {
         let key = format!("restart/{n:04}");
         let existed = cluster
-            .rt
+            .rt()
             .block_on(client.delete(key.as_bytes()))
             .unwrap_or_else(|e| panic!("delete {key}: {e}"));
         assert!(existed, "{key} was written, so delete must find it");
@@ -280,28 +280,22 @@ fn full_cluster_restart_after_sigterm_keeps_every_acknowledged_write() {
     }
     drop(client);
 
-    let all: Vec<usize> = (0..cluster.nodes.len()).collect();
+    let all = cluster.ids();
     let statuses = cluster.terminate(&all);
-    for (i, status) in statuses.iter().enumerate() {
+    for (id, status) in all.iter().zip(&statuses) {
         assert_eq!(
             status.code(),
             Some(0),
-            "node {} exited with {status:?} after SIGTERM",
-            i + 1
+            "node {id} exited with {status:?} after SIGTERM"
         );
     }
 
-    for &i in &all {
-        cluster.spawn(i);
-    }
-    for &i in &all {
-        cluster.wait_serving(i);
-    }
-    cluster.wait_for_leader();
+    cluster.restart(&all);
+    cluster.wait_leader();
     let mut client = cluster.client();
     for (key, want) in &expected {
         let got = cluster
-            .rt
+            .rt()
             .block_on(client.get(key.as_bytes(), false))
             .unwrap_or_else(|e| panic!("get {key} after restart: {e}"));
         assert_eq!(
@@ -312,7 +306,7 @@ fn full_cluster_restart_after_sigterm_keeps_every_acknowledged_write() {
     }
     // A write still works after the restart.
     cluster
-        .rt
+        .rt()
         .block_on(client.set(b"restart/after", b"yes"))
         .expect("write after restart");
 }
@@ -330,14 +324,20 @@ const SNAPSHOT_VALUE_BYTES: usize = 8 * 1024;
 /// What the node logs when it installs a snapshot from the leader.
 const SNAPSHOT_RESTORED_LOG: &str = "state restored from the leader's snapshot";
 
+/// Nodes that snapshot every [`SNAPSHOT_THRESHOLD`] entries and keep no log behind a snapshot,
+/// so a node that missed writes can only catch up by a snapshot.
+fn snapshot_often(config: &mut distributed_kv::config::NodeConfig) {
+    config.snapshot_threshold = SNAPSHOT_THRESHOLD;
+    config.log_retain_entries = 0;
+}
+
 #[test]
 fn a_node_that_missed_many_writes_catches_up_by_a_chunked_snapshot() {
-    let mut cluster = Cluster::start(Settings {
-        snapshot_threshold: SNAPSHOT_THRESHOLD,
-        log_retain_entries: 0,
-        ..Settings::default()
+    let mut cluster = BlockingCluster::start(ClusterOptions {
+        configure: snapshot_often,
+        ..ClusterOptions::default()
     });
-    let leader = cluster.wait_for_leader();
+    let leader = cluster.wait_leader();
     let lagger = cluster.follower_of(leader);
     let status = cluster.terminate(&[lagger]);
     assert_eq!(status[0].code(), Some(0));
@@ -347,7 +347,7 @@ fn a_node_that_missed_many_writes_catches_up_by_a_chunked_snapshot() {
     for n in 0..SNAPSHOT_KEYS {
         let key = format!("snap/{n:05}");
         cluster
-            .rt
+            .rt()
             .block_on(client.set(key.as_bytes(), value(n).as_bytes()))
             .unwrap_or_else(|e| panic!("set {key}: {e}"));
     }
@@ -357,10 +357,9 @@ fn a_node_that_missed_many_writes_catches_up_by_a_chunked_snapshot() {
         "the leader made a snapshot and compacted its log: {leader_status:?}"
     );
 
-    cluster.spawn(lagger);
-    cluster.wait_serving(lagger);
-    cluster.wait_same_state(leader, lagger);
-    let log = fs::read_to_string(&cluster.nodes[lagger].log_path).unwrap_or_default();
+    cluster.restart(&[lagger]);
+    cluster.converge();
+    let log = fs::read_to_string(cluster.log_path(lagger)).unwrap_or_default();
     assert!(
         log.contains(SNAPSHOT_RESTORED_LOG),
         "the node caught up by installing the leader's snapshot (its log says so)"
@@ -374,7 +373,7 @@ fn a_node_that_missed_many_writes_catches_up_by_a_chunked_snapshot() {
     let mut local = Client::new(vec![cluster.client_addr(lagger).to_string()]);
     let last = SNAPSHOT_KEYS - 1;
     let got = cluster
-        .rt
+        .rt()
         .block_on(local.get(format!("snap/{last:05}").as_bytes(), true))
         .expect("serializable get on the restarted node");
     assert_eq!(got, Some(value(last).into_bytes()));
@@ -400,12 +399,14 @@ fn assert_exit(out: &Finished, code: i32, what: &str) {
 
 #[test]
 fn kvctl_commands_output_and_exit_codes() {
-    let cluster = Cluster::start(Settings {
-        max_value_bytes: KVCTL_MAX_VALUE_BYTES,
-        max_list_limit: KVCTL_MAX_LIST_LIMIT,
-        ..Settings::default()
+    let cluster = BlockingCluster::start(ClusterOptions {
+        configure: |c| {
+            c.max_value_bytes = KVCTL_MAX_VALUE_BYTES;
+            c.max_list_limit = KVCTL_MAX_LIST_LIMIT;
+        },
+        ..ClusterOptions::default()
     });
-    let leader = cluster.wait_for_leader();
+    let leader = cluster.wait_leader();
     // Only a follower's address: kvctl must follow the leader hint.
     let follower = cluster.client_addr(cluster.follower_of(leader)).to_string();
     let all = cluster.endpoints().join(",");
@@ -562,14 +563,14 @@ fn kvctl_commands_output_and_exit_codes() {
 /// decode limit must not answer first with a transport error.
 #[test]
 fn kvctl_far_oversized_value_names_the_configured_limit() {
-    let cluster = Cluster::start(Settings {
+    let cluster = BlockingCluster::start(ClusterOptions {
         nodes: 1,
-        max_value_bytes: KVCTL_MAX_VALUE_BYTES,
-        ..Settings::default()
+        configure: |c| c.max_value_bytes = KVCTL_MAX_VALUE_BYTES,
+        ..ClusterOptions::default()
     });
-    cluster.wait_for_leader();
+    cluster.wait_leader();
     let huge = "v".repeat(100 * 1024);
-    let out = cluster.kvctl(cluster.client_addr(0), &["set", "huge", &huge]);
+    let out = cluster.kvctl(cluster.client_addr(1), &["set", "huge", &huge]);
     assert_exit(&out, 2, "set with a value 100x over max_value_bytes");
     assert!(
         out.stderr.contains(&KVCTL_MAX_VALUE_BYTES.to_string())
@@ -601,17 +602,17 @@ fn text_value(len: usize) -> Vec<u8> {
 /// still applies.
 #[test]
 fn kvctl_set_without_a_value_reads_it_from_stdin() {
-    let cluster = Cluster::start(Settings {
-        max_value_bytes: STDIN_MAX_VALUE_BYTES,
-        ..Settings::default()
+    let cluster = BlockingCluster::start(ClusterOptions {
+        configure: |c| c.max_value_bytes = STDIN_MAX_VALUE_BYTES,
+        ..ClusterOptions::default()
     });
-    let leader = cluster.wait_for_leader();
+    let leader = cluster.wait_leader();
     let follower = cluster.client_addr(cluster.follower_of(leader)).to_string();
-    let dir = cluster.dir.path();
+    let dir = cluster.dir();
     let mut client = cluster.client();
     let mut stored = |key: &str| {
         cluster
-            .rt
+            .rt()
             .block_on(client.get(key.as_bytes(), false))
             .expect("get")
     };
@@ -680,17 +681,18 @@ fn a_list_of_big_values_arrives_whole_in_pages_under_the_byte_bound() {
     use kv_api::proto::ListRequest;
     use prost::Message as _;
 
-    let cluster = Cluster::start(Settings {
+    let cluster = BlockingCluster::start(ClusterOptions {
         nodes: 1,
-        max_value_bytes: 1024 * 1024,
-        ..Settings::default()
+        configure: |c| c.max_value_bytes = 1024 * 1024,
+        ..ClusterOptions::default()
     });
     assert_eq!(
-        cluster.nodes[0].config.max_list_bytes, DEFAULT_MAX_LIST_BYTES,
+        cluster.config(1).max_list_bytes,
+        DEFAULT_MAX_LIST_BYTES,
         "the test cluster runs with the default byte bound"
     );
-    cluster.wait_for_leader();
-    let addr = cluster.client_addr(0).to_string();
+    cluster.wait_leader();
+    let addr = cluster.client_addr(1).to_string();
     let key = |i: usize| format!("big/{i:02}");
     let value = |i: usize| {
         char::from(b'a' + i as u8)
@@ -700,12 +702,12 @@ fn a_list_of_big_values_arrives_whole_in_pages_under_the_byte_bound() {
     let mut client = cluster.client();
     for i in 0..BIG_LIST_VALUES {
         cluster
-            .rt
+            .rt()
             .block_on(client.set(key(i).as_bytes(), value(i).as_bytes()))
             .expect("set a big value");
     }
 
-    let (pages, got) = cluster.rt.block_on(async {
+    let (pages, got) = cluster.rt().block_on(async {
         let mut raw = KvClient::connect(format!("http://{addr}"))
             .await
             .expect("connect with tonic's default limits");
@@ -780,27 +782,25 @@ fn nodes_listening_on_0_0_0_0_hint_their_advertised_addresses() {
     use kv_api::proto::kv_client::KvClient;
     use kv_api::proto::SetRequest;
 
-    let cluster = Cluster::start(Settings {
+    let cluster = BlockingCluster::start(ClusterOptions {
         listen_on_unspecified: true,
-        ..Settings::default()
+        ..ClusterOptions::default()
     });
-    for slot in &cluster.nodes {
+    for id in cluster.ids() {
+        let config = cluster.config(id);
         assert!(
-            slot.config.client_addr.starts_with("0.0.0.0:")
-                && slot.config.peer_addr.starts_with("0.0.0.0:"),
-            "node {} listens on 0.0.0.0: {:?}",
-            slot.id,
-            slot.config
+            config.client_addr.starts_with("0.0.0.0:") && config.peer_addr.starts_with("0.0.0.0:"),
+            "node {id} listens on 0.0.0.0: {config:?}"
         );
     }
-    let leader = cluster.wait_for_leader();
+    let leader = cluster.wait_leader();
     let leader_addr = cluster.client_addr(leader).to_string();
     assert!(leader_addr.starts_with("127.0.0.1:"), "{leader_addr}");
     let f = cluster.follower_of(leader);
     let follower = cluster.client_addr(f).to_string();
 
     // The hint itself, as a follower sends it.
-    let hint = cluster.rt.block_on(async {
+    let hint = cluster.rt().block_on(async {
         let mut raw = KvClient::connect(format!("http://{follower}"))
             .await
             .expect("connect to the follower");
@@ -827,9 +827,9 @@ fn nodes_listening_on_0_0_0_0_hint_their_advertised_addresses() {
     assert_eq!(status.leader_client_addr, leader_addr);
     let peers: Vec<&str> = status.members.iter().map(|m| &m.peer_addr[..]).collect();
     let want_peers: Vec<&str> = cluster
-        .nodes
-        .iter()
-        .map(|n| n.config.advertised_peer_addr())
+        .ids()
+        .into_iter()
+        .map(|id| cluster.config(id).advertised_peer_addr())
         .collect();
     assert_eq!(peers, want_peers, "members' peer addresses");
     assert!(
@@ -840,7 +840,7 @@ fn nodes_listening_on_0_0_0_0_hint_their_advertised_addresses() {
     // The library client, given only the follower, follows the hint and writes.
     let mut client = Client::new(vec![follower.clone()]).with_timeout(CLIENT_OP_TIMEOUT);
     cluster
-        .rt
+        .rt()
         .block_on(client.set(b"advertised", b"yes"))
         .expect("a write through the follower's hint");
     assert_eq!(client.current_endpoint(), leader_addr);
@@ -952,7 +952,7 @@ fn single_node_from_flags(dir: &Path, node_id: u64, data_dir: &Path, log: &Path)
         .stdout(Stdio::null())
         .stderr(log);
     (
-        Proc::spawn(format!("single node {node_id}"), &mut cmd),
+        Proc::spawn(format!("single node {node_id}"), &mut cmd).unwrap_or_else(|e| panic!("{e}")),
         client,
     )
 }
@@ -966,7 +966,7 @@ fn wait_single_serving(rt: &Runtime, proc: &mut Proc, addr: &str, log: &Path) ->
             if let Some(status) = proc.try_status() {
                 panic!(
                     "{} exited during start-up: {status:?}\n{}",
-                    proc.name,
+                    proc.name(),
                     tail(log, LOG_TAIL_LINES)
                 );
             }
@@ -1010,7 +1010,7 @@ fn data_dir_in_use_or_of_another_node_is_refused() {
     rt.block_on(client.set(b"k", b"v"))
         .expect("the first node still serves");
 
-    first.terminate();
+    first.terminate().expect("harness: SIGTERM to node 1");
     let status = first
         .wait_timeout(EXIT_TIMEOUT)
         .expect("node 1 exits after SIGTERM");
@@ -1084,12 +1084,12 @@ fn send_garbage(addr: &str, prefix: &[u8], len: usize, rng: &mut impl RngCore) {
 
 #[test]
 fn garbage_on_peer_and_client_ports_does_not_crash_a_node() {
-    let mut cluster = Cluster::start(Settings::default());
-    let target = cluster.wait_for_leader();
+    let mut cluster = BlockingCluster::start(ClusterOptions::default());
+    let target = cluster.wait_leader();
     let seed: u64 = rand::thread_rng().gen();
     println!("garbage seed: {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let peer = cluster.nodes[target].config.peer_addr.clone();
+    let peer = cluster.config(target).peer_addr.clone();
     let client = cluster.client_addr(target).to_string();
 
     for addr in [&peer, &client] {
@@ -1103,7 +1103,7 @@ fn garbage_on_peer_and_client_ports_does_not_crash_a_node() {
         }
     }
     // Well-formed gRPC carrying garbage Raft messages.
-    let batches = cluster.rt.block_on(async {
+    let batches = cluster.rt().block_on(async {
         let mut raft = RaftTransportClient::connect(format!("http://{peer}"))
             .await
             .expect("connect to the peer service");
@@ -1134,31 +1134,27 @@ fn garbage_on_peer_and_client_ports_does_not_crash_a_node() {
         "garbage Raft messages must be refused: {batches:?}"
     );
 
-    let proc = cluster.nodes[target].proc.as_mut().expect("running");
-    assert!(
-        proc.is_running(),
-        "the node died from garbage: {:?}",
-        proc.try_status()
-    );
+    let exited = cluster.exited(target);
+    assert!(exited.is_none(), "the node died from garbage: {exited:?}");
     let status = cluster
         .status(target)
         .expect("the node still answers Status after garbage");
-    assert_eq!(status.node_id, cluster.nodes[target].id);
+    assert_eq!(status.node_id, target);
     // The cluster, and the node that got the garbage, still serve.
     let mut c = cluster.client();
     cluster
-        .rt
+        .rt()
         .block_on(c.set(b"after-garbage", b"ok"))
         .expect("write after garbage");
     let mut local = Client::new(vec![client]).with_timeout(CLIENT_OP_TIMEOUT);
     let got = cluster
-        .rt
+        .rt()
         .block_on(local.get(b"after-garbage", false))
         .expect("linearizable read on the node that got the garbage");
     assert_eq!(got.as_deref(), Some(&b"ok"[..]));
-    let leader = cluster.wait_for_leader();
+    let leader = cluster.wait_leader();
     assert_eq!(cluster.running().len(), 3);
-    println!("leader after garbage: node {}", cluster.nodes[leader].id);
+    println!("leader after garbage: node {leader}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1200,7 +1196,7 @@ fn single_node_from_flags_and_env_serves() {
         !dir.join("data").exists(),
         "the default ./data must not be used when --data-dir is given"
     );
-    node.terminate();
+    node.terminate().expect("harness: SIGTERM to the node");
     let status = node.wait_timeout(EXIT_TIMEOUT).expect("exit after SIGTERM");
     assert_eq!(
         status.code(),
@@ -1242,12 +1238,12 @@ fn grpc_reflection_lists_the_client_api() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
 
-    let cluster = Cluster::start(Settings {
+    let cluster = BlockingCluster::start(ClusterOptions {
         nodes: 1,
-        ..Settings::default()
+        ..ClusterOptions::default()
     });
-    let addr = cluster.client_addr(0).to_string();
-    let names = cluster.rt.block_on(async move {
+    let addr = cluster.client_addr(1).to_string();
+    let names = cluster.rt().block_on(async move {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .expect("endpoint")
             .connect()
@@ -1295,34 +1291,32 @@ const INTERRUPTED_KEYS: usize = 300;
 /// and converge.
 #[test]
 fn a_snapshot_stored_but_not_recorded_before_a_crash_is_installed_at_start_up() {
-    let mut cluster = Cluster::start(Settings {
-        snapshot_threshold: SNAPSHOT_THRESHOLD,
-        log_retain_entries: 0,
-        ..Settings::default()
+    let mut cluster = BlockingCluster::start(ClusterOptions {
+        configure: snapshot_often,
+        ..ClusterOptions::default()
     });
-    let leader = cluster.wait_for_leader();
+    let leader = cluster.wait_leader();
     let follower = cluster.follower_of(leader);
     cluster.terminate(&[follower]);
     let mut client = cluster.client();
     for n in 0..INTERRUPTED_KEYS {
         let key = format!("crash/{n:04}");
         cluster
-            .rt
+            .rt()
             .block_on(client.set(key.as_bytes(), b"v"))
             .unwrap_or_else(|e| panic!("set {key}: {e}"));
     }
-    let snapshot = |i: usize| {
-        cluster.nodes[i]
-            .config
+    let snapshot = |id: u64| {
+        cluster
+            .config(id)
             .data_dir
             .join(distributed_kv::consensus::snapshot::SNAPSHOT_FILE)
     };
     fs::copy(snapshot(leader), snapshot(follower)).expect("copy the leader's snapshot");
 
-    cluster.spawn(follower);
-    cluster.wait_serving(follower);
-    cluster.wait_same_state(leader, follower);
-    let log = fs::read_to_string(&cluster.nodes[follower].log_path).unwrap_or_default();
+    cluster.restart(&[follower]);
+    cluster.converge();
+    let log = fs::read_to_string(cluster.log_path(follower)).unwrap_or_default();
     assert!(
         log.contains(INSTALL_FINISHED_LOG),
         "start-up finished the install"
@@ -1361,7 +1355,7 @@ struct LoadLog {
 
 /// Starts `writers` tasks writing distinct keys through their own clients until `stop`.
 fn start_writers(
-    cluster: &Cluster,
+    cluster: &BlockingCluster,
     writers: usize,
     log: &Arc<Mutex<LoadLog>>,
     stop: &Arc<AtomicBool>,
@@ -1370,7 +1364,7 @@ fn start_writers(
         .map(|w| {
             let (log, stop) = (log.clone(), stop.clone());
             let mut client = Client::new(cluster.endpoints()).with_timeout(WRITER_OP_TIMEOUT);
-            cluster.rt.spawn(async move {
+            cluster.rt().spawn(async move {
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
                     let key = format!("load{w}/{n:06}");
@@ -1395,8 +1389,8 @@ fn start_writers(
 /// and every acknowledged one is there afterwards.
 #[test]
 fn sigterm_of_a_loaded_leader_hands_over_and_exits_at_once() {
-    let mut cluster = Cluster::start(Settings::default());
-    let leader = cluster.wait_for_leader();
+    let mut cluster = BlockingCluster::start(ClusterOptions::default());
+    let leader = cluster.wait_leader();
     let log = Arc::new(Mutex::new(LoadLog::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let writers = start_writers(&cluster, LOAD_WRITERS, &log, &stop);
@@ -1405,29 +1399,25 @@ fn sigterm_of_a_loaded_leader_hands_over_and_exits_at_once() {
     });
 
     let sent = Instant::now();
-    let mut proc = cluster.nodes[leader].proc.take().expect("the leader runs");
-    proc.terminate();
-    let status = proc
-        .wait_timeout(EXIT_TIMEOUT)
-        .expect("harness: the leader exits after SIGTERM");
+    let status = cluster.terminate(&[leader])[0];
     let exit_time = sent.elapsed();
-    let new_leader = cluster.wait_for_leader();
+    let new_leader = cluster.wait_leader();
     poll_until("writes after the SIGTERM", WRITE_PHASE_TIMEOUT, || {
         let log = log.lock().unwrap();
         (log.acked.iter().filter(|a| a.1 > sent).count() >= ACKS_BEFORE_SIGTERM).then_some(())
     });
     stop.store(true, Ordering::SeqCst);
     for w in writers {
-        cluster.rt.block_on(w).expect("harness: a writer task");
+        cluster.rt().block_on(w).expect("harness: a writer task");
     }
 
     let log = log.lock().unwrap();
     println!(
         "SIGTERM of leader node {}: exit {:?} after {exit_time:?}; node {} leads; {} writes \
          acknowledged, {} outcome unknown, {} refused",
-        cluster.nodes[leader].id,
+        leader,
         status.code(),
-        cluster.nodes[new_leader].id,
+        new_leader,
         log.acked.len(),
         log.unknown.len(),
         log.failed
@@ -1446,7 +1436,7 @@ fn sigterm_of_a_loaded_leader_hands_over_and_exits_at_once() {
     let mut reader = cluster.client();
     for (key, _, _) in log.acked.iter().step_by(7) {
         let v = cluster
-            .rt
+            .rt()
             .block_on(reader.get(key.as_bytes(), false))
             .unwrap_or_else(|e| panic!("read {key}: {e}"));
         assert_eq!(
@@ -1462,11 +1452,11 @@ fn sigterm_of_a_loaded_leader_hands_over_and_exits_at_once() {
 /// grow without bound.
 #[test]
 fn overload_of_twice_the_pending_limit_keeps_the_leader() {
-    let cluster = Cluster::start(Settings {
-        max_pending_requests: OVERLOAD_PENDING_LIMIT,
-        ..Settings::default()
+    let cluster = BlockingCluster::start(ClusterOptions {
+        configure: |c| c.max_pending_requests = OVERLOAD_PENDING_LIMIT,
+        ..ClusterOptions::default()
     });
-    let leader = cluster.wait_for_leader();
+    let leader = cluster.wait_leader();
     let before = cluster
         .status(leader)
         .expect("harness: the leader's status");
@@ -1483,7 +1473,7 @@ fn overload_of_twice_the_pending_limit_keeps_the_leader() {
     }
     stop.store(true, Ordering::SeqCst);
     for w in writers {
-        cluster.rt.block_on(w).expect("harness: a writer task");
+        cluster.rt().block_on(w).expect("harness: a writer task");
     }
     let log = log.lock().unwrap();
     let mut lat: Vec<Duration> = log.acked.iter().map(|a| a.2).collect();

@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use crate::checker::{check, Verdict};
 use crate::history::{Fault, History, OpKind, OpResult, Operation, Outcome};
 use kv_api::client::{Client, ClientError};
-use kv_harness::cluster::{ClusterOptions, LocalCluster};
+use kv_harness::{ClusterOptions, LocalCluster};
 
 /// Fraction of operations that are reads, in percent.
 const READ_PERCENT: u32 = 50;
@@ -277,17 +277,16 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
         return Err("clients, keys and nodes must be positive".into());
     }
     let cluster_options = ClusterOptions {
+        nodes: opts.nodes,
+        dir: Some(opts.work_dir.clone()),
+        binary: Some(opts.node_binary.clone()),
+        proxied_links: true,
         unsafe_stale_reads: opts.unsafe_stale_reads,
         unsafe_no_fsync: opts.unsafe_no_fsync,
         power_fs: opts.faults.contains(&FaultKind::Power),
+        ..ClusterOptions::default()
     };
-    let mut cluster = LocalCluster::start(
-        &opts.node_binary,
-        &opts.work_dir,
-        opts.nodes,
-        cluster_options,
-    )
-    .await?;
+    let mut cluster = LocalCluster::start(cluster_options).await?;
     let endpoints = cluster.endpoints();
     let rec = Recorder {
         start: Instant::now(),
@@ -347,7 +346,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
                 rec.fault(format!("kill -9 node {target}"));
                 cluster.kill(target);
                 tokio::time::sleep(opts.fault_hold).await;
-                cluster.restart(target).await?;
+                cluster.restart(&[target]).await?;
                 rec.fault(format!("restart node {target}"));
             }
             FaultKind::Pause => {

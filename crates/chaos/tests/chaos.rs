@@ -30,12 +30,9 @@ use kv_api::client::{Client, ClientError};
 use kv_api::proto::{Role, StatusResponse};
 use kv_chaos::runner::{run, ChaosOptions, FaultKind};
 use kv_chaos::Verdict;
-use kv_harness::cluster::{ClusterOptions, LocalCluster, PROBE_INTERVAL, PROBE_TIMEOUT};
+use kv_harness::timing::{POLL_INTERVAL, PROBE_TIMEOUT};
+use kv_harness::{node_bin, ClusterOptions, LocalCluster};
 
-/// The node binary under test.
-fn node_bin() -> std::path::PathBuf {
-    kv_harness::target_bin("distributed_kv")
-}
 /// How long each fault lasts, and the healthy gap between faults.
 const FAULT_HOLD: Duration = Duration::from_secs(3);
 /// One operation's deadline in the workload.
@@ -61,12 +58,13 @@ const CATCH_UP_MARGIN: Duration = Duration::from_secs(10);
 const SMALL_WRITE_INTERVAL: Duration = Duration::from_millis(50);
 /// Size of one small write's value, in bytes.
 const SMALL_VALUE_BYTES: usize = 100;
-/// One small write's deadline, retries included; the nodes' own is 2 s.
+/// One small write's deadline, retries included: longer than the nodes' own
+/// ([`kv_harness::timing::REQUEST_TIMEOUT_MS`]).
 const SMALL_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the cluster may take to elect its first leader, and to converge after the catch-up.
+/// How long the cluster may take to converge after the catch-up.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one Hash may take in the catch-up test: hashing 50 MiB takes about 0.5 s in a debug
-/// build, as long as the harness's usual probe timeout.
+/// build, too close to the harness's usual probe timeout on a busy machine.
 const HASH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The unsafe mode a run's nodes start in, if any.
@@ -216,13 +214,13 @@ async fn power_cuts_without_fsync_are_caught() {
 
 /// Writes `n` distinct keys one by one (each acknowledged), cuts the power of every node at
 /// once, and returns the keys that a linearizable read no longer finds.
-async fn keys_lost_to_a_power_cut(dir: &tempfile::TempDir, n: usize, mode: Unsafe) -> Vec<String> {
+async fn keys_lost_to_a_power_cut(n: usize, mode: Unsafe) -> Vec<String> {
     let options = ClusterOptions {
         power_fs: true,
         unsafe_no_fsync: mode == Unsafe::NoFsync,
         ..ClusterOptions::default()
     };
-    let mut cluster = LocalCluster::start(&node_bin(), &dir.path().join("c"), 3, options)
+    let mut cluster = LocalCluster::start(options)
         .await
         .expect("harness: start the cluster");
     let mut client = Client::new(cluster.endpoints()).with_timeout(Duration::from_secs(10));
@@ -254,16 +252,14 @@ async fn keys_lost_to_a_power_cut(dir: &tempfile::TempDir, n: usize, mode: Unsaf
 /// Proves: every write acknowledged before a power cut of every node is there afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_survives_cutting_every_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let lost = keys_lost_to_a_power_cut(&dir, ACKED_WRITES, Unsafe::No).await;
+    let lost = keys_lost_to_a_power_cut(ACKED_WRITES, Unsafe::No).await;
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 }
 
 /// Proves the lost-write count has teeth: without fsync, the same cut loses acknowledged writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_fsync_a_power_cut_loses_acknowledged_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let lost = keys_lost_to_a_power_cut(&dir, ACKED_WRITES, Unsafe::NoFsync).await;
+    let lost = keys_lost_to_a_power_cut(ACKED_WRITES, Unsafe::NoFsync).await;
     assert!(
         !lost.is_empty(),
         "an unsynced log must lose writes to a power cut"
@@ -333,24 +329,6 @@ fn departures<'a>(
     out
 }
 
-/// The last lines of every node's log in a cluster directory.
-fn log_tails(cluster_dir: &std::path::Path) -> String {
-    /// Lines shown per node.
-    const TAIL_LINES: usize = 30;
-    let mut out = String::new();
-    for id in 1..=3 {
-        let path = cluster_dir.join(format!("node{id}.log"));
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        out.push_str(&format!("--- {}\n", path.display()));
-        for line in &lines[lines.len().saturating_sub(TAIL_LINES)..] {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
-
 /// The `q`-quantile of `sorted` (ascending, not empty), nearest rank.
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
     let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
@@ -363,21 +341,20 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_catches_up_over_a_slow_link_while_the_leader_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(
-        &node_bin(),
-        &dir.path().join("c"),
-        3,
-        ClusterOptions::default(),
-    )
+    let mut cluster = LocalCluster::start(ClusterOptions {
+        dir: Some(dir.path().join("c")),
+        proxied_links: true,
+        ..ClusterOptions::default()
+    })
     .await
     .expect("harness: start the cluster");
     let leader = cluster
-        .wait_leader(SETTLE_TIMEOUT)
+        .wait_leader()
         .await
         .expect("harness: a leader is elected");
-    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
-    let leader_addr = cluster.client_addr(leader).unwrap().to_string();
-    let follower_addr = cluster.client_addr(follower).unwrap().to_string();
+    let follower = cluster.follower_of(leader);
+    let leader_addr = cluster.client_addr(leader).to_string();
+    let follower_addr = cluster.client_addr(follower).to_string();
     cluster.kill(follower);
 
     let mut client = Client::new(cluster.endpoints()).with_timeout(Duration::from_secs(10));
@@ -407,7 +384,7 @@ async fn a_follower_catches_up_over_a_slow_link_while_the_leader_keeps_serving()
     let bound = transfer + CATCH_UP_MARGIN;
     let restarted = Instant::now();
     cluster
-        .restart(follower)
+        .restart(&[follower])
         .await
         .expect("harness: restart the follower");
 
@@ -456,7 +433,7 @@ async fn a_follower_catches_up_over_a_slow_link_while_the_leader_keeps_serving()
         if restarted.elapsed() > bound {
             break None;
         }
-        tokio::time::sleep(PROBE_INTERVAL).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     };
     stop.store(true, Ordering::SeqCst);
     let outcomes = writer.await.expect("harness: the writer task");
@@ -517,13 +494,12 @@ async fn a_follower_catches_up_over_a_slow_link_while_the_leader_keeps_serving()
         ));
     }
     if !problems.is_empty() {
-        drop(cluster);
+        // The cluster, dropped while this panics, prints the end of every node's log.
         let kept = dir.keep().join("c");
         panic!(
-            "{}\nnode logs (kept in {}):\n{}",
+            "{}\nnode configs, data and logs kept in {}",
             problems.join("\n"),
-            kept.display(),
-            log_tails(&kept)
+            kept.display()
         );
     }
 

@@ -1,5 +1,6 @@
 //! GUI tests: the real egui UI, driven through AccessKit with egui_kittest (no display needed),
-//! against real `distributed_kv` processes started by the test (the `kv_harness` crate's `process` harness).
+//! against real `distributed_kv` processes started by the test (the `kv_harness` crate's
+//! `BlockingCluster`).
 //!
 //! The UI's network calls run on its worker thread, so results arrive while the test steps the
 //! UI frame by frame; [`step_until`] steps and polls until what the user would see appears, or
@@ -11,7 +12,7 @@ use eframe::egui;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use kv_gui::KvApp;
-use kv_harness::process::*;
+use kv_harness::{free_addr, BlockingCluster, ClusterOptions};
 
 /// Window size the UI is laid out in.
 const WINDOW: [f32; 2] = [1200.0, 800.0];
@@ -93,12 +94,12 @@ fn leader_cells(h: &Harness<'_, KvApp>) -> usize {
 
 #[test]
 fn set_get_browse_delete_and_cluster_panel() {
-    let cluster = Cluster::start(Settings::default());
+    let cluster = BlockingCluster::start(ClusterOptions::default());
     let tmp = tempfile::tempdir().unwrap();
     // A key written by another client, so Get has something the UI did not write itself.
     let mut client = cluster.client();
     cluster
-        .rt
+        .rt()
         .block_on(client.set(b"preset", b"from the cluster"))
         .unwrap();
 
@@ -121,7 +122,10 @@ fn set_get_browse_delete_and_cluster_panel() {
         shows(h, "set greeting: ok")
     });
     assert_eq!(
-        cluster.rt.block_on(client.get(b"greeting", false)).unwrap(),
+        cluster
+            .rt()
+            .block_on(client.get(b"greeting", false))
+            .unwrap(),
         Some(b"hello".to_vec())
     );
 
@@ -159,7 +163,10 @@ fn set_get_browse_delete_and_cluster_panel() {
         shows(h, "get greeting: not found")
     });
     assert_eq!(
-        cluster.rt.block_on(client.get(b"greeting", false)).unwrap(),
+        cluster
+            .rt()
+            .block_on(client.get(b"greeting", false))
+            .unwrap(),
         None
     );
 
@@ -184,25 +191,24 @@ fn set_get_browse_delete_and_cluster_panel() {
 
 #[test]
 fn follows_a_new_leader_after_the_leader_is_killed() {
-    let mut cluster = Cluster::start(Settings::default());
+    let mut cluster = BlockingCluster::start(ClusterOptions::default());
     let tmp = tempfile::tempdir().unwrap();
-    let old = cluster.wait_for_leader();
-    let old_id = old as u64 + 1;
+    let old = cluster.wait_leader();
     let mut h = harness(&cluster.endpoints(), tmp.path());
     step_until(&mut h, "the panel to show the leader", |h| {
         h.state()
             .nodes()
             .iter()
-            .any(|n| n.is_leader() && n.id == old_id)
+            .any(|n| n.is_leader() && n.id == old)
     });
 
-    cluster.kill9(old);
+    cluster.kill(old);
     step_until(
         &mut h,
         "the panel to show a new leader and the old one unreachable",
         |h| {
             let nodes = h.state().nodes();
-            nodes.iter().any(|n| n.is_leader() && n.id != old_id)
+            nodes.iter().any(|n| n.is_leader() && n.id != old)
                 && nodes.iter().filter(|n| !n.reachable).count() == 1
                 && leader_cells(h) == 1
         },
@@ -251,8 +257,8 @@ fn without_a_cluster_operations_fail_and_the_ui_keeps_answering() {
 
 #[test]
 fn starts_without_a_cluster_and_connects_when_it_appears() {
-    let mut cluster = Cluster::start(Settings::default());
-    let all: Vec<usize> = (0..cluster.nodes.len()).collect();
+    let mut cluster = BlockingCluster::start(ClusterOptions::default());
+    let all = cluster.ids();
     cluster.terminate(&all);
     let tmp = tempfile::tempdir().unwrap();
     let mut h = harness(&cluster.endpoints(), tmp.path());
@@ -261,8 +267,8 @@ fn starts_without_a_cluster_and_connects_when_it_appears() {
     });
     assert!(shows(&h, "no leader — retrying"));
 
-    for &i in &all {
-        cluster.spawn(i);
+    for &id in &all {
+        cluster.spawn(id);
     }
     step_until(&mut h, "the cluster to appear with one leader", |h| {
         h.state().nodes().iter().filter(|n| n.reachable).count() == 3 && leader_cells(h) == 1
@@ -294,7 +300,7 @@ fn endpoints_are_remembered_between_runs() {
 
 #[test]
 fn browser_pages_with_load_more_and_filters_by_prefix() {
-    let cluster = Cluster::start(Settings::default());
+    let cluster = BlockingCluster::start(ClusterOptions::default());
     let tmp = tempfile::tempdir().unwrap();
     let mut client = cluster.client();
     let page = kv_gui::worker::LIST_PAGE_KEYS as usize;
@@ -302,11 +308,11 @@ fn browser_pages_with_load_more_and_filters_by_prefix() {
     for n in 0..total {
         let key = format!("many/{n:04}");
         cluster
-            .rt
+            .rt()
             .block_on(client.set(key.as_bytes(), b"v"))
             .unwrap();
     }
-    cluster.rt.block_on(client.set(b"other", b"v")).unwrap();
+    cluster.rt().block_on(client.set(b"other", b"v")).unwrap();
 
     let mut h = harness(&cluster.endpoints(), tmp.path());
     type_into(&mut h, "Prefix", "many/");

@@ -22,6 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use crate::ports::reserve_addr;
+
 /// Bytes relayed per read.
 const RELAY_BUFFER_BYTES: usize = 64 * 1024;
 /// Under a throttle, bytes are written in pieces of at most this many bytes, each when the
@@ -69,9 +71,12 @@ pub struct LinkProxy {
 }
 
 impl LinkProxy {
-    /// Starts a proxy on a free loopback port that relays to `target` (host:port).
+    /// Starts a proxy on a loopback port from [`reserve_addr`] that relays to `target`
+    /// (host:port).
     pub async fn start(target: String) -> std::io::Result<LinkProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let (_, listener) = reserve_addr()?;
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Mutex::new(Shared {
             state: LinkState::Up,
