@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use crate::checker::{check, Verdict};
 use crate::history::{Fault, History, OpKind, OpResult, Operation, Outcome};
 use kv_api::client::{Client, ClientError};
-use kv_harness::{ClusterOptions, LocalCluster};
+use kv_harness::{ClusterOptions, HarnessError, LocalCluster};
 
 /// Fraction of operations that are reads, in percent.
 const READ_PERCENT: u32 = 50;
@@ -272,7 +272,7 @@ fn write_outcome(r: Result<OpResult, ClientError>) -> Outcome {
 }
 
 /// Runs the whole thing.
-pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
+pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
     if opts.clients == 0 || opts.keys == 0 || opts.nodes == 0 {
         return Err("clients, keys and nodes must be positive".into());
     }
@@ -419,7 +419,8 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
     // Heal, converge, read every key once more.
     cluster.heal_all().await?;
     rec.fault("heal all".to_string());
-    let converged = cluster.converge(CONVERGE_TIMEOUT).await;
+    // Not converging is an outcome of the run, not a failure of the harness.
+    let converged = cluster.converge(CONVERGE_TIMEOUT).await.map_err(|e| e.0);
     let mut reader = Client::new(endpoints.clone()).with_timeout(FINAL_READ_TIMEOUT);
     for k in 0..opts.keys {
         let id = opts.clients as u64 * ids_per_client + k as u64;
@@ -458,11 +459,11 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, String> {
         std::fs::create_dir_all(&opts.output_dir).map_err(|e| e.to_string())?;
         let full = opts.output_dir.join(format!("chaos-{stamp}-history.jsonl"));
         let minimal = opts.output_dir.join(format!("chaos-{stamp}-minimal.jsonl"));
-        let write = |path: &PathBuf, h: &History| -> Result<(), String> {
+        let write = |path: &PathBuf, h: &History| -> Result<(), HarnessError> {
             let file =
                 std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
             h.write_json_lines(std::io::BufWriter::new(file))
-                .map_err(|e| format!("{}: {e}", path.display()))
+                .map_err(|e| kv_harness::harness_error!("{}: {e}", path.display()))
         };
         write(&full, &history)?;
         write(&minimal, &History::from_ops(minimal_subhistory.clone()))?;

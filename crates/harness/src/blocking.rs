@@ -6,6 +6,7 @@
 //! Everything else — addresses, configs, `kill`, `pause`, `partition` — is the
 //! [`LocalCluster`]'s own, reached through `Deref`.
 
+use crate::error::HarnessError;
 use std::ops::{Deref, DerefMut};
 use std::process::ExitStatus;
 
@@ -27,7 +28,7 @@ pub struct BlockingCluster {
 }
 
 /// The value of a harness step, or a panic naming what failed.
-fn expect<T>(result: Result<T, String>) -> T {
+fn expect<T>(result: Result<T, HarnessError>) -> T {
     result.unwrap_or_else(|e| panic!("harness: {e}"))
 }
 

@@ -20,6 +20,7 @@
 //! nodes; [`BlockingCluster`](crate::BlockingCluster) is the same cluster for synchronous
 //! tests.
 
+use crate::error::HarnessError;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -166,7 +167,7 @@ fn node_config(
 
 impl LocalCluster {
     /// Generates the configs and starts every node; returns once every node answers.
-    pub async fn start(options: ClusterOptions) -> Result<LocalCluster, String> {
+    pub async fn start(options: ClusterOptions) -> Result<LocalCluster, HarnessError> {
         if options.nodes == 0 {
             return Err("a cluster needs at least one node".into());
         }
@@ -239,7 +240,7 @@ impl LocalCluster {
 
     /// Node `id`'s data dir: `data<id>` in the cluster's directory, or `data` on the power-cut
     /// filesystem it mounts at `power<id>`.
-    fn data_dir(&mut self, id: u64, power_fs: bool) -> Result<PathBuf, String> {
+    fn data_dir(&mut self, id: u64, power_fs: bool) -> Result<PathBuf, HarnessError> {
         if !power_fs {
             return Ok(self.dir.join(format!("data{id}")));
         }
@@ -325,20 +326,22 @@ impl LocalCluster {
     }
 
     /// Starts node `id` from its config and data dir without waiting for it to answer.
-    pub fn spawn(&mut self, id: u64) -> Result<(), String> {
+    pub fn spawn(&mut self, id: u64) -> Result<(), HarnessError> {
         let (binary, dir) = (self.binary.clone(), self.dir.clone());
         self.node_mut(id).spawn(&binary, &dir)
     }
 
     /// Waits until node `id` answers Status; fails at once, with the end of its log, if it
     /// exits first.
-    async fn wait_serving(&mut self, id: u64) -> Result<(), String> {
+    async fn wait_serving(&mut self, id: u64) -> Result<(), HarnessError> {
         let addr = self.client_addr(id).to_string();
         let what = format!("node {id} to answer at {addr}");
         let node = self.node_mut(id);
         let answered = poll(&what, NODE_START_TIMEOUT, POLL_INTERVAL, async || {
             if let Some(status) = node.exited() {
-                return Err(format!("node {id} exited during start-up ({status})"));
+                return Err(crate::harness_error!(
+                    "node {id} exited during start-up ({status})"
+                ));
             }
             Ok(status_of(&addr).await.ok().map(|_| ()))
         })
@@ -346,13 +349,13 @@ impl LocalCluster {
         answered.map_err(|e| {
             let log = self.log_path(id);
             let lines = tail(log, LOG_TAIL_LINES);
-            format!("{e}; the end of {}:\n{lines}", log.display())
+            crate::harness_error!("{}; the end of {}:\n{lines}", e.0, log.display())
         })
     }
 
     /// Starts each node of `ids` that has no process from its data dir, then waits until each
     /// answers. Running and paused nodes are left as they are.
-    pub async fn restart(&mut self, ids: &[u64]) -> Result<(), String> {
+    pub async fn restart(&mut self, ids: &[u64]) -> Result<(), HarnessError> {
         let stopped: Vec<u64> = ids
             .iter()
             .copied()
@@ -375,7 +378,7 @@ impl LocalCluster {
     /// SIGTERMs every node of `ids` at once, then waits for each to exit (blocking the thread
     /// up to [`EXIT_TIMEOUT`](crate::timing::EXIT_TIMEOUT) per node); returns the exit
     /// statuses in the same order. A node that does not exit in time is killed.
-    pub fn terminate(&mut self, ids: &[u64]) -> Result<Vec<ExitStatus>, String> {
+    pub fn terminate(&mut self, ids: &[u64]) -> Result<Vec<ExitStatus>, HarnessError> {
         use crate::timing::EXIT_TIMEOUT;
         for &id in ids {
             self.node_mut(id).terminate()?;
@@ -384,7 +387,9 @@ impl LocalCluster {
             .map(|&id| {
                 let mut proc = self.node_mut(id).reap().expect("a node just sent SIGTERM");
                 proc.wait_timeout(EXIT_TIMEOUT).ok_or_else(|| {
-                    format!("node {id} did not exit within {EXIT_TIMEOUT:?} of SIGTERM")
+                    crate::harness_error!(
+                        "node {id} did not exit within {EXIT_TIMEOUT:?} of SIGTERM"
+                    )
                 })
             })
             .collect()
@@ -397,12 +402,12 @@ impl LocalCluster {
     }
 
     /// SIGSTOPs node `id`.
-    pub fn pause(&mut self, id: u64) -> Result<(), String> {
+    pub fn pause(&mut self, id: u64) -> Result<(), HarnessError> {
         self.node_mut(id).set_paused(true)
     }
 
     /// SIGCONTs node `id`.
-    pub fn resume(&mut self, id: u64) -> Result<(), String> {
+    pub fn resume(&mut self, id: u64) -> Result<(), HarnessError> {
         self.node_mut(id).set_paused(false)
     }
 
@@ -448,7 +453,7 @@ impl LocalCluster {
     }
 
     /// Restores everything: links up, paused nodes resumed, killed nodes restarted.
-    pub async fn heal_all(&mut self) -> Result<(), String> {
+    pub async fn heal_all(&mut self) -> Result<(), HarnessError> {
         self.heal_links();
         let ids = self.ids();
         for &id in &ids {
@@ -459,7 +464,7 @@ impl LocalCluster {
 
     /// Cuts the power of nodes `ids` at once: SIGKILLs them, throws away everything their
     /// filesystems had not made durable, and restarts them. Returns what each cut dropped.
-    pub async fn power_cut(&mut self, ids: &[u64]) -> Result<String, String> {
+    pub async fn power_cut(&mut self, ids: &[u64]) -> Result<String, HarnessError> {
         for &id in ids {
             self.kill(id);
         }
@@ -508,7 +513,7 @@ impl LocalCluster {
 
     /// Waits up to [`LEADER_TIMEOUT`] until one running node is leader and every running node
     /// follows it; returns its id.
-    pub async fn wait_leader(&self) -> Result<u64, String> {
+    pub async fn wait_leader(&self) -> Result<u64, HarnessError> {
         let what = "a leader every running node follows";
         poll(what, LEADER_TIMEOUT, POLL_INTERVAL, async || {
             Ok(self.followed_leader().await)
@@ -518,7 +523,7 @@ impl LocalCluster {
 
     /// Waits until every node reports the same applied index and the same state hash twice in
     /// a row; returns them.
-    pub async fn converge(&self, timeout: Duration) -> Result<(u64, u64), String> {
+    pub async fn converge(&self, timeout: Duration) -> Result<(u64, u64), HarnessError> {
         self.converge_with(timeout, PROBE_TIMEOUT).await
     }
 
@@ -528,7 +533,7 @@ impl LocalCluster {
         &self,
         timeout: Duration,
         hash_timeout: Duration,
-    ) -> Result<(u64, u64), String> {
+    ) -> Result<(u64, u64), HarnessError> {
         let endpoints = self.endpoints();
         let mut client = Client::new(endpoints.clone());
         let mut previous = None;
@@ -552,7 +557,7 @@ impl LocalCluster {
             Ok(agreed.filter(|_| twice))
         })
         .await;
-        converged.map_err(|e| format!("{e}: {last}"))
+        converged.map_err(|e| crate::harness_error!("{}: {last}", e.0))
     }
 }
 

@@ -32,6 +32,7 @@ use std::path::PathBuf;
 pub mod blocking;
 pub mod cluster;
 pub mod command;
+pub mod error;
 mod node;
 pub mod ports;
 pub mod process;
@@ -44,6 +45,7 @@ pub use cluster::{status_of, ClusterOptions, LocalCluster, LOG_TAIL_LINES};
 pub use command::{
     clean_env, kvctl, kvctl_with_stdin, run_to_exit, run_to_exit_with_stdin, tail, Finished,
 };
+pub use error::HarnessError;
 pub use ports::{free_addr, free_port};
 pub use process::Proc;
 pub use timing::*;

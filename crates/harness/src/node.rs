@@ -1,6 +1,7 @@
 //! One node of a [`LocalCluster`](crate::LocalCluster): its generated config, its log, and its
 //! process when it runs.
 
+use crate::error::HarnessError;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::TcpListener;
@@ -43,7 +44,7 @@ impl Node {
         config: NodeConfig,
         dir: &Path,
         held_ports: Vec<TcpListener>,
-    ) -> Result<Node, String> {
+    ) -> Result<Node, HarnessError> {
         let id = config.node_id;
         let config_path = dir.join(format!("node{id}.toml"));
         let text = toml::to_string(&config).map_err(|e| format!("node {id}'s config: {e}"))?;
@@ -61,10 +62,10 @@ impl Node {
     }
 
     /// Starts `binary` on the config file, in `dir`, appending to the log.
-    pub(crate) fn spawn(&mut self, binary: &Path, dir: &Path) -> Result<(), String> {
+    pub(crate) fn spawn(&mut self, binary: &Path, dir: &Path) -> Result<(), HarnessError> {
         let id = self.config.node_id;
         if self.proc.is_some() {
-            return Err(format!("node {id} is already running"));
+            return Err(crate::harness_error!("node {id} is already running"));
         }
         self.starts += 1;
         let io = |e: std::io::Error| format!("{}: {e}", self.log_path.display());
@@ -128,7 +129,7 @@ impl Node {
     }
 
     /// Sends SIGTERM to its process (which stays its own until [`reap`](Self::reap)).
-    pub(crate) fn terminate(&mut self) -> Result<(), String> {
+    pub(crate) fn terminate(&mut self) -> Result<(), HarnessError> {
         let id = self.config.node_id;
         let proc = self
             .proc
@@ -147,7 +148,7 @@ impl Node {
     }
 
     /// Stops (SIGSTOP) or continues (SIGCONT) its process, if any.
-    pub(crate) fn set_paused(&mut self, paused: bool) -> Result<(), String> {
+    pub(crate) fn set_paused(&mut self, paused: bool) -> Result<(), HarnessError> {
         if let Some(proc) = &mut self.proc {
             if self.paused != paused {
                 proc.signal(if paused { libc::SIGSTOP } else { libc::SIGCONT })?;

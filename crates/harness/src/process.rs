@@ -8,6 +8,7 @@
 //! (`PR_SET_PDEATHSIG`). A `Proc` must therefore be started on a thread that outlives it, as
 //! a test's own thread or a program's main thread does.
 
+use crate::error::HarnessError;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ pub struct Proc {
 
 impl Proc {
     /// Spawns `cmd`, named `name` in messages.
-    pub fn spawn(name: impl Into<String>, cmd: &mut Command) -> Result<Proc, String> {
+    pub fn spawn(name: impl Into<String>, cmd: &mut Command) -> Result<Proc, HarnessError> {
         let name = name.into();
         die_with_parent(cmd);
         let child = cmd
@@ -76,7 +77,7 @@ impl Proc {
     }
 
     /// Sends `signal` (`libc::SIGTERM`, `SIGSTOP`, ...) unless the process has been reaped.
-    pub fn signal(&mut self, signal: libc::c_int) -> Result<(), String> {
+    pub fn signal(&mut self, signal: libc::c_int) -> Result<(), HarnessError> {
         if !self.is_running() {
             return Ok(());
         }
@@ -86,7 +87,7 @@ impl Proc {
         if unsafe { libc::kill(pid, signal) } == 0 {
             Ok(())
         } else {
-            Err(format!(
+            Err(crate::harness_error!(
                 "cannot send signal {signal} to {} (pid {pid}): {}",
                 self.name,
                 std::io::Error::last_os_error()
@@ -95,7 +96,7 @@ impl Proc {
     }
 
     /// Sends SIGTERM (a graceful stop) unless the process has exited.
-    pub fn terminate(&mut self) -> Result<(), String> {
+    pub fn terminate(&mut self) -> Result<(), HarnessError> {
         self.signal(libc::SIGTERM)
     }
 

@@ -2,6 +2,7 @@
 //! synchronous tests (it panics when time runs out), [`poll`] for the asynchronous harness (it
 //! returns the error).
 
+use crate::error::HarnessError;
 use std::time::{Duration, Instant};
 
 use crate::timing::POLL_INTERVAL;
@@ -29,8 +30,8 @@ pub async fn poll<T>(
     what: &str,
     timeout: Duration,
     interval: Duration,
-    mut probe: impl AsyncFnMut() -> Result<Option<T>, String>,
-) -> Result<T, String> {
+    mut probe: impl AsyncFnMut() -> Result<Option<T>, HarnessError>,
+) -> Result<T, HarnessError> {
     let deadline = Instant::now() + timeout;
     while Instant::now() <= deadline {
         if let Some(v) = probe().await? {
@@ -38,5 +39,7 @@ pub async fn poll<T>(
         }
         tokio::time::sleep(interval).await;
     }
-    Err(format!("timed out after {timeout:?} waiting for {what}"))
+    Err(crate::harness_error!(
+        "timed out after {timeout:?} waiting for {what}"
+    ))
 }

@@ -201,7 +201,9 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, ClientError> {
         unsafe_no_fsync: args.unsafe_no_fsync,
         seed,
     };
-    let report = run(opts).await.map_err(ClientError::Server)?;
+    let report = run(opts)
+        .await
+        .map_err(|e| ClientError::Server(e.to_string()))?;
     println!("{report} seed={seed}");
     Ok(if report.passed() {
         ExitCode::SUCCESS
