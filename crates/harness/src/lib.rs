@@ -54,6 +54,10 @@ pub use wait::poll_until;
 /// Path of the workspace binary `name` in the target directory the running executable was
 /// built into (`target/debug/deps/<test>` → `target/debug/<name>`).
 ///
+/// `cargo test` leaves a package's binaries there only when that package has integration
+/// tests of its own (they are what `CARGO_BIN_EXE_*` needs), so every package whose binary other
+/// crates' tests run has a `tests/` file: the server's `distributed_kv`, kvctl's `kvctl`.
+///
 /// # Panics
 /// When it does not exist: a test cannot run without it, and the message says how to build it.
 pub fn target_bin(name: &str) -> PathBuf {

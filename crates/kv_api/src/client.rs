@@ -24,7 +24,7 @@ use tonic::{Code, Status};
 
 use crate::proto::kv_client::KvClient as GrpcKvClient;
 use crate::proto::*;
-use crate::status::{connect_failed, Reason, LEADER_ADDR_METADATA, LEADER_ID_METADATA};
+use crate::status::{connect_failed, never_sent, Reason, LEADER_ADDR_METADATA, LEADER_ID_METADATA};
 
 /// Default endpoint when none is given.
 pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:50051";
@@ -125,9 +125,10 @@ fn classify(status: &Status, kind: Kind) -> Next {
         }
         // Not a node's answer: tonic's own, about the connection or the framing.
         None => match status.code() {
-            // Only a connection that was never made proves the request never left; one that
-            // broke later ("connection reset", "disconnected") may have carried it.
-            Code::Unavailable if connect_failed(status) => Next::Rotate(msg),
+            // Only proof that the request never left (no connection; dropped unsent from
+            // hyper's queue) makes a write safe to retry; a connection that broke later
+            // ("connection reset", "disconnected") may have carried it.
+            _ if never_sent(status) => Next::Rotate(msg),
             Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
                 Next::Fail(ClientError::Invalid(msg))
             }

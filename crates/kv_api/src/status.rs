@@ -18,8 +18,11 @@
 //! | `internal` | failed inside (disk, Raft, transport) | unknown | `INTERNAL` |
 //!
 //! An error without a reason did not come from a node: it is tonic's own, about the connection.
-//! Then only a connection that could not be made at all ([`connect_failed`], found in the
-//! error's source chain, not in its text) proves that a write was never sent.
+//! Then only evidence in the error's source chain — never its text — proves that a write was
+//! never sent ([`never_sent`]): a connection that could not be made at all
+//! ([`connect_failed`]), or a request hyper dropped from its queue before handing it to the
+//! connection (`hyper::Error::is_canceled`, "operation was canceled": the connection closed
+//! first, as a node's does when it stops serving clients).
 
 use tonic::{Code, Status};
 
@@ -146,6 +149,25 @@ pub fn connect_failed(status: &Status) -> bool {
     false
 }
 
+/// Whether `status` proves that the request never left this process: no connection could be
+/// made, or hyper dropped the request from its queue before writing any of it (hyper hands the
+/// request back, unsent, with a canceled error, when the connection closes first).
+pub fn never_sent(status: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_canceled() {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +219,7 @@ mod tests {
             .await
             .expect_err("nothing listens there");
         assert!(connect_failed(&status), "{status:?}");
+        assert!(never_sent(&status), "{status:?}");
         assert!(!connect_failed(&Status::unavailable(
             "tcp connect error: Connection refused"
         )));

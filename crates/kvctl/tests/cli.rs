@@ -1,0 +1,46 @@
+//! kvctl's own tier: what it does before it reaches any node. Its commands against a real
+//! cluster are in the server's multi-process tier (`tests/process.rs`, `tests/cmd/kvctl.md`).
+//!
+//! This file also makes `cargo test` build `target/<profile>/kvctl` as a plain executable:
+//! cargo does that only for a package with integration tests, and the other crates' tests
+//! find kvctl there (`kv_harness::target_bin`).
+
+use std::process::Command;
+
+/// kvctl under test, with no `KV_*` variable from the caller's environment.
+fn kvctl() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kvctl"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("KV_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// `--help` names every command, the chaos suite's included.
+#[test]
+fn help_lists_every_command() {
+    let out = kvctl().arg("--help").output().expect("run kvctl");
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in ["set", "get", "delete", "list", "status", "chaos"] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(command)),
+            "`{command}` missing from --help:\n{help}"
+        );
+    }
+}
+
+/// An endpoint list that names no endpoint is bad usage: exit 2, saying what was expected,
+/// before any connection is tried.
+#[test]
+fn an_empty_endpoint_list_is_bad_usage() {
+    let out = kvctl()
+        .args(["--endpoints", ",", "get", "k"])
+        .output()
+        .expect("run kvctl");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(kv_api::client::NO_ENDPOINTS), "{stderr}");
+}
