@@ -1,7 +1,7 @@
 //! Tier 4: multi-process tests of the real binaries.
 //!
 //! Every test here runs the `distributed_kv` node binary and the `kvctl` client binary that
-//! Cargo built for this package (`CARGO_BIN_EXE_*`), the way a user would, and checks what can
+//! Cargo built (found by `kv_harness::target_bin`), the way a user would, and checks what can
 //! only be seen from outside a process: `kill -9` and restart from the data dir, `SIGTERM`
 //! shutdown and exit status, command-line exit codes and output, start-up errors on stderr, and
 //! robustness against garbage on the sockets.
