@@ -7,9 +7,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc);
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     // Its descriptors feed gRPC server reflection, next to kv_api's.
+    // Commands embed etcd's request messages; they are etcd_api's types, not generated again.
     tonic_prost_build::configure()
+        .extern_path(".etcdserverpb", "::etcd_api::etcdserverpb")
+        .extern_path(".mvccpb", "::etcd_api::mvccpb")
         .file_descriptor_set_path(out_dir.join("descriptor.bin"))
         .compile_protos(&["proto/raft.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/raft.proto");
+    println!("cargo:rerun-if-changed=proto/etcd");
     Ok(())
 }

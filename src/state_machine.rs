@@ -305,6 +305,9 @@ impl StateMachine {
                                     }
                                     CommandOutcome::Deleted { existed }
                                 }
+                                Some(_) => CommandOutcome::Rejected(
+                                    "etcd commands are not applied yet".into(),
+                                ),
                             };
                             (origin, outcome)
                         }
