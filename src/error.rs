@@ -80,6 +80,11 @@ pub enum Error {
     #[error("raft: {0}")]
     Raft(String),
 
+    /// One of the failures etcd's clients recognise by code and text (on the etcd API it is
+    /// sent exactly as etcd sends it).
+    #[error("{0}")]
+    Etcd(etcd_api::EtcdError),
+
     /// A peer or client transport failure.
     #[error("transport: {0}")]
     Transport(String),
@@ -148,6 +153,11 @@ impl Error {
             Error::OutcomeUnknown(_) => Reason::OutcomeUnknown,
             Error::Timeout(_) => Reason::Timeout,
             Error::ShuttingDown(_) => Reason::ShuttingDown,
+            Error::Etcd(e) => match e.code() {
+                tonic::Code::Unavailable => Reason::Timeout,
+                tonic::Code::ResourceExhausted => Reason::Overloaded,
+                _ => Reason::InvalidArgument,
+            },
             Error::Disk(_) | Error::Raft(_) | Error::DataDir { .. } | Error::Transport(_) => {
                 Reason::Internal
             }

@@ -34,6 +34,8 @@ use crate::consensus::LogId;
 use crate::durable::sync_parent;
 use crate::error::{Error, Result};
 use crate::proto::raftpb::{log_command::Op, LogCommand};
+use etcd_api::etcdserverpb::{CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse};
+use etcd_api::EtcdError;
 use trust::{Trust, TrustMarker};
 
 /// Name of the sled tree holding the state machine.
@@ -46,16 +48,28 @@ const COUNT_KEY: &[u8] = b"mcount";
 pub const SLED_BLOB_BYTES: usize = 64 * 1024;
 
 /// What applying one entry did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CommandOutcome {
     /// The entry carried no command (a new leader's empty entry, a configuration change).
     Noop,
-    /// A key was written.
-    Set,
-    /// A key was deleted; `existed` says whether it was there.
-    Deleted { existed: bool },
+    /// The command was applied; its answer, with `header.revision` set (the rest of the
+    /// header — cluster, member, term — is the gRPC layer's to fill).
+    Done(WriteResponse),
+    /// The command failed a check that depends on the state (a compacted or future revision,
+    /// `ignore_value` on a missing key, an unknown lease): every replica fails it alike, and
+    /// it changed nothing.
+    Failed(EtcdError),
     /// The entry could not be decoded, or its command had no operation; it changed nothing.
     Rejected(String),
+}
+
+/// The answer to an applied write command, as etcd's API gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteResponse {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
 }
 
 /// The tag a proposer puts in its `LogCommand` (`origin_node`, `origin_seq`) so that it can
@@ -78,7 +92,7 @@ pub struct StateHash {
 }
 
 /// One applied entry, reported back to whoever proposed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AppliedEntry {
     /// Log index of the entry; with `term`, what the proposer's write is answered with.
     pub index: u64,
@@ -293,7 +307,7 @@ impl StateMachine {
                                     large_value |= op.value.len() >= SLED_BLOB_BYTES;
                                     batch.insert(k.clone(), op.value.clone());
                                     overlay.insert(k, Some(op.value));
-                                    CommandOutcome::Set
+                                    CommandOutcome::Done(WriteResponse::Put(PutResponse::default()))
                                 }
                                 Some(Op::Delete(op)) => {
                                     let k = data_key(&op.key);
@@ -303,7 +317,12 @@ impl StateMachine {
                                         batch.remove(k.clone());
                                         overlay.insert(k, None);
                                     }
-                                    CommandOutcome::Deleted { existed }
+                                    CommandOutcome::Done(WriteResponse::DeleteRange(
+                                        DeleteRangeResponse {
+                                            deleted: i64::from(existed),
+                                            ..Default::default()
+                                        },
+                                    ))
                                 }
                                 Some(_) => CommandOutcome::Rejected(
                                     "etcd commands are not applied yet".into(),
@@ -596,12 +615,14 @@ mod tests {
             ])
             .unwrap();
         assert_eq!(out[0].outcome, CommandOutcome::Noop);
-        assert_eq!(out[3].outcome, CommandOutcome::Deleted { existed: false });
-        assert_eq!(
-            out[5].outcome,
-            CommandOutcome::Deleted { existed: true },
-            "sees the same batch's write"
-        );
+        let deleted = |n| {
+            CommandOutcome::Done(WriteResponse::DeleteRange(DeleteRangeResponse {
+                deleted: n,
+                ..Default::default()
+            }))
+        };
+        assert_eq!(out[3].outcome, deleted(0));
+        assert_eq!(out[5].outcome, deleted(1), "sees the same batch's write");
         assert_eq!(out[1].origin, Some(ProposalTag { node: 1, seq: 2 }));
         assert_eq!(sm.get(b"a").unwrap(), Some(b"2".to_vec()));
         assert_eq!(sm.get(b"b").unwrap(), None);

@@ -24,7 +24,7 @@ use crate::consensus::LogId;
 use crate::consensus::{RaftStatus, RoleChange};
 use crate::error::Result;
 use crate::state_machine::StateHash;
-use crate::state_machine::{AppliedEntry, ListPage};
+use crate::state_machine::{AppliedEntry, ListPage, WriteResponse};
 
 /// The sending half of a one-shot answer.
 pub type Reply<T> = oneshot::Sender<Result<T>>;
@@ -38,15 +38,26 @@ pub enum WriteOp {
     Delete { key: Vec<u8> },
 }
 
-/// What an applied write reports: where its entry sits in the log, for the response header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an applied write reports: where its entry sits in the log, for the response header,
+/// and the state machine's answer.
+#[derive(Debug, Clone, PartialEq)]
 pub struct WriteResult {
     /// Log index of the entry that applied the write.
     pub index: u64,
     /// Term of that entry: the term of the leader that appended it.
     pub term: u64,
-    /// For a delete: whether the key existed.
-    pub existed: bool,
+    /// The state machine's answer; `None` only for an entry that carried no command.
+    pub response: Option<WriteResponse>,
+}
+
+impl WriteResult {
+    /// Keys a DeleteRange removed (0 for any other write).
+    pub fn deleted(&self) -> i64 {
+        match &self.response {
+            Some(WriteResponse::DeleteRange(d)) => d.deleted,
+            _ => 0,
+        }
+    }
 }
 
 /// A read of the state machine.

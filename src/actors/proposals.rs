@@ -34,7 +34,11 @@ use std::collections::{BTreeMap, HashMap};
 use crate::actors::messages::WriteResult;
 use crate::consensus::LogId;
 use crate::error::{Error, Result};
+#[cfg(test)]
+use crate::state_machine::WriteResponse;
 use crate::state_machine::{AppliedEntry, CommandOutcome, ProposalTag};
+#[cfg(test)]
+use etcd_api::etcdserverpb::DeleteRangeResponse;
 
 /// Why a write overwritten by another leader's entry is not applied.
 const OVERWRITTEN: &str = "a new leader overwrote the entry";
@@ -193,16 +197,19 @@ impl<R: ReplyHandle> Proposals<R> {
             if let Some(at) = p.placed {
                 self.by_index.remove(&at.index);
             }
-            let existed = matches!(e.outcome, CommandOutcome::Deleted { existed: true });
             let result = match e.outcome {
                 CommandOutcome::Rejected(why) => Err(Error::InvalidArgument(why)),
-                CommandOutcome::Set | CommandOutcome::Deleted { .. } | CommandOutcome::Noop => {
-                    Ok(WriteResult {
-                        index: e.index,
-                        term: e.term,
-                        existed,
-                    })
-                }
+                CommandOutcome::Failed(why) => Err(Error::Etcd(why)),
+                CommandOutcome::Done(response) => Ok(WriteResult {
+                    index: e.index,
+                    term: e.term,
+                    response: Some(response),
+                }),
+                CommandOutcome::Noop => Ok(WriteResult {
+                    index: e.index,
+                    term: e.term,
+                    response: None,
+                }),
             };
             answers.push((p.reply, result));
         }
@@ -302,7 +309,7 @@ mod tests {
             index,
             term,
             origin: Some(ProposalTag { node, seq }),
-            outcome: CommandOutcome::Set,
+            outcome: CommandOutcome::Done(WriteResponse::Put(Default::default())),
         }
     }
 
@@ -322,7 +329,9 @@ mod tests {
             .into_iter()
             .map(|(c, r)| {
                 let told = match r {
-                    Ok(w) if w.existed => format!("applied at {}/{}, existed", w.index, w.term),
+                    Ok(w) if w.deleted() > 0 => {
+                        format!("applied at {}/{}, existed", w.index, w.term)
+                    }
                     Ok(w) => format!("applied at {}/{}", w.index, w.term),
                     Err(e) => e.to_string(),
                 };
@@ -417,7 +426,10 @@ mod tests {
         let del = submit(&mut p, "del");
         let bad = submit(&mut p, "bad");
         let deleted = AppliedEntry {
-            outcome: CommandOutcome::Deleted { existed: true },
+            outcome: CommandOutcome::Done(WriteResponse::DeleteRange(DeleteRangeResponse {
+                deleted: 1,
+                ..Default::default()
+            })),
             ..set(8, 4, (ME, del))
         };
         let rejected = AppliedEntry {

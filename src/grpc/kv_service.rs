@@ -109,7 +109,7 @@ impl Kv for KvService {
             .await?;
         Ok(Response::new(DeleteResponse {
             header: self.header(w.term, w.index),
-            existed: w.existed,
+            existed: w.deleted() > 0,
         }))
     }
 

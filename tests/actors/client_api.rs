@@ -408,7 +408,7 @@ async fn client_api_with_real_raft_and_storage_writes_and_reads() {
         "index {} is not after the leader's entry",
         w.index
     );
-    assert!(!w.existed);
+    assert!(w.deleted() == 0);
 
     let r = client_read(&api, get("k"), false).await.expect("read");
     assert_eq!(r.result, ReadResult::Value(Some(b"v1".to_vec())));
@@ -417,12 +417,12 @@ async fn client_api_with_real_raft_and_storage_writes_and_reads() {
     let d1 = client_write(&api, WriteOp::Delete { key: b"k".to_vec() })
         .await
         .expect("first delete");
-    assert!(d1.existed, "the key was there");
+    assert!(d1.deleted() == 1, "the key was there");
     assert!(d1.index > w.index);
     let d2 = client_write(&api, WriteOp::Delete { key: b"k".to_vec() })
         .await
         .expect("second delete");
-    assert!(!d2.existed, "the key was already gone");
+    assert!(d2.deleted() == 0, "the key was already gone");
     assert_eq!(d2.index, d1.index + 1);
 
     let r = client_read(&api, get("k"), false).await.expect("read");

@@ -5,7 +5,8 @@ use ::raft::prelude::{ConfState, Entry};
 
 use distributed_kv::proto::raftpb::{log_command::Op, DeleteOp, LogCommand, SetOp};
 use distributed_kv::state_machine::{encode_command, list_answer_bytes};
-use distributed_kv::state_machine::{CommandOutcome, ListPage, StateMachine};
+use distributed_kv::state_machine::{CommandOutcome, ListPage, StateMachine, WriteResponse};
+use etcd_api::etcdserverpb::DeleteRangeResponse;
 
 use super::*;
 
@@ -42,6 +43,14 @@ fn del(index: u64, key: &str) -> Entry {
 }
 
 /// A configuration with these voters.
+/// The outcome of a DeleteRange that removed `n` keys.
+fn deleted(n: i64) -> CommandOutcome {
+    CommandOutcome::Done(WriteResponse::DeleteRange(DeleteRangeResponse {
+        deleted: n,
+        ..Default::default()
+    }))
+}
+
 fn voters(ids: &[u64]) -> ConfState {
     ConfState {
         voters: ids.to_vec(),
@@ -169,21 +178,26 @@ async fn storage_applies_batch_and_reports_outcomes_and_progress() {
         summary,
         vec![
             (1, 1, None, CommandOutcome::Noop),
-            (2, 1, Some((1, 2)), CommandOutcome::Set),
-            (3, 1, Some((1, 3)), CommandOutcome::Set),
             (
-                4,
+                2,
                 1,
-                Some((1, 4)),
-                CommandOutcome::Deleted { existed: true }
+                Some((1, 2)),
+                CommandOutcome::Done(WriteResponse::Put(Default::default()))
             ),
             (
-                5,
+                3,
                 1,
-                Some((1, 5)),
-                CommandOutcome::Deleted { existed: false }
+                Some((1, 3)),
+                CommandOutcome::Done(WriteResponse::Put(Default::default()))
             ),
-            (6, 1, Some((1, 6)), CommandOutcome::Set),
+            (4, 1, Some((1, 4)), deleted(1)),
+            (5, 1, Some((1, 5)), deleted(0)),
+            (
+                6,
+                1,
+                Some((1, 6)),
+                CommandOutcome::Done(WriteResponse::Put(Default::default()))
+            ),
         ]
     );
     assert_eq!(next(&mut s.progress, "ApplyProgress").await.index, 6);
