@@ -33,8 +33,12 @@ use raft::prelude::{ConfState, Entry, EntryType, Snapshot};
 use crate::consensus::LogId;
 use crate::durable::sync_parent;
 use crate::error::{Error, Result};
-use crate::proto::raftpb::{log_command::Op, LogCommand};
-use etcd_api::etcdserverpb::{CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse};
+use crate::proto::raftpb::{log_command::Op, DeleteOp, LogCommand, SetOp};
+use etcd_api::etcdserverpb::{
+    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
+};
+use etcd_api::mvccpb::KeyValue;
 use etcd_api::EtcdError;
 use trust::{Trust, TrustMarker};
 
@@ -299,7 +303,9 @@ impl StateMachine {
                             });
                             let outcome = match cmd.op {
                                 None => CommandOutcome::Rejected("command has no operation".into()),
-                                Some(Op::Set(op)) => {
+                                Some(Op::Put(PutRequest { key, value, .. }))
+                                | Some(Op::Set(SetOp { key, value })) => {
+                                    let op = SetOp { key, value };
                                     let k = data_key(&op.key);
                                     if !self.exists(&overlay, &k)? {
                                         count += 1;
@@ -309,7 +315,9 @@ impl StateMachine {
                                     overlay.insert(k, Some(op.value));
                                     CommandOutcome::Done(WriteResponse::Put(PutResponse::default()))
                                 }
-                                Some(Op::Delete(op)) => {
+                                Some(Op::DeleteRange(DeleteRangeRequest { key, .. }))
+                                | Some(Op::Delete(DeleteOp { key })) => {
+                                    let op = DeleteOp { key };
                                     let k = data_key(&op.key);
                                     let existed = self.exists(&overlay, &k)?;
                                     if existed {
@@ -361,9 +369,65 @@ impl StateMachine {
         })
     }
 
-    /// The value of `key`, if present.
-    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tree.get(data_key(key))?.map(|v| v.to_vec()))
+    /// `key` at the current revision, if present.
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        Ok(self.tree.get(data_key(key))?.map(|v| KeyValue {
+            key: key.to_vec(),
+            value: v.to_vec(),
+            ..Default::default()
+        }))
+    }
+
+    /// STAND-IN until the MVCC store lands: keys of the range at the current state only.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        let mut kvs = Vec::new();
+        for kv in self.tree.scan_prefix([DATA_PREFIX]) {
+            let (k, v) = kv?;
+            if etcd_api::range::contains(&req.key, &req.range_end, &k[1..]) {
+                kvs.push(KeyValue {
+                    key: k[1..].to_vec(),
+                    value: if req.keys_only { vec![] } else { v.to_vec() },
+                    ..Default::default()
+                });
+            }
+        }
+        let count = kvs.len() as i64;
+        Ok(RangeResponse {
+            header: Some(ResponseHeader {
+                revision: self.revision(),
+                ..Default::default()
+            }),
+            kvs: if req.count_only { vec![] } else { kvs },
+            more: false,
+            count,
+        })
+    }
+
+    /// STAND-IN until the MVCC store lands.
+    pub fn hash_kv(&self, _revision: i64) -> Result<HashKvResponse> {
+        Ok(HashKvResponse {
+            header: Some(ResponseHeader {
+                revision: self.revision(),
+                ..Default::default()
+            }),
+            hash: self.hash()? as u32,
+            compact_revision: -1,
+        })
+    }
+
+    /// STAND-IN until the MVCC store lands.
+    pub fn revision(&self) -> i64 {
+        1
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn db_size(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// STAND-IN until the MVCC store lands: nothing to remove.
+    pub fn compact_step(&mut self, _max_records: usize) -> Result<bool> {
+        Ok(false)
     }
 
     /// Up to `limit` keys with `prefix`, from `start` (inclusive) in byte order, and no more
@@ -562,7 +626,6 @@ pub fn encode_command(cmd: &LogCommand) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::raftpb::{DeleteOp, SetOp};
 
     fn set(index: u64, k: &str, v: &str) -> Entry {
         let cmd = LogCommand {
@@ -624,7 +687,10 @@ mod tests {
         assert_eq!(out[3].outcome, deleted(0));
         assert_eq!(out[5].outcome, deleted(1), "sees the same batch's write");
         assert_eq!(out[1].origin, Some(ProposalTag { node: 1, seq: 2 }));
-        assert_eq!(sm.get(b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(
+            sm.get(b"a").unwrap().map(|kv| kv.value),
+            Some(b"2".to_vec())
+        );
         assert_eq!(sm.get(b"b").unwrap(), None);
         assert_eq!(
             (sm.key_count(), sm.applied()),

@@ -8,7 +8,11 @@
 //!
 //! Reads: linearizable reads get a read index from the RaftActor (a quorum confirms the
 //! leadership), then the StorageActor answers once it has applied up to that index.
-//! Serializable reads go straight to the StorageActor.
+//! Serializable reads go straight to the StorageActor. On kv.v1 only the leader serves
+//! linearizable reads (a follower answers not-leader, and the client goes to the leader); on
+//! etcd's API a follower serves them too: raft-rs forwards its read-index request to the
+//! leader, which confirms its leadership with a quorum and answers its commit index, and the
+//! follower reads once it has applied that far. Read load so spreads over every member.
 //!
 //! Overflow policy: at most `max_pending` writes and `max_pending` reads are in flight; beyond
 //! that a request is refused at once with `RESOURCE_EXHAUSTED`.
@@ -24,7 +28,8 @@ use crate::actors::messages::*;
 use crate::actors::proposals::{Proposals, ReplyHandle, WriteAnswer};
 use crate::consensus::LogId;
 use crate::error::Error;
-use crate::proto::raftpb::{log_command::Op, DeleteOp, LogCommand, SetOp};
+use crate::proto::raftpb::LogCommand;
+use etcd_api::etcdserverpb::{DeleteRangeRequest, PutRequest};
 
 /// Capacity of the ClientApiActor's mailbox; the gRPC layer uses `try_send` and answers
 /// `RESOURCE_EXHAUSTED` when it is full.
@@ -83,6 +88,8 @@ pub struct ClientApiActor {
     role: StateRole,
     /// Known leader id (0: none).
     leader_id: u64,
+    /// The term of the last [`RoleChanged`], for etcd's response headers.
+    term: u64,
     /// The leader's client address, if known; a not-leader answer carries it so the client
     /// can go there.
     leader_addr: Option<String>,
@@ -114,6 +121,7 @@ impl ClientApiActor {
             storage_hash: None,
             role: StateRole::Follower,
             leader_id: 0,
+            term: 0,
             leader_addr: None,
             reads_in_flight: Rc::new(Cell::new(0)),
         }
@@ -146,9 +154,13 @@ impl ClientApiActor {
         Ok(())
     }
 
-    fn validate_write(&self, op: &WriteOp) -> crate::Result<()> {
+    /// kv.v1's limits. etcd's requests were checked by the gRPC layer, as etcd checks them.
+    fn validate_write(&self, api: Api, op: &WriteOp) -> crate::Result<()> {
+        if api == Api::Etcd {
+            return Ok(());
+        }
         match op {
-            WriteOp::Set { key, value } => {
+            WriteOp::Put(PutRequest { key, value, .. }) => {
                 self.check_key(key)?;
                 if value.len() > self.limits.max_value_bytes {
                     return Err(Error::InvalidArgument(format!(
@@ -159,13 +171,15 @@ impl ClientApiActor {
                 }
                 Ok(())
             }
-            WriteOp::Delete { key } => self.check_key(key),
+            WriteOp::DeleteRange(DeleteRangeRequest { key, .. }) => self.check_key(key),
+            WriteOp::Txn(_) | WriteOp::Compaction(_) => Ok(()),
         }
     }
 
     fn validate_read(&self, query: &mut ReadQuery) -> crate::Result<()> {
         match query {
             ReadQuery::Get { key } => self.check_key(key),
+            ReadQuery::Range(_) | ReadQuery::HashKv { .. } => Ok(()),
             ReadQuery::List {
                 prefix,
                 start,
@@ -228,7 +242,7 @@ impl Handler<Connect> for ClientApiActor {
 impl Handler<ClientWrite> for ClientApiActor {
     type Result = ();
     fn handle(&mut self, msg: ClientWrite, ctx: &mut Context<Self>) {
-        if let Err(e) = self.validate_write(&msg.op) {
+        if let Err(e) = self.validate_write(msg.api, &msg.op) {
             let _ = msg.reply.send(Err(e));
             return;
         }
@@ -249,14 +263,10 @@ impl Handler<ClientWrite> for ClientApiActor {
                 return;
             }
         };
-        let op = match msg.op {
-            WriteOp::Set { key, value } => Op::Set(SetOp { key, value }),
-            WriteOp::Delete { key } => Op::Delete(DeleteOp { key }),
-        };
         let data = crate::state_machine::encode_command(&LogCommand {
             origin_node: self.node_id,
             origin_seq: seq,
-            op: Some(op),
+            op: Some(msg.op.into_command_op()),
         });
         ctx.spawn(
             raft.send(Propose { data })
@@ -285,7 +295,12 @@ impl Handler<ClientRead> for ClientApiActor {
                     .send(Err(Error::ShuttingDown("raft is not running".into())));
                 return;
             }
-            (false, Some(_)) if self.role != StateRole::Leader => {
+            // A follower asks the leader for a read index on etcd's API; with no leader
+            // known there is nobody to ask.
+            (false, Some(_))
+                if self.role != StateRole::Leader
+                    && (msg.api == Api::KvV1 || self.leader_id == 0) =>
+            {
                 let _ = msg.reply.send(Err(self.not_leader()));
                 return;
             }
@@ -301,6 +316,7 @@ impl Handler<ClientRead> for ClientApiActor {
         let in_flight = self.reads_in_flight.clone();
         in_flight.set(in_flight.get() + 1);
         let storage = self.storage.clone();
+        let term = self.term;
         actix::spawn(async move {
             let work = async {
                 let min_index = match raft {
@@ -317,7 +333,7 @@ impl Handler<ClientRead> for ClientApiActor {
                     query: msg.query,
                     reply: tx,
                 });
-                rx.await?
+                rx.await?.map(|answer| ReadAnswer { term, ..answer })
             };
             // A caller that gave up (deadline) stops counting at once.
             let mut reply = msg.reply;
@@ -390,6 +406,7 @@ impl Handler<RoleChanged> for ClientApiActor {
         let was_leader = self.role == StateRole::Leader;
         self.role = msg.change.role;
         self.leader_id = msg.change.leader_id;
+        self.term = msg.change.term;
         self.leader_addr = msg.leader_client_addr;
         if was_leader && self.role != StateRole::Leader {
             send_writes(self.proposals.stopped_leading(msg.handed_over));

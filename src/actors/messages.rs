@@ -1,7 +1,8 @@
 //! Every message that passes between the actors of a node, in one place.
 //!
 //! Who sends what:
-//! - gRPC services → `ClientApiActor`: [`ClientWrite`], [`ClientRead`], [`ClientStatus`].
+//! - gRPC services → `ClientApiActor`: [`ClientWrite`], [`ClientRead`], [`ClientStatus`],
+//!   [`ClientHash`].
 //! - `ClientApiActor` → `RaftActor`: [`Propose`], [`ReadIndex`], [`GetRaftStatus`].
 //! - `ClientApiActor` → `StorageActor`: [`Read`], [`GetStorageStatus`].
 //! - peer gRPC service → `RaftActor`: [`StepMessage`].
@@ -23,19 +24,70 @@ use tokio::sync::oneshot;
 use crate::consensus::LogId;
 use crate::consensus::{RaftStatus, RoleChange};
 use crate::error::Result;
+use crate::proto::raftpb::log_command::Op;
 use crate::state_machine::StateHash;
 use crate::state_machine::{AppliedEntry, ListPage, WriteResponse};
+use etcd_api::etcdserverpb::{
+    CompactionRequest, DeleteRangeRequest, HashKvResponse, PutRequest, RangeRequest, RangeResponse,
+    TxnRequest,
+};
+use etcd_api::mvccpb::KeyValue;
 
 /// The sending half of a one-shot answer.
 pub type Reply<T> = oneshot::Sender<Result<T>>;
 
-/// A client write, as the gRPC layer hands it over.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A client write, as the gRPC layer hands it over: one of etcd's write requests, the one
+/// command model of both client APIs (kv.v1's Set is a Put, its Delete a DeleteRange of one
+/// key). Each becomes one `LogCommand`, so a Txn is applied atomically in one entry.
+#[derive(Debug, Clone, PartialEq)]
 pub enum WriteOp {
-    /// Set `key` to `value`.
-    Set { key: Vec<u8>, value: Vec<u8> },
-    /// Remove `key`; the answer says whether it was there.
-    Delete { key: Vec<u8> },
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Compaction(CompactionRequest),
+}
+
+impl WriteOp {
+    /// kv.v1's Set.
+    pub fn set(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> WriteOp {
+        WriteOp::Put(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        })
+    }
+
+    /// kv.v1's Delete: a DeleteRange of the key alone.
+    pub fn delete(key: impl Into<Vec<u8>>) -> WriteOp {
+        WriteOp::DeleteRange(DeleteRangeRequest {
+            key: key.into(),
+            ..Default::default()
+        })
+    }
+
+    /// The operation of the log command that carries it.
+    pub fn into_command_op(self) -> Op {
+        match self {
+            WriteOp::Put(r) => Op::Put(r),
+            WriteOp::DeleteRange(r) => Op::DeleteRange(r),
+            WriteOp::Txn(r) => Op::Txn(r),
+            WriteOp::Compaction(r) => Op::Compaction(r),
+        }
+    }
+}
+
+/// Which client API a request came in on: the two differ in what a follower does and in which
+/// limits apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// kv.v1: keys and values within `max_key_bytes`/`max_value_bytes`; a follower answers
+    /// writes and linearizable reads with not-leader and the leader's address, and the client
+    /// goes there.
+    KvV1,
+    /// etcd's v3 API: the gRPC layer has already made etcd's checks; etcd's clients do not
+    /// follow redirects, so a follower serves linearizable reads itself, with a read index
+    /// from the leader (writes it forwards in the gRPC layer).
+    Etcd,
 }
 
 /// What an applied write reports: where its entry sits in the log, for the response header,
@@ -61,10 +113,14 @@ impl WriteResult {
 }
 
 /// A read of the state machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ReadQuery {
-    /// One key.
+    /// One key, at the current revision (kv.v1's Get).
     Get { key: Vec<u8> },
+    /// etcd's Range, checked already by the gRPC layer.
+    Range(RangeRequest),
+    /// etcd's HashKV at `revision` (0: current).
+    HashKv { revision: i64 },
     /// A page of keys.
     List {
         /// Only keys with this prefix.
@@ -85,27 +141,35 @@ pub enum ReadQuery {
 }
 
 /// The answer to a read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ReadResult {
-    /// Answer to `Get`: the value, if the key exists.
-    Value(Option<Vec<u8>>),
+    /// Answer to `Get`: the key with its revisions, if it exists.
+    Value(Option<KeyValue>),
     /// Answer to `List`.
     Page(ListPage),
+    /// Answer to `Range`; `header.revision` is the store's revision.
+    Range(RangeResponse),
+    /// Answer to `HashKv`.
+    HashKv(HashKvResponse),
 }
 
 /// A read answer with the applied index it observed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReadAnswer {
     pub result: ReadResult,
     /// The state machine's applied index when it was read; the response header carries it.
     pub applied_index: u64,
+    /// The Raft term the ClientApiActor knew when the read came in (the StorageActor, which
+    /// knows no terms, leaves 0); etcd's response header carries it.
+    pub term: u64,
 }
 
-/// gRPC → ClientApiActor: a Set or Delete; answered once applied (or failed).
+/// gRPC → ClientApiActor: a write; answered once applied (or failed).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ClientWrite {
     pub op: WriteOp,
+    pub api: Api,
     /// Answered once: applied, not applied, outcome unknown or refused (see `Proposals`). The
     /// gRPC layer drops its end when the deadline passes.
     pub reply: Reply<WriteResult>,
@@ -118,6 +182,7 @@ pub struct ClientRead {
     pub query: ReadQuery,
     /// Read local state without ReadIndex (may be stale).
     pub serializable: bool,
+    pub api: Api,
     /// Dropped by the gRPC layer when the deadline passes, which also stops the read counting
     /// against `max_pending`.
     pub reply: Reply<ReadAnswer>,
@@ -138,6 +203,9 @@ pub struct NodeStatus {
     pub key_count: u64,
     /// Index of the newest stored snapshot.
     pub snapshot_index: u64,
+    /// The store's revision and the database's size on disk, in bytes.
+    pub revision: i64,
+    pub db_size: u64,
 }
 
 /// gRPC → ClientApiActor: this node's status.
@@ -163,8 +231,8 @@ pub struct Propose {
     pub data: Vec<u8>,
 }
 
-/// ClientApiActor → RaftActor: confirm leadership with a quorum; answers the index a
-/// linearizable read must wait for.
+/// ClientApiActor → RaftActor: confirm leadership with a quorum (on a follower: have the
+/// leader confirm its own); answers the index a linearizable read must wait for.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ReadIndex {
@@ -266,6 +334,9 @@ pub struct StorageStatus {
     pub key_count: u64,
     /// Index of the newest stored snapshot.
     pub snapshot_index: u64,
+    pub revision: i64,
+    /// Bytes the database takes on disk.
+    pub db_size: u64,
 }
 
 /// Anyone → StorageActor: its status.

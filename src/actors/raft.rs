@@ -196,6 +196,8 @@ impl Actor for RaftActor {
         ctx.set_mailbox_capacity(RAFT_MAILBOX_CAPACITY);
         ctx.run_interval(self.tick_interval, |act, ctx| {
             act.node.tick();
+            let node = &mut act.node;
+            act.reads.tick(|read_ctx| node.read_index(read_ctx));
             act.schedule(ctx);
         });
         // A cluster of one needs no votes but its own: elect it at once instead of after an
@@ -286,7 +288,8 @@ impl Handler<Propose> for RaftActor {
 impl Handler<ReadIndex> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: ReadIndex, ctx: &mut Context<Self>) {
-        if !self.node.is_leader() {
+        // A follower asks the leader it knows (etcd's follower reads).
+        if !self.node.is_leader() && self.node.leader_id() == 0 {
             let _ = msg.reply.send(Err(self.not_leader()));
             return;
         }

@@ -12,6 +12,13 @@
 //! queued or waiting fails `NotLeader`: a deposed leader may never hear from a quorum again,
 //! and raft-rs forgets its requests.
 //!
+//! A follower (serving etcd's API) asks the same way; raft-rs sends the request to the leader
+//! and the answer comes back as a `ReadState` here. That request can be lost — a leader that
+//! has not yet committed an entry of its term drops it, and so does a dropped message — so a
+//! batch still waiting after [`READ_INDEX_RETRY_TICKS`] is asked for again under the same
+//! context (a second answer finds no batch and is ignored). When the leader changes, the
+//! follower's reads fail `NotLeader` as a deposed leader's do.
+//!
 //! Overflow policy: at most [`MAX_PENDING_READ_INDEXES`] reads queued and waiting together;
 //! more are refused at once with `Overloaded` (`RESOURCE_EXHAUSTED`).
 
@@ -25,6 +32,17 @@ use crate::error::{Error, Result};
 /// refused with `RESOURCE_EXHAUSTED`.
 pub const MAX_PENDING_READ_INDEXES: usize = 8_192;
 
+/// Ticks a batch waits for its read index before it is asked for again: 5 ticks, half a
+/// second at the default tick, well over a heartbeat round trip on a healthy cluster.
+pub const READ_INDEX_RETRY_TICKS: u32 = 5;
+
+/// A batch asked for and not yet answered.
+struct Waiting<R> {
+    replies: Vec<R>,
+    /// Ticks since it was last asked for.
+    ticks: u32,
+}
+
 /// An answer to send: the read's reply handle and the index it must wait for.
 pub type IndexAnswer<R> = (R, Result<u64>);
 
@@ -35,7 +53,7 @@ pub struct ReadBatch<R> {
     /// Reads that arrived since the last read index was asked for.
     queued: Vec<R>,
     /// Batches asked for and waiting for a quorum, by context.
-    waiting: HashMap<u64, Vec<R>>,
+    waiting: HashMap<u64, Waiting<R>>,
     /// Replies held, queued or waiting.
     count: usize,
     /// The context of the next read index asked for.
@@ -95,7 +113,11 @@ impl<R> ReadBatch<R> {
         let batch = std::mem::take(&mut self.queued);
         match read_index(ctx.to_be_bytes().to_vec()) {
             Ok(()) => {
-                self.waiting.insert(ctx, batch);
+                let waiting = Waiting {
+                    replies: batch,
+                    ticks: 0,
+                };
+                self.waiting.insert(ctx, waiting);
                 Vec::new()
             }
             Err(e) => {
@@ -119,18 +141,32 @@ impl<R> ReadBatch<R> {
         else {
             return Vec::new();
         };
-        self.count -= batch.len();
+        self.count -= batch.replies.len();
         batch
+            .replies
             .into_iter()
             .map(|reply| (reply, Ok(state.index)))
             .collect()
     }
 
-    /// The node stopped leading: every read, waiting or queued, fails with `not_leader` (the
-    /// error carrying the leader hint).
+    /// One tick passed: every batch that has waited [`READ_INDEX_RETRY_TICKS`] is asked for
+    /// again through `read_index`. A refusal changes nothing: the batch keeps waiting, and
+    /// fails when the leader changes.
+    pub fn tick(&mut self, mut read_index: impl FnMut(Vec<u8>) -> Result<()>) {
+        for (ctx, batch) in self.waiting.iter_mut() {
+            batch.ticks += 1;
+            if batch.ticks >= READ_INDEX_RETRY_TICKS {
+                batch.ticks = 0;
+                let _ = read_index(ctx.to_be_bytes().to_vec());
+            }
+        }
+    }
+
+    /// The node stopped leading, or the leader a follower asked is no longer the leader: every
+    /// read, waiting or queued, fails with `not_leader` (the error carrying the leader hint).
     pub fn stopped_leading(&mut self, not_leader: &Error) -> Vec<IndexAnswer<R>> {
         self.count = 0;
-        let waiting = self.waiting.drain().flat_map(|(_, batch)| batch);
+        let waiting = self.waiting.drain().flat_map(|(_, batch)| batch.replies);
         waiting
             .chain(self.queued.drain(..))
             .map(|reply| (reply, Err(clone_not_leader(not_leader))))

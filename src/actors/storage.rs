@@ -4,6 +4,12 @@
 //! one thread: more threads would reorder them), reports each batch to the ClientApiActor and
 //! the applied index to the RaftActor, answers reads once the state machine has caught up with
 //! their read index, and makes a snapshot every `snapshot_threshold` applied entries.
+//!
+//! Compaction: applying a Compact only moves the compacted revision (reads below it fail at
+//! once); removing the history it made unreadable is done here afterwards, one bounded step
+//! ([`COMPACTION_STEP_RECORDS`] records) per [`CompactionStep`] message. Each step sends the
+//! next to this actor's own mailbox behind whatever is queued, so applies and reads that
+//! arrive meanwhile wait for at most one step, never for the whole removal.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +24,15 @@ use crate::state_machine::StateMachine;
 /// Most reads parked waiting for their read index to be applied; more are refused with
 /// `RESOURCE_EXHAUSTED` (they would otherwise pile up while apply lags).
 pub const MAX_PARKED_READS: usize = 8_192;
+
+/// Records of compacted history removed per [`CompactionStep`]: a step holds up the applies
+/// and reads queued behind it, so it is kept small.
+pub const COMPACTION_STEP_RECORDS: usize = 1_000;
+
+/// StorageActor → itself: remove the next step of compacted history.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CompactionStep;
 
 /// A read waiting for the applied index to reach its read index.
 type ParkedRead = (ReadQuery, Reply<ReadAnswer>);
@@ -40,6 +55,8 @@ pub struct StorageActor {
     parked: BTreeMap<u64, Vec<ParkedRead>>,
     /// Reads in `parked`, all indexes together; at [`MAX_PARKED_READS`] new ones are refused.
     parked_count: usize,
+    /// A [`CompactionStep`] is in the mailbox: at most one at a time.
+    compaction_scheduled: bool,
 }
 
 impl StorageActor {
@@ -59,6 +76,7 @@ impl StorageActor {
             snapshot_to: None,
             parked: BTreeMap::new(),
             parked_count: 0,
+            compaction_scheduled: false,
         }
     }
 
@@ -76,6 +94,8 @@ impl StorageActor {
     fn answer(&self, query: &ReadQuery) -> crate::Result<ReadAnswer> {
         let result = match query {
             ReadQuery::Get { key } => ReadResult::Value(self.sm.get(key)?),
+            ReadQuery::Range(req) => ReadResult::Range(self.sm.range(req)?),
+            ReadQuery::HashKv { revision } => ReadResult::HashKv(self.sm.hash_kv(*revision)?),
             ReadQuery::List {
                 prefix,
                 start,
@@ -90,6 +110,7 @@ impl StorageActor {
         Ok(ReadAnswer {
             result,
             applied_index: self.sm.applied().index,
+            term: 0,
         })
     }
 
@@ -111,6 +132,18 @@ impl StorageActor {
     fn fatal(&mut self, context: &str, e: &Error) -> ! {
         self.sm.mark_untrusted();
         fatal_disk(context, e)
+    }
+
+    /// Removes one step of compacted history, and schedules the next if more remains.
+    fn compaction_step(&mut self, ctx: &mut SyncContext<Self>) {
+        match self.sm.compact_step(COMPACTION_STEP_RECORDS) {
+            Ok(true) if !self.compaction_scheduled => {
+                self.compaction_scheduled = true;
+                ctx.address().do_send(CompactionStep);
+            }
+            Ok(_) => {}
+            Err(e) => self.fatal("removing compacted history", &e),
+        }
     }
 
     fn maybe_snapshot(&mut self, conf_state: &raft::prelude::ConfState) {
@@ -151,9 +184,17 @@ impl Handler<Connect> for StorageActor {
     }
 }
 
+impl Handler<CompactionStep> for StorageActor {
+    type Result = ();
+    fn handle(&mut self, _: CompactionStep, ctx: &mut Self::Context) {
+        self.compaction_scheduled = false;
+        self.compaction_step(ctx);
+    }
+}
+
 impl Handler<Apply> for StorageActor {
     type Result = ();
-    fn handle(&mut self, msg: Apply, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) {
         if let Some(snap) = &msg.snapshot {
             if snap.get_metadata().index > self.sm.applied().index {
                 if let Err(e) = self.sm.restore(snap) {
@@ -183,6 +224,7 @@ impl Handler<Apply> for StorageActor {
         }
         self.wake_parked();
         self.maybe_snapshot(&msg.conf_state);
+        self.compaction_step(ctx);
     }
 }
 
@@ -223,6 +265,8 @@ impl Handler<GetStorageStatus> for StorageActor {
             applied_index: self.sm.applied().index,
             key_count: self.sm.key_count(),
             snapshot_index: self.snapshots.current().index,
+            revision: self.sm.revision(),
+            db_size: self.sm.db_size(),
         })
     }
 }

@@ -207,22 +207,28 @@ impl RaftNode {
         }
     }
 
-    /// Whether a read index can be asked for now: only a leader that has committed an entry of
-    /// its own term knows the cluster's commit index (raft-rs silently drops earlier requests).
+    /// Whether a read index can be asked for now: a leader only once it has committed an entry
+    /// of its own term (before that it does not know the cluster's commit index, and raft-rs
+    /// silently drops the request); a follower whenever it knows a leader, to which raft-rs
+    /// forwards the request.
     pub fn can_read_index(&self) -> bool {
-        self.is_leader() && self.raw.raft.commit_to_current_term()
+        if self.is_leader() {
+            self.raw.raft.commit_to_current_term()
+        } else {
+            self.raw.raft.state == StateRole::Follower && self.leader_id() != 0
+        }
     }
 
     /// Asks for a read index; it appears in a later Ready's `read_states` with this context,
-    /// once a quorum has confirmed this node is still the leader. Call only when
-    /// [`RaftNode::can_read_index`] holds; otherwise the request would be dropped.
+    /// once a quorum has confirmed that the leader is still the leader. Call only when
+    /// [`RaftNode::can_read_index`] holds; otherwise the request is refused (a not-leader
+    /// error) rather than dropped unseen. A follower's request can still be lost on the way
+    /// (a new leader that has not committed in its term drops it, as does a lost message): the
+    /// caller asks again after a while ([`crate::actors::read_batch`]).
     pub fn read_index(&mut self, ctx: Vec<u8>) -> Result<()> {
-        if !self.is_leader() {
-            return Err(self.not_leader());
-        }
-        if !self.raw.raft.commit_to_current_term() {
+        if !self.can_read_index() {
             return Err(Error::NotLeader {
-                leader_id: Some(self.id()),
+                leader_id: (self.leader_id() != 0).then_some(self.leader_id()),
                 leader_addr: None,
             });
         }

@@ -73,6 +73,7 @@ impl Kv for KvService {
             .call("get", |reply| ClientRead {
                 query,
                 serializable: r.serializable,
+                api: Api::KvV1,
                 reply,
             })
             .await?;
@@ -82,17 +83,20 @@ impl Kv for KvService {
         Ok(Response::new(GetResponse {
             header: self.header(0, a.applied_index),
             found: value.is_some(),
-            value: value.unwrap_or_default(),
+            value: value.map(|kv| kv.value).unwrap_or_default(),
         }))
     }
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
         let r = request.into_inner();
-        let op = WriteOp::Set {
-            key: r.key,
-            value: r.value,
-        };
-        let w = self.call("set", |reply| ClientWrite { op, reply }).await?;
+        let op = WriteOp::set(r.key, r.value);
+        let w = self
+            .call("set", |reply| ClientWrite {
+                op,
+                api: Api::KvV1,
+                reply,
+            })
+            .await?;
         Ok(Response::new(SetResponse {
             header: self.header(w.term, w.index),
         }))
@@ -103,9 +107,13 @@ impl Kv for KvService {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let r = request.into_inner();
-        let op = WriteOp::Delete { key: r.key };
+        let op = WriteOp::delete(r.key);
         let w = self
-            .call("delete", |reply| ClientWrite { op, reply })
+            .call("delete", |reply| ClientWrite {
+                op,
+                api: Api::KvV1,
+                reply,
+            })
             .await?;
         Ok(Response::new(DeleteResponse {
             header: self.header(w.term, w.index),
@@ -127,6 +135,7 @@ impl Kv for KvService {
             .call("list", |reply| ClientRead {
                 query,
                 serializable: r.serializable,
+                api: Api::KvV1,
                 reply,
             })
             .await?;

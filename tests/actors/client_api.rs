@@ -48,6 +48,7 @@ impl Handler<Read> for FakeStorage {
         let _ = msg.reply.send(Ok(ReadAnswer {
             result: ReadResult::Value(None),
             applied_index: 0,
+            term: 0,
         }));
         record(&self.tx, (msg.min_index, msg.query));
     }
@@ -66,7 +67,11 @@ async fn client_write(
     op: WriteOp,
 ) -> distributed_kv::Result<WriteResult> {
     let (reply, rx) = oneshot::channel();
-    api.do_send(ClientWrite { op, reply });
+    api.do_send(ClientWrite {
+        op,
+        api: Api::KvV1,
+        reply,
+    });
     answer(rx, "a ClientWrite").await
 }
 
@@ -80,6 +85,7 @@ async fn client_read(
     api.do_send(ClientRead {
         query,
         serializable,
+        api: Api::KvV1,
         reply,
     });
     answer(rx, "a ClientRead").await
@@ -87,10 +93,7 @@ async fn client_read(
 
 /// A Set write.
 fn set_op(key: &[u8], value: &[u8]) -> WriteOp {
-    WriteOp::Set {
-        key: key.to_vec(),
-        value: value.to_vec(),
-    }
+    WriteOp::set(key, value)
 }
 
 /// Asserts `r` is `Error::InvalidArgument` whose message contains `limit`, and that it becomes
@@ -155,7 +158,7 @@ async fn client_api_validates_keys_and_values() {
         "empty key",
     );
     assert_invalid(
-        client_write(&api, WriteOp::Delete { key: vec![] }).await,
+        client_write(&api, WriteOp::delete(vec![])).await,
         "empty",
         "empty key in a delete",
     );
@@ -165,13 +168,7 @@ async fn client_api_validates_keys_and_values() {
         "long key",
     );
     assert_invalid(
-        client_write(
-            &api,
-            WriteOp::Delete {
-                key: long_key.clone(),
-            },
-        )
-        .await,
+        client_write(&api, WriteOp::delete(long_key.clone())).await,
         "max_key_bytes",
         "long key in a delete",
     );
@@ -411,15 +408,18 @@ async fn client_api_with_real_raft_and_storage_writes_and_reads() {
     assert!(w.deleted() == 0);
 
     let r = client_read(&api, get("k"), false).await.expect("read");
-    assert_eq!(r.result, ReadResult::Value(Some(b"v1".to_vec())));
+    let ReadResult::Value(Some(kv)) = r.result else {
+        panic!("no value read: {:?}", r.result);
+    };
+    assert_eq!(kv.value, b"v1");
     assert!(r.applied_index >= w.index);
 
-    let d1 = client_write(&api, WriteOp::Delete { key: b"k".to_vec() })
+    let d1 = client_write(&api, WriteOp::delete(b"k".to_vec()))
         .await
         .expect("first delete");
     assert!(d1.deleted() == 1, "the key was there");
     assert!(d1.index > w.index);
-    let d2 = client_write(&api, WriteOp::Delete { key: b"k".to_vec() })
+    let d2 = client_write(&api, WriteOp::delete(b"k".to_vec()))
         .await
         .expect("second delete");
     assert!(d2.deleted() == 0, "the key was already gone");
@@ -483,7 +483,11 @@ async fn client_api_refuses_overload_and_fails_pending_writes_on_lost_leadership
     for n in 0..MAX_PENDING {
         let (reply, rx) = oneshot::channel();
         let op = set_op(format!("k{n}").as_bytes(), b"v");
-        api.do_send(ClientWrite { op, reply });
+        api.do_send(ClientWrite {
+            op,
+            api: Api::KvV1,
+            reply,
+        });
         pending.push(rx);
     }
     let over = client_write(&api, set_op(b"one-too-many", b"v")).await;

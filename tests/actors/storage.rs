@@ -43,6 +43,14 @@ fn del(index: u64, key: &str) -> Entry {
 }
 
 /// A configuration with these voters.
+/// The value a Get answered.
+fn value_of(result: ReadResult) -> Option<Vec<u8>> {
+    match result {
+        ReadResult::Value(kv) => kv.map(|kv| kv.value),
+        other => panic!("not a Get answer: {other:?}"),
+    }
+}
+
 /// The outcome of a DeleteRange that removed `n` keys.
 fn deleted(n: i64) -> CommandOutcome {
     CommandOutcome::Done(WriteResponse::DeleteRange(DeleteRangeResponse {
@@ -132,7 +140,7 @@ async fn read(addr: &Addr<StorageActor>, min_index: u64, query: ReadQuery) -> Re
 /// The value of `key` in a StorageActor, read without waiting for any index.
 async fn value(addr: &Addr<StorageActor>, key: &str) -> Option<Vec<u8>> {
     match read(addr, 0, get(key)).await.result {
-        ReadResult::Value(v) => v,
+        ReadResult::Value(v) => v.map(|kv| kv.value),
         other => panic!("Get answered {other:?}"),
     }
 }
@@ -203,7 +211,7 @@ async fn storage_applies_batch_and_reports_outcomes_and_progress() {
     assert_eq!(next(&mut s.progress, "ApplyProgress").await.index, 6);
 
     let a = read(&s.addr, 0, get("a")).await;
-    assert_eq!(a.result, ReadResult::Value(Some(b"3".to_vec())));
+    assert_eq!(value_of(a.result), Some(b"3".to_vec()));
     assert_eq!(a.applied_index, 6);
     assert_eq!(value(&s.addr, "b").await, None, "b was deleted");
     let status = ask(&s.addr, GetStorageStatus).await;
@@ -250,8 +258,8 @@ async fn storage_parks_reads_until_their_index_is_applied() {
         .expect("parked read");
     assert_eq!(a.applied_index, 5);
     assert_eq!(
-        a.result,
-        ReadResult::Value(Some(b"v5".to_vec())),
+        value_of(a.result),
+        Some(b"v5".to_vec()),
         "the answer reflects everything applied when it was woken"
     );
     assert_eq!(ask(&s.addr, GetStorageStatus).await.applied_index, 5);
