@@ -40,10 +40,14 @@ use crate::config::NodeConfig;
 use crate::consensus::LogOptions;
 use crate::durable::{sync_dir, write_durably};
 use crate::error::{Error, Result};
+use crate::grpc::etcd::{self, EtcdCluster, EtcdFront, EtcdKv, EtcdMaintenance};
 use crate::grpc::{KvService, RaftService};
 use crate::proto::kv::kv_server::KvServer;
 use crate::proto::raftpb::raft_transport_server::RaftTransportServer;
 use crate::recovery::recover;
+use etcd_api::etcdserverpb::cluster_server::ClusterServer;
+use etcd_api::etcdserverpb::kv_server::KvServer as EtcdKvServer;
+use etcd_api::etcdserverpb::maintenance_server::MaintenanceServer;
 
 /// Name of the lock file in the data dir.
 pub const LOCK_FILE: &str = "LOCK";
@@ -236,14 +240,25 @@ impl Node {
         let (client_stop, client_stop_rx) = watch::channel(false);
         let (peer_stop, peer_stop_rx) = watch::channel(false);
         let kv = KvService::new(client_api.clone(), config.node_id, config.request_timeout());
+        let etcd = EtcdFront::new(
+            client_api.clone(),
+            etcd::cluster_id(&config.cluster_name),
+            config.node_id,
+            config.request_timeout(),
+        );
+        // etcd's limit plus its gRPC allowance: larger messages are refused by gRPC itself
+        // (RESOURCE_EXHAUSTED), smaller ones over the limit by etcd's check.
+        let etcd_max_msg = etcd::MAX_REQUEST_BYTES + etcd::GRPC_OVERHEAD_BYTES;
         // Reflection in both versions: newer tools ask v1, older grpcurl builds v1alpha.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(kv_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(etcd_api::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| Error::Transport(e.to_string()))?;
         let reflection_alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(kv_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(etcd_api::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .map_err(|e| Error::Transport(e.to_string()))?;
@@ -257,6 +272,18 @@ impl Node {
                 KvServer::new(kv)
                     .max_decoding_message_size(max_msg)
                     .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                EtcdKvServer::new(EtcdKv::new(etcd.clone()))
+                    .max_decoding_message_size(etcd_max_msg)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                MaintenanceServer::new(EtcdMaintenance::new(etcd.clone()))
+                    .max_decoding_message_size(etcd_max_msg),
+            )
+            .add_service(
+                ClusterServer::new(EtcdCluster::new(etcd)).max_decoding_message_size(etcd_max_msg),
             )
             .add_service(reflection)
             .add_service(reflection_alpha)

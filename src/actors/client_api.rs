@@ -366,6 +366,8 @@ impl Handler<ClientStatus> for ClientApiActor {
                 status.applied_index = s.applied_index;
                 status.key_count = s.key_count;
                 status.snapshot_index = s.snapshot_index;
+                status.revision = s.revision;
+                status.db_size = s.db_size;
                 Ok(status)
             }
             .await;

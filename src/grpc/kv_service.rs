@@ -3,12 +3,11 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use crate::actors::messages::*;
 use crate::actors::ClientApiActor;
-use crate::error::{Error, Reason};
+use crate::error::Reason;
 use crate::proto::kv::kv_server::Kv;
 use crate::proto::kv::*;
 use crate::state_machine::StateHash;
@@ -34,25 +33,13 @@ impl KvService {
         }
     }
 
-    /// Sends the message built around a fresh reply channel, and waits for the answer.
+    /// Asks the ClientApiActor (see [`super::ask`]); a failure becomes kv.v1's status.
     async fn call<T, M>(&self, what: &str, make: impl FnOnce(Reply<T>) -> M) -> Result<T, Status>
     where
         M: Message<Result = ()> + Send + 'static,
         ClientApiActor: Handler<M>,
     {
-        let (tx, rx) = oneshot::channel();
-        self.api.try_send(make(tx)).map_err(|e| match e {
-            SendError::Full(_) => Error::Overloaded("the node's request queue is full".into()),
-            SendError::Closed(_) => Error::ShuttingDown("the client API has stopped".into()),
-        })?;
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(answer) => Ok(answer.map_err(Error::from)??),
-            Err(_) => Err(Error::Timeout(format!(
-                "{what} did not complete within {} ms; for a write, the outcome is unknown",
-                self.timeout.as_millis()
-            ))
-            .into()),
-        }
+        Ok(super::ask(&self.api, self.timeout, what, make).await?)
     }
 
     fn header(&self, term: u64, index: u64) -> Option<ResponseHeader> {

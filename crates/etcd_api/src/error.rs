@@ -41,6 +41,8 @@ pub enum EtcdError {
     Timeout,
     /// The request timed out after the leader that had it failed; outcome unknown.
     TimeoutDueToLeaderFail,
+    /// The request timed out because the connection to the leader was lost; outcome unknown.
+    TimeoutDueToConnectionLost,
     /// The member is stopping.
     Stopped,
     /// The member has too much work queued (applies lag, or its queues are full).
@@ -49,7 +51,7 @@ pub enum EtcdError {
 
 impl EtcdError {
     /// Every variant, for tests that walk the table.
-    pub const ALL: [EtcdError; 16] = [
+    pub const ALL: [EtcdError; 17] = [
         EtcdError::KeyNotProvided,
         EtcdError::ValueProvided,
         EtcdError::LeaseProvided,
@@ -64,6 +66,7 @@ impl EtcdError {
         EtcdError::LeaderChanged,
         EtcdError::Timeout,
         EtcdError::TimeoutDueToLeaderFail,
+        EtcdError::TimeoutDueToConnectionLost,
         EtcdError::Stopped,
         EtcdError::TooManyRequests,
     ];
@@ -76,9 +79,12 @@ impl EtcdError {
             | DuplicateKey | RequestTooLarge => Code::InvalidArgument,
             Compacted | FutureRevision => Code::OutOfRange,
             LeaseNotFound => Code::NotFound,
-            NoLeader | LeaderChanged | Timeout | TimeoutDueToLeaderFail | Stopped => {
-                Code::Unavailable
-            }
+            NoLeader
+            | LeaderChanged
+            | Timeout
+            | TimeoutDueToLeaderFail
+            | TimeoutDueToConnectionLost
+            | Stopped => Code::Unavailable,
             TooManyRequests => Code::ResourceExhausted,
         }
     }
@@ -102,6 +108,9 @@ impl EtcdError {
             Timeout => "etcdserver: request timed out",
             TimeoutDueToLeaderFail => {
                 "etcdserver: request timed out, possibly due to previous leader failure"
+            }
+            TimeoutDueToConnectionLost => {
+                "etcdserver: request timed out, possibly due to connection lost"
             }
             Stopped => "etcdserver: server stopped",
             TooManyRequests => "etcdserver: too many requests",

@@ -1,0 +1,217 @@
+//! etcd's v3 API on the client port: the `etcdserverpb` KV, Maintenance and Cluster services,
+//! so etcdctl and etcd's client libraries work against distributed_kv unchanged.
+//!
+//! # One command model
+//! These services translate onto the same actor messages as kv.v1: a Put, DeleteRange, Txn or
+//! Compaction becomes a [`ClientWrite`](crate::actors::messages::ClientWrite) carrying etcd's
+//! request as it is, proposed as one log entry and answered with the state machine's
+//! response; a Range or HashKV becomes a
+//! [`ClientRead`](crate::actors::messages::ClientRead). What is etcd's own lives here:
+//!
+//! 1. **Checks before proposing**, as etcd makes them (empty keys, txn limits, duplicate keys,
+//!    request size), so a bad request gets etcd's code and text and changes nothing.
+//!    Checks that depend on the state (a compacted revision, `ignore_value` on a missing key)
+//!    are made when the entry is applied, alike on every replica.
+//! 2. **Any member answers.** etcd's clients do not follow redirects. A follower serves a
+//!    linearizable read itself (the leader confirms a read index; the follower waits until it
+//!    has applied that far), a serializable read from its own state, and forwards a write to
+//!    the leader ([`forward`]), returning the leader's answer. A forwarded request carries
+//!    [`FORWARDED_METADATA`]; a member that gets one and is not the leader answers "leader
+//!    changed" instead of forwarding again, so a request never circles.
+//! 3. **Headers**: every response carries the cluster id (derived from `cluster_name`, the same
+//!    on every member), this member's id (its Raft id), the store's revision, and the Raft term.
+//! 4. **Errors** as etcd sends them ([`status_of`]): clientv3 recognises an error by its exact
+//!    message, and retries a read elsewhere only on `UNAVAILABLE`.
+
+pub mod cluster;
+pub mod forward;
+pub mod kv;
+pub mod maintenance;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use etcd_api::etcdserverpb::ResponseHeader;
+use etcd_api::EtcdError;
+use tonic::Status;
+
+use crate::actors::messages::{Api, ClientWrite, WriteOp, WriteResult};
+use crate::actors::ClientApiActor;
+use crate::error::Error;
+use crate::state_machine::WriteResponse;
+
+pub use cluster::EtcdCluster;
+pub use forward::Forwarder;
+pub use kv::EtcdKv;
+pub use maintenance::EtcdMaintenance;
+
+/// Metadata a forwarding member puts on a request it passes to the leader (its member id).
+pub const FORWARDED_METADATA: &str = "x-kv-forwarded-by";
+
+/// etcd's limit on one request, in bytes (its `--max-request-bytes` default, 1.5 MiB): a
+/// larger one is refused with "request is too large".
+pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
+/// What gRPC decodes beyond [`MAX_REQUEST_BYTES`] before it refuses a message itself
+/// (`RESOURCE_EXHAUSTED`), as etcd does: 512 KiB.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// The version Status reports. Not an etcd version: this store serves etcd's KV, Maintenance
+/// and Cluster calls but not yet Watch, Lease or Auth, and a version like "3.4.0" would claim
+/// them to tools that decide by it.
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The cluster id every member derives from the cluster's name: FNV-1a over it, never 0
+/// (etcd's clients treat 0 as "unknown").
+pub fn cluster_id(cluster_name: &str) -> u64 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0100_0000_01b3;
+    let h = cluster_name.bytes().fold(FNV_OFFSET, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
+    });
+    h.max(1)
+}
+
+/// What every etcd service of one member shares.
+#[derive(Clone)]
+pub struct EtcdFront {
+    api: Addr<ClientApiActor>,
+    cluster_id: u64,
+    member_id: u64,
+    /// How long a request may wait for its answer; past it a write's outcome is unknown.
+    timeout: Duration,
+    forwarder: Arc<Forwarder>,
+}
+
+impl EtcdFront {
+    pub fn new(
+        api: Addr<ClientApiActor>,
+        cluster_id: u64,
+        member_id: u64,
+        timeout: Duration,
+    ) -> EtcdFront {
+        EtcdFront {
+            api,
+            cluster_id,
+            member_id,
+            timeout,
+            forwarder: Arc::new(Forwarder::new(member_id)),
+        }
+    }
+
+    /// A header for this member: `revision` from the store, `raft_term` from Raft.
+    fn header(&self, revision: i64, raft_term: u64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term,
+        })
+    }
+
+    /// Fills in the member's part of a header the store started (it set only the revision).
+    fn stamp(&self, header: &mut Option<ResponseHeader>, raft_term: u64) {
+        let revision = header.as_ref().map_or(0, |h| h.revision);
+        *header = self.header(revision, raft_term);
+    }
+
+    /// Proposes `op` through the local ClientApiActor; the state machine's answer, or the
+    /// error as the actor gave it (a not-leader error is the caller's cue to forward).
+    async fn write(&self, op: WriteOp) -> Result<(WriteResponse, u64), Error> {
+        let WriteResult { term, response, .. } =
+            super::ask(&self.api, self.timeout, "the write", |reply| ClientWrite {
+                op,
+                api: Api::Etcd,
+                reply,
+            })
+            .await?;
+        let response =
+            response.ok_or_else(|| Error::Raft("a write was applied as an empty entry".into()))?;
+        Ok((response, term))
+    }
+}
+
+/// Refuses a request larger than etcd's limit, as etcd does.
+fn check_size(message: &impl prost::Message) -> Result<(), Status> {
+    if message.encoded_len() > MAX_REQUEST_BYTES {
+        return Err(EtcdError::RequestTooLarge.status());
+    }
+    Ok(())
+}
+
+/// Whether another member forwarded this request here.
+fn is_forwarded<T>(request: &tonic::Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED_METADATA)
+}
+
+/// The status etcd would send for `e`.
+pub fn status_of(e: Error) -> Status {
+    let etcd = match &e {
+        Error::Etcd(etcd) => *etcd,
+        Error::NotLeader {
+            leader_id: None, ..
+        } => EtcdError::NoLeader,
+        // A not-leader answer that reaches a client means the leader moved under a forwarded
+        // request (or a read that needed it).
+        Error::NotLeader { .. } => EtcdError::LeaderChanged,
+        Error::NotApplied(_) => EtcdError::LeaderChanged,
+        Error::OutcomeUnknown(_) => EtcdError::TimeoutDueToLeaderFail,
+        Error::Timeout(_) => EtcdError::Timeout,
+        Error::Overloaded(_) => EtcdError::TooManyRequests,
+        Error::ShuttingDown(_) => EtcdError::Stopped,
+        Error::InvalidArgument(why) => return Status::invalid_argument(why.clone()),
+        Error::Config { .. }
+        | Error::DataDir { .. }
+        | Error::Disk(_)
+        | Error::Raft(_)
+        | Error::Transport(_) => return Status::internal(e.to_string()),
+    };
+    etcd.status()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_are_stable_and_never_zero() {
+        assert_eq!(cluster_id("distributed_kv"), cluster_id("distributed_kv"));
+        assert_ne!(cluster_id("a"), cluster_id("b"));
+        assert_ne!(cluster_id(""), 0);
+    }
+
+    /// Each failure a client can see becomes the status etcd sends in its place.
+    #[test]
+    fn node_errors_become_etcds_statuses() {
+        let cases = [
+            (
+                Error::NotLeader {
+                    leader_id: None,
+                    leader_addr: None,
+                },
+                EtcdError::NoLeader,
+            ),
+            (
+                Error::NotLeader {
+                    leader_id: Some(2),
+                    leader_addr: None,
+                },
+                EtcdError::LeaderChanged,
+            ),
+            (Error::NotApplied("x".into()), EtcdError::LeaderChanged),
+            (
+                Error::OutcomeUnknown("x".into()),
+                EtcdError::TimeoutDueToLeaderFail,
+            ),
+            (Error::Timeout("x".into()), EtcdError::Timeout),
+            (Error::Overloaded("x".into()), EtcdError::TooManyRequests),
+            (Error::ShuttingDown("x".into()), EtcdError::Stopped),
+            (Error::Etcd(EtcdError::Compacted), EtcdError::Compacted),
+        ];
+        for (e, want) in cases {
+            let s = status_of(e.clone());
+            assert_eq!(EtcdError::from_status(&s), Some(want), "{e:?}");
+        }
+    }
+}

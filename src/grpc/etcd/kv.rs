@@ -1,0 +1,177 @@
+//! `EtcdKv`: etcd's KV service (`etcdserverpb.KV`) — Range, Put, DeleteRange, Txn, Compact.
+
+use etcd_api::etcdserverpb::kv_server::Kv;
+use etcd_api::etcdserverpb::*;
+use etcd_api::EtcdError;
+use tonic::{Request, Response, Status};
+
+use super::{check_size, is_forwarded, status_of, EtcdFront};
+use crate::actors::messages::{Api, ClientRead, ReadQuery, ReadResult, WriteOp};
+use crate::error::Error;
+use crate::state_machine::WriteResponse;
+
+/// Serves etcd's KV calls for one member.
+pub struct EtcdKv {
+    front: EtcdFront,
+}
+
+impl EtcdKv {
+    pub fn new(front: EtcdFront) -> EtcdKv {
+        EtcdKv { front }
+    }
+
+    /// Proposes `op`; on a follower, forwards `original` to the leader through `forward`
+    /// unless it was forwarded here already. `pick` takes the response out of the state
+    /// machine's answer.
+    async fn write<Req, Resp, F, Fut>(
+        &self,
+        forwarded: bool,
+        original: Req,
+        op: WriteOp,
+        pick: impl FnOnce(WriteResponse) -> Option<Resp>,
+        header: impl FnOnce(&mut Resp) -> &mut Option<ResponseHeader>,
+        forward: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(
+            etcd_api::etcdserverpb::kv_client::KvClient<tonic::transport::Channel>,
+            Request<Req>,
+        ) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+    {
+        match self.front.write(op).await {
+            Ok((response, term)) => {
+                let mut r = pick(response)
+                    .ok_or_else(|| Status::internal("the state machine answered another call"))?;
+                self.front.stamp(header(&mut r), term);
+                Ok(Response::new(r))
+            }
+            Err(Error::NotLeader {
+                leader_addr: Some(addr),
+                ..
+            }) if !forwarded => {
+                let f = &self.front;
+                let r = f
+                    .forwarder
+                    .forward(&addr, original, f.timeout, forward)
+                    .await?;
+                Ok(Response::new(r))
+            }
+            Err(e) => Err(status_of(e)),
+        }
+    }
+}
+
+/// etcd's checks of a key range: the key must be given.
+fn check_key(key: &[u8]) -> Result<(), Status> {
+    if key.is_empty() {
+        return Err(EtcdError::KeyNotProvided.status());
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Kv for EtcdKv {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let req = request.into_inner();
+        check_key(&req.key)?;
+        check_size(&req)?;
+        let serializable = req.serializable;
+        let f = &self.front;
+        let answer = super::super::ask(&f.api, f.timeout, "the range", |reply| ClientRead {
+            query: ReadQuery::Range(req),
+            serializable,
+            api: Api::Etcd,
+            reply,
+        })
+        .await
+        .map_err(status_of)?;
+        let ReadResult::Range(mut r) = answer.result else {
+            return Err(Status::internal("the state machine answered another call"));
+        };
+        f.stamp(&mut r.header, answer.term);
+        Ok(Response::new(r))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        check_key(&req.key)?;
+        check_size(&req)?;
+        self.write(
+            forwarded,
+            req.clone(),
+            WriteOp::Put(req),
+            |w| match w {
+                WriteResponse::Put(r) => Some(r),
+                _ => None,
+            },
+            |r| &mut r.header,
+            |mut c, r| async move { c.put(r).await },
+        )
+        .await
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        check_key(&req.key)?;
+        check_size(&req)?;
+        self.write(
+            forwarded,
+            req.clone(),
+            WriteOp::DeleteRange(req),
+            |w| match w {
+                WriteResponse::DeleteRange(r) => Some(r),
+                _ => None,
+            },
+            |r| &mut r.header,
+            |mut c, r| async move { c.delete_range(r).await },
+        )
+        .await
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        check_size(&req)?;
+        self.write(
+            forwarded,
+            req.clone(),
+            WriteOp::Txn(req),
+            |w| match w {
+                WriteResponse::Txn(r) => Some(r),
+                _ => None,
+            },
+            |r| &mut r.header,
+            |mut c, r| async move { c.txn(r).await },
+        )
+        .await
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        self.write(
+            forwarded,
+            req.clone(),
+            WriteOp::Compaction(req),
+            |w| match w {
+                WriteResponse::Compaction(r) => Some(r),
+                _ => None,
+            },
+            |r| &mut r.header,
+            |mut c, r| async move { c.compact(r).await },
+        )
+        .await
+    }
+}
