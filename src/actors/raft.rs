@@ -79,6 +79,7 @@ impl RaftActor {
         role_to: Option<Recipient<RoleChanged>>,
     ) -> RaftActor {
         let applied = node.status().applied_index;
+        let reads = ReadBatch::new(node.id());
         RaftActor {
             node,
             tick_interval,
@@ -88,7 +89,7 @@ impl RaftActor {
             peers,
             members,
             peer_client_addrs: HashMap::new(),
-            reads: ReadBatch::new(),
+            reads,
             drive_scheduled: false,
             dispatched_index: applied,
             applied_index: applied,

@@ -5,8 +5,10 @@
 //! # How a read gets its index
 //! Reads arriving on the leader are `queue`d. At the next Ready loop, once the leader may ask
 //! (`RaftNode::can_read_index`: it has committed an entry of its own term), `issue` asks
-//! raft-rs for **one** read index for the whole queue, under a fresh 8-byte big-endian counter
-//! as its context, and the queue becomes a batch waiting under that context. raft-rs confirms
+//! raft-rs for **one** read index for the whole queue, under a fresh context — this node's id
+//! and a counter, 8 bytes big-endian each — and the queue becomes a batch waiting under that
+//! context. The id matters once followers ask too: the leader keeps one pending request per
+//! context and drops a second with the same bytes, so two members' contexts must never meet. raft-rs confirms
 //! leadership with a quorum and hands back a `ReadState` carrying the context; `completed`
 //! gives every read of that batch its index. When the node stops leading, every read still
 //! queued or waiting fails `NotLeader`: a deposed leader may never hear from a quorum again,
@@ -56,25 +58,30 @@ pub struct ReadBatch<R> {
     waiting: HashMap<u64, Waiting<R>>,
     /// Replies held, queued or waiting.
     count: usize,
-    /// The context of the next read index asked for.
+    /// This node's id, the first half of every context.
+    node_id: u64,
+    /// The counter of the next read index asked for, the second half of its context.
     next_ctx: u64,
 }
 
-impl<R> Default for ReadBatch<R> {
-    fn default() -> Self {
+/// The context bytes of read-index request `counter` of node `node_id`.
+fn context(node_id: u64, counter: u64) -> Vec<u8> {
+    let mut ctx = Vec::with_capacity(16);
+    ctx.extend_from_slice(&node_id.to_be_bytes());
+    ctx.extend_from_slice(&counter.to_be_bytes());
+    ctx
+}
+
+impl<R> ReadBatch<R> {
+    /// No reads waiting, on node `node_id`.
+    pub fn new(node_id: u64) -> ReadBatch<R> {
         ReadBatch {
             queued: Vec::new(),
             waiting: HashMap::new(),
             count: 0,
+            node_id,
             next_ctx: 1,
         }
-    }
-}
-
-impl<R> ReadBatch<R> {
-    /// No reads waiting.
-    pub fn new() -> ReadBatch<R> {
-        ReadBatch::default()
     }
 
     /// Number of reads queued or waiting.
@@ -111,7 +118,7 @@ impl<R> ReadBatch<R> {
         let ctx = self.next_ctx;
         self.next_ctx += 1;
         let batch = std::mem::take(&mut self.queued);
-        match read_index(ctx.to_be_bytes().to_vec()) {
+        match read_index(context(self.node_id, ctx)) {
             Ok(()) => {
                 let waiting = Waiting {
                     replies: batch,
@@ -133,11 +140,13 @@ impl<R> ReadBatch<R> {
     /// raft-rs completed a read index: the batch asked for under its context gets its index.
     /// A context this batch did not hand out answers nothing.
     pub fn completed(&mut self, state: &ReadState) -> Vec<IndexAnswer<R>> {
-        let Some(batch) = state
-            .request_ctx
-            .first_chunk::<8>()
-            .map(|ctx| u64::from_be_bytes(*ctx))
-            .and_then(|ctx| self.waiting.remove(&ctx))
+        let ctx = &state.request_ctx;
+        let mine = ctx.len() == 16 && ctx[..8] == self.node_id.to_be_bytes();
+        let Some(batch) = ctx
+            .get(8..16)
+            .filter(|_| mine)
+            .map(|c| u64::from_be_bytes(c.try_into().expect("8 bytes")))
+            .and_then(|c| self.waiting.remove(&c))
         else {
             return Vec::new();
         };
@@ -157,7 +166,7 @@ impl<R> ReadBatch<R> {
             batch.ticks += 1;
             if batch.ticks >= READ_INDEX_RETRY_TICKS {
                 batch.ticks = 0;
-                let _ = read_index(ctx.to_be_bytes().to_vec());
+                let _ = read_index(context(self.node_id, *ctx));
             }
         }
     }
@@ -233,7 +242,7 @@ mod tests {
     /// Reads queued together share one read index; each batch is matched by its context.
     #[test]
     fn reads_are_batched_and_matched_by_context() {
-        let mut b = ReadBatch::new();
+        let mut b = ReadBatch::new(1);
         b.queue("a").unwrap();
         b.queue("b").unwrap();
         let first = ask(&mut b);
@@ -255,7 +264,7 @@ mod tests {
     /// Nothing queued asks nothing; a context never handed out, or answered, answers nothing.
     #[test]
     fn only_queued_reads_ask_and_only_known_contexts_answer() {
-        let mut b: ReadBatch<&'static str> = ReadBatch::new();
+        let mut b: ReadBatch<&'static str> = ReadBatch::new(1);
         assert!(b.issue(|_| panic!("asked with nothing queued")).is_empty());
         b.queue("a").unwrap();
         let ctx = ask(&mut b);
@@ -271,7 +280,7 @@ mod tests {
     /// Leadership lost: every read, asked for or still queued, fails NotLeader with the hint.
     #[test]
     fn leadership_lost_fails_every_read_with_the_hint() {
-        let mut b = ReadBatch::new();
+        let mut b = ReadBatch::new(1);
         b.queue("asked").unwrap();
         let ctx = ask(&mut b);
         b.queue("queued").unwrap();
@@ -287,7 +296,7 @@ mod tests {
     /// raft-rs refuses the read index: the queued reads fail with its error and free places.
     #[test]
     fn a_refused_read_index_fails_the_queued_reads() {
-        let mut b = ReadBatch::new();
+        let mut b = ReadBatch::new(1);
         b.queue("a").unwrap();
         assert_eq!(
             show(b.issue(|_| Err(not_leader()))),
@@ -302,7 +311,7 @@ mod tests {
     /// At the limit a read is refused with today's exact text; an answered batch frees places.
     #[test]
     fn reads_past_the_limit_are_refused() {
-        let mut b = ReadBatch::new();
+        let mut b = ReadBatch::new(1);
         for _ in 0..MAX_PENDING_READ_INDEXES {
             b.queue("r").unwrap();
         }
@@ -316,5 +325,52 @@ mod tests {
         let ctx = ask(&mut b);
         assert_eq!(b.completed(&state(&ctx, 1)).len(), MAX_PENDING_READ_INDEXES);
         assert!(b.queue("next").is_ok());
+    }
+
+    /// A batch still waiting after the retry interval is asked for again under the same
+    /// context, and answered once however many answers come back.
+    #[test]
+    fn a_lost_request_is_asked_for_again_and_answered_once() {
+        let mut b = ReadBatch::new(1);
+        b.queue("r1").unwrap();
+        let ctx = ask(&mut b);
+        let mut again = Vec::new();
+        for _ in 0..READ_INDEX_RETRY_TICKS - 1 {
+            b.tick(|c| {
+                again.push(c);
+                Ok(())
+            });
+        }
+        assert!(again.is_empty(), "not before the retry interval");
+        b.tick(|c| {
+            again.push(c);
+            Ok(())
+        });
+        assert_eq!(again, vec![ctx.clone()], "asked again, same context");
+        assert_eq!(
+            show(b.completed(&state(&ctx, 7))),
+            [("r1", "index 7".into())]
+        );
+        assert!(
+            b.completed(&state(&ctx, 8)).is_empty(),
+            "the second answer finds nothing"
+        );
+        assert!(b.is_empty());
+    }
+
+    /// Contexts carry the node id: another member's answer with the same counter is not ours.
+    #[test]
+    fn contexts_of_different_members_never_meet() {
+        let mut one = ReadBatch::new(1);
+        let mut two: ReadBatch<&'static str> = ReadBatch::new(2);
+        one.queue("r1").unwrap();
+        two.queue("r2").unwrap();
+        let (c1, c2) = (ask(&mut one), ask(&mut two));
+        assert_ne!(c1, c2, "same counter, different members");
+        assert!(one.completed(&state(&c2, 5)).is_empty());
+        assert_eq!(
+            show(one.completed(&state(&c1, 5))),
+            [("r1", "index 5".into())]
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! `Forwarder`: a follower's link to the leader for etcd's writes.
+//! `Forwarder`: a follower's link to the leader, for etcd's writes (and a member list the
+//! follower cannot complete itself).
 //!
 //! etcd's clients send a write to whichever member they are connected to and do not follow
 //! redirects, so a follower passes the write on to the leader over the leader's own etcd API
@@ -16,7 +17,6 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use etcd_api::etcdserverpb::kv_client::KvClient;
 use etcd_api::EtcdError;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -30,36 +30,34 @@ pub const FORWARD_CONNECT_TIMEOUT_MS: u64 = 1_000;
 pub struct Forwarder {
     /// Put on every forwarded request as [`FORWARDED_METADATA`].
     member_id: u64,
-    /// A client per leader client address.
-    clients: Mutex<HashMap<String, KvClient<Channel>>>,
+    /// A channel per leader client address.
+    channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl Forwarder {
     pub fn new(member_id: u64) -> Forwarder {
         Forwarder {
             member_id,
-            clients: Mutex::new(HashMap::new()),
+            channels: Mutex::new(HashMap::new()),
         }
     }
 
-    fn client(&self, addr: &str) -> Result<KvClient<Channel>, Status> {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = clients.get(addr) {
+    fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|_| EtcdError::NoLeader.status())?
             .connect_timeout(Duration::from_millis(FORWARD_CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true);
-        let client = KvClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
-        clients.insert(addr.to_string(), client.clone());
-        Ok(client)
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
     }
 
-    /// Sends `req` to the leader at `addr` through `call` (one of the KV client's methods),
-    /// with at most `timeout` to answer, and gives back its answer.
+    /// Sends `req` to the leader at `addr` through `call` (a client method, given a channel to
+    /// the leader), with at most `timeout` to answer, and gives back its answer.
     pub async fn forward<Req, Resp, F, Fut>(
         &self,
         addr: &str,
@@ -68,7 +66,7 @@ impl Forwarder {
         call: F,
     ) -> Result<Resp, Status>
     where
-        F: FnOnce(KvClient<Channel>, tonic::Request<Req>) -> Fut,
+        F: FnOnce(Channel, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let mut request = tonic::Request::new(req);
@@ -76,8 +74,8 @@ impl Forwarder {
         if let Ok(v) = self.member_id.to_string().parse() {
             request.metadata_mut().insert(FORWARDED_METADATA, v);
         }
-        let client = self.client(addr)?;
-        match tokio::time::timeout(timeout, call(client, request)).await {
+        let channel = self.channel(addr)?;
+        match tokio::time::timeout(timeout, call(channel, request)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             // The leader's own answer, etcd's error or not, goes back as it came.
             Ok(Err(status)) if EtcdError::from_status(&status).is_some() => Err(status),

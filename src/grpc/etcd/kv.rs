@@ -1,8 +1,10 @@
 //! `EtcdKv`: etcd's KV service (`etcdserverpb.KV`) — Range, Put, DeleteRange, Txn, Compact.
 
+use etcd_api::etcdserverpb::kv_client::KvClient;
 use etcd_api::etcdserverpb::kv_server::Kv;
 use etcd_api::etcdserverpb::*;
 use etcd_api::EtcdError;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{check_size, is_forwarded, status_of, EtcdFront};
@@ -33,10 +35,7 @@ impl EtcdKv {
         forward: F,
     ) -> Result<Response<Resp>, Status>
     where
-        F: FnOnce(
-            etcd_api::etcdserverpb::kv_client::KvClient<tonic::transport::Channel>,
-            Request<Req>,
-        ) -> Fut,
+        F: FnOnce(Channel, Request<Req>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
     {
         match self.front.write(op).await {
@@ -60,6 +59,13 @@ impl EtcdKv {
             Err(e) => Err(status_of(e)),
         }
     }
+}
+
+/// A KV client on `channel` that takes answers of any size (the leader has bounded them).
+fn kv_client(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
 }
 
 /// etcd's checks of a key range: the key must be given.
@@ -110,7 +116,7 @@ impl Kv for EtcdKv {
                 _ => None,
             },
             |r| &mut r.header,
-            |mut c, r| async move { c.put(r).await },
+            |ch, r| async move { kv_client(ch).put(r).await },
         )
         .await
     }
@@ -132,7 +138,7 @@ impl Kv for EtcdKv {
                 _ => None,
             },
             |r| &mut r.header,
-            |mut c, r| async move { c.delete_range(r).await },
+            |ch, r| async move { kv_client(ch).delete_range(r).await },
         )
         .await
     }
@@ -150,7 +156,7 @@ impl Kv for EtcdKv {
                 _ => None,
             },
             |r| &mut r.header,
-            |mut c, r| async move { c.txn(r).await },
+            |ch, r| async move { kv_client(ch).txn(r).await },
         )
         .await
     }
@@ -163,14 +169,14 @@ impl Kv for EtcdKv {
         let req = request.into_inner();
         self.write(
             forwarded,
-            req.clone(),
+            req,
             WriteOp::Compaction(req),
             |w| match w {
                 WriteResponse::Compaction(r) => Some(r),
                 _ => None,
             },
             |r| &mut r.header,
-            |mut c, r| async move { c.compact(r).await },
+            |ch, r| async move { kv_client(ch).compact(r).await },
         )
         .await
     }
