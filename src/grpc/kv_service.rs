@@ -67,10 +67,15 @@ impl Kv for KvService {
         let ReadResult::Value(value) = a.result else {
             return Err(Reason::Internal.status("wrong answer kind"));
         };
+        let found = value.is_some();
+        let kv = value.unwrap_or_default();
         Ok(Response::new(GetResponse {
             header: self.header(0, a.applied_index),
-            found: value.is_some(),
-            value: value.map(|kv| kv.value).unwrap_or_default(),
+            found,
+            value: kv.value,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
         }))
     }
 
