@@ -1002,6 +1002,73 @@ fn a_follower_can_campaign_before_its_snapshot_is_restored() {
 
 /// What a client of a write whose index a new leader took is told.
 const NOT_APPLIED: &str = "not applied: a new leader overwrote the entry";
+/// Whether `id` has a read state for `ctx`, and its index.
+fn read_state_of(c: &SimCluster, id: u64, ctx: &[u8]) -> Option<u64> {
+    c.read_states
+        .get(&id)
+        .and_then(|r| r.iter().find(|rs| rs.request_ctx == ctx))
+        .map(|rs| rs.index)
+}
+
+/// Proves: a follower's read index is the leader's, and covers every write committed before
+/// it was asked for — so a follower that reads once it has applied that far is linearizable
+/// (etcd's follower reads).
+#[test]
+fn a_follower_read_index_covers_every_committed_write() {
+    let mut c = SimCluster::new(3, Options::default());
+    let all = c.ids.clone();
+    let leader = c.elect(&all);
+    let follower = c.others(&[leader])[0];
+    let last = c.write_all(leader, &[leader], "k", 0..5);
+
+    assert!(c.peer(follower).node.can_read_index());
+    c.peer_mut(follower)
+        .node
+        .read_index(b"follower-read".to_vec())
+        .expect("a follower that knows its leader may ask");
+    c.run_until(REPLICATION_BUDGET, "the follower's read index", |c| {
+        read_state_of(c, follower, b"follower-read").is_some()
+    });
+    let index = read_state_of(&c, follower, b"follower-read").unwrap();
+    assert!(
+        index >= last,
+        "read index {index} is before the committed write at {last}"
+    );
+    assert!(
+        read_state_of(&c, leader, b"follower-read").is_none(),
+        "the answer goes to the follower that asked, not to the leader"
+    );
+}
+
+/// Proves: with no leader known a follower may not ask (the request would vanish), so the
+/// caller fails the read at once instead of waiting for a deadline.
+#[test]
+fn a_follower_without_a_leader_may_not_ask_for_a_read_index() {
+    let mut c = SimCluster::new(3, Options::default());
+    let all = c.ids.clone();
+    let leader = c.elect(&all);
+    let follower = c.others(&[leader])[0];
+    c.stop(leader);
+    c.isolate(follower);
+    for _ in 0..ELECTION_BUDGET {
+        c.tick();
+        if c.node(follower).leader_id() == 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        c.node(follower).leader_id(),
+        0,
+        "the follower still sees a leader"
+    );
+    assert!(!c.peer(follower).node.can_read_index());
+    assert!(c
+        .peer_mut(follower)
+        .node
+        .read_index(b"nobody".to_vec())
+        .is_err());
+}
+
 /// What a client of a write whose leader was deposed is told.
 const OUTCOME_UNKNOWN: &str = "outcome unknown: this node lost leadership before the write was \
                                applied; it may or may not take effect";
