@@ -4,24 +4,20 @@
 //!
 //! Example: `kvbench --endpoints 127.0.0.1:50051 --clients 64 --duration-secs 15 --value-size 256 --workload put --server-pids 101,102,103`
 //!
-//! `--target etcd` runs the same load against an etcd cluster through etcd's v3 gRPC KV API
-//! (Put, and Range with etcd's default linearizable reads), so both stores can be measured on
-//! the same machine in the same run; see `scripts/bench.sh`.
+//! `--target etcd` runs the same load through etcd's v3 gRPC KV API (Put, and Range with
+//! etcd's default linearizable reads) — against etcd itself, or against distributed_kv, which
+//! serves that API too — so both stores can be measured on the same machine in the same run,
+//! by the same client code; see `scripts/bench.sh`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use etcd::kv_client::KvClient as EtcdClient;
-use etcd::{PutRequest, RangeRequest};
+use etcd_api::etcdserverpb::kv_client::KvClient as EtcdClient;
+use etcd_api::etcdserverpb::{PutRequest, RangeRequest};
 use kv_api::client::{endpoints_from, Client};
 use tonic::transport::{Channel, Endpoint};
-
-/// The subset of etcd's KV API that kvbench uses to measure etcd (`proto/etcd_bench.proto`).
-mod etcd {
-    tonic::include_proto!("etcdserverpb");
-}
 
 /// Load generator for distributed_kv.
 #[derive(Parser, Debug)]
@@ -64,7 +60,8 @@ struct Cli {
 enum Target {
     /// distributed_kv.
     Kv,
-    /// etcd (v3 API); each client talks to one member, which forwards to its leader.
+    /// etcd's v3 API (etcd, or distributed_kv's etcd API); each client talks to one member,
+    /// which forwards writes to its leader.
     Etcd,
 }
 
@@ -97,6 +94,7 @@ impl Conn {
                 let req = PutRequest {
                     key: key.to_vec(),
                     value: value.to_vec(),
+                    ..Default::default()
                 };
                 tokio::time::timeout(OP_TIMEOUT, c.put(req))
                     .await
@@ -113,6 +111,7 @@ impl Conn {
                 let req = RangeRequest {
                     key: key.to_vec(),
                     serializable,
+                    ..Default::default()
                 };
                 tokio::time::timeout(OP_TIMEOUT, c.range(req))
                     .await
