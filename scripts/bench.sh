@@ -8,6 +8,9 @@
 #   scripts/bench.sh                                      put at 1, 64, 256 clients; 15 s; 2 rounds
 #   POINTS="put:64 get:64 mixed:64" DURATION=20 scripts/bench.sh
 #   KV_VARIANTS="wal=./target/release other=/path/to/release" scripts/bench.sh   compare builds
+#   API=kv scripts/bench.sh          distributed_kv through kv.v1 instead of etcd's v3 API
+# By default both stores are driven through etcd's v3 API by the same client code (kvbench
+# --target etcd), each client bound to one member in turn.
 # Data dirs live under the repository's .bench/ (a real disk: /tmp may be a RAM disk, where
 # fsync costs nothing).
 set -euo pipefail
@@ -18,6 +21,7 @@ ROUNDS="${ROUNDS:-2}"
 VALUE="${VALUE:-256}"
 KEYS="${KEYS:-10000}"
 KV_VARIANTS="${KV_VARIANTS:-distributed_kv=./target/release}"
+API="${API:-etcd}"
 
 if ! command -v etcd >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -39,7 +43,7 @@ stop_all() {
 trap 'stop_all; rm -rf "$WORK"' EXIT
 BENCH="./target/release/kvbench --value-size $VALUE --keys $KEYS --duration-secs $DURATION"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(etcd --version | head -1)"
-echo "points: $POINTS; $DURATION s each; $ROUNDS rounds; $VALUE-byte values over $KEYS keys"
+echo "points: $POINTS; $DURATION s each; $ROUNDS rounds; $VALUE-byte values over $KEYS keys; distributed_kv through the $API API"
 
 # distributed_kv variants: each a kvcluster of 3 nodes on free ports, data and logs in $WORK/<name>.
 # kvcluster prints the client endpoints, then the nodes' pids, once every node answers.
@@ -86,7 +90,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for point in $POINTS; do
     workload="${point%%:*}"; clients="${point#*:}"
     for name in "${NAMES[@]}"; do
-      target=kv; [ "$name" = etcd ] && target=etcd
+      target=$API; [ "$name" = etcd ] && target=etcd
       printf 'round=%s store=%s ' "$round" "$name"
       $BENCH --target "$target" --endpoints "${EPS[$name]}" --server-pids "${SERVER_PIDS[$name]}" \
         --clients "$clients" --workload "$workload"
