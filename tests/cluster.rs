@@ -637,7 +637,7 @@ impl SimCluster {
         self.sm(id)
             .get(key.as_bytes())
             .expect("get")
-            .map(|v| String::from_utf8(v).expect("utf-8 value"))
+            .map(|kv| String::from_utf8(kv.value).expect("utf-8 value"))
     }
 
     /// Every peer's status, for failure messages.

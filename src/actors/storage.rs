@@ -75,7 +75,7 @@ impl StorageActor {
 
     fn answer(&self, query: &ReadQuery) -> crate::Result<ReadAnswer> {
         let result = match query {
-            ReadQuery::Get { key } => ReadResult::Value(self.sm.get(key)?),
+            ReadQuery::Get { key } => ReadResult::Value(self.sm.get(key)?.map(|kv| kv.value)),
             ReadQuery::List {
                 prefix,
                 start,
