@@ -102,7 +102,8 @@ pub struct ProposalTag {
 pub struct StateHash {
     /// The applied index the digest covers: two replicas are comparable only at the same one.
     pub applied_index: u64,
-    /// FNV-1a over every key and value in byte order, and the applied index.
+    /// FNV-1a over the logical MVCC state (every record compaction leaves, the revision, the
+    /// compact revision) and the applied index: see [`StateMachine::hash`].
     pub hash: u64,
 }
 

@@ -8,6 +8,8 @@
 //!
 //! An entry that fails part-way (a state-dependent check inside a Txn) must leave nothing
 //! behind: [`Overlay::begin`] starts an entry, [`Overlay::rollback`] undoes every write since.
+//! Commands that make every check before their first write (Put, DeleteRange) start without
+//! an undo record, which saves a copy of every key they write.
 
 use std::collections::BTreeMap;
 use std::iter::Peekable;
@@ -23,6 +25,8 @@ pub struct Overlay {
     /// What each write of the current entry replaced in `writes` (`None`: it was not
     /// there), newest last, for [`Overlay::rollback`].
     undo: Vec<(Vec<u8>, Option<Option<IVec>>)>,
+    /// Whether writes are recorded in `undo`.
+    recording: bool,
 }
 
 impl Overlay {
@@ -35,16 +39,22 @@ impl Overlay {
     }
 
     fn write(&mut self, key: Vec<u8>, value: Option<IVec>) {
-        let old = self.writes.insert(key.clone(), value);
-        self.undo.push((key, old));
+        if self.recording {
+            let old = self.writes.insert(key.clone(), value);
+            self.undo.push((key, old));
+        } else {
+            self.writes.insert(key, value);
+        }
     }
 
-    /// Starts an entry: what follows can be undone with [`Overlay::rollback`].
-    pub fn begin(&mut self) {
+    /// Starts an entry; if `undoable`, what follows can be undone with
+    /// [`Overlay::rollback`].
+    pub fn begin(&mut self, undoable: bool) {
         self.undo.clear();
+        self.recording = undoable;
     }
 
-    /// Undoes every write since [`Overlay::begin`].
+    /// Undoes every write since [`Overlay::begin`] (nothing if it was not undoable).
     pub fn rollback(&mut self) {
         while let Some((key, old)) = self.undo.pop() {
             match old {
@@ -253,7 +263,7 @@ mod tests {
     fn rollback_undoes_the_current_entry_only() {
         let mut o = Overlay::default();
         o.insert(b"a".to_vec(), "1");
-        o.begin();
+        o.begin(true);
         o.insert(b"a".to_vec(), "2");
         o.insert(b"b".to_vec(), "1");
         o.remove(b"a".to_vec());

@@ -111,12 +111,15 @@ impl<'a> Writer<'a> {
     }
 
     /// Runs one command: its answer, or the etcd failure that made it change nothing.
+    /// `undoable`: whether it may fail after writing (a Txn); the others fail before their
+    /// first write or not at all.
     fn atomically<T>(
         &mut self,
+        undoable: bool,
         command: impl FnOnce(&mut Self) -> Result<T>,
     ) -> Result<Result<T, EtcdError>> {
         let before = self.state;
-        self.overlay.begin();
+        self.overlay.begin(undoable);
         match command(self) {
             Ok(answer) => Ok(Ok(answer)),
             Err(Error::Etcd(e)) => {
@@ -134,7 +137,7 @@ impl<'a> Writer<'a> {
     }
 
     pub fn put(&mut self, req: &PutRequest) -> Result<Result<PutResponse, EtcdError>> {
-        self.atomically(|w| {
+        self.atomically(false, |w| {
             // etcd checks the lease before anything else, when not inside a Txn.
             if req.lease != 0 {
                 return Err(Error::Etcd(EtcdError::LeaseNotFound));
@@ -150,7 +153,7 @@ impl<'a> Writer<'a> {
         &mut self,
         req: &DeleteRangeRequest,
     ) -> Result<Result<DeleteRangeResponse, EtcdError>> {
-        self.atomically(|w| {
+        self.atomically(false, |w| {
             let mut changes = Changes::new(w.state.revision);
             let resp = w.delete_in(&mut changes, req)?;
             w.settle(changes);
@@ -162,7 +165,7 @@ impl<'a> Writer<'a> {
         &mut self,
         req: &etcd_api::etcdserverpb::TxnRequest,
     ) -> Result<Result<etcd_api::etcdserverpb::TxnResponse, EtcdError>> {
-        self.atomically(|w| w.run_txn(req))
+        self.atomically(true, |w| w.run_txn(req))
     }
 
     /// Compaction is logical here: reads below `revision` fail from now on; the records it
@@ -172,7 +175,7 @@ impl<'a> Writer<'a> {
         &mut self,
         req: &CompactionRequest,
     ) -> Result<Result<CompactionResponse, EtcdError>> {
-        self.atomically(|w| {
+        self.atomically(false, |w| {
             if req.revision <= w.state.compact {
                 return Err(Error::Etcd(EtcdError::Compacted));
             }
