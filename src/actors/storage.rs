@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use actix::prelude::*;
 
 use crate::actors::messages::*;
+use crate::mvcc::COMPACTION_STEP_RECORDS;
 use crate::consensus::SnapshotStore;
 use crate::error::{fatal_disk, Error};
 use crate::state_machine::StateHash;
@@ -24,10 +25,6 @@ use crate::state_machine::StateMachine;
 /// Most reads parked waiting for their read index to be applied; more are refused with
 /// `RESOURCE_EXHAUSTED` (they would otherwise pile up while apply lags).
 pub const MAX_PARKED_READS: usize = 8_192;
-
-/// Records of compacted history removed per [`CompactionStep`]: a step holds up the applies
-/// and reads queued behind it, so it is kept small.
-pub const COMPACTION_STEP_RECORDS: usize = 1_000;
 
 /// StorageActor → itself: remove the next step of compacted history.
 #[derive(Debug, Message)]
