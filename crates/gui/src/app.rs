@@ -59,6 +59,9 @@ pub struct KvApp {
     key: String,
     /// The value field; a successful get fills it in (as hex when the value is not UTF-8).
     value: String,
+    /// The revisions of the key the last get found, shown under the value; cleared when a
+    /// write or a get that finds nothing makes them stale.
+    revisions: Option<Revisions>,
     /// A problem with the endpoints field, shown next to it.
     endpoints_error: Option<String>,
     /// A problem with the key field, shown next to it.
@@ -86,6 +89,26 @@ pub struct KvApp {
     browsed: bool,
     /// Recent operations, newest first.
     activity: VecDeque<Activity>,
+}
+
+/// A key's revisions, as a get answered them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revisions {
+    /// The key they are of, as the editor showed it.
+    pub key: String,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+}
+
+impl Revisions {
+    /// The line the editor shows under the value.
+    pub fn label(&self) -> String {
+        format!(
+            "{}: create revision {}, mod revision {}, version {}",
+            self.key, self.create_revision, self.mod_revision, self.version
+        )
+    }
 }
 
 /// Shows bytes as text when they are UTF-8, else as hex.
@@ -148,6 +171,7 @@ impl KvApp {
             state_file,
             key: String::new(),
             value: String::new(),
+            revisions: None,
             endpoints_error: None,
             key_error: None,
             value_error: None,
@@ -167,6 +191,11 @@ impl KvApp {
 
     pub fn nodes(&self) -> &[NodeRow] {
         &self.nodes
+    }
+
+    /// The revisions of the key the last get found, while they are current.
+    pub fn revisions(&self) -> Option<&Revisions> {
+        self.revisions.as_ref()
     }
 
     /// The last operation's result text.
@@ -304,10 +333,25 @@ impl KvApp {
             return;
         }
         let what = self.pending.remove(&done.id).unwrap_or_default();
+        if matches!(
+            (&done.request, &done.result),
+            (Request::Set(..) | Request::Delete(_), Ok(_)) | (Request::Connect(_), _)
+        ) {
+            // A write changes the revisions, and another cluster has other ones.
+            self.revisions = None;
+        }
         let (ok, outcome) = match done.result {
             Ok(Reply::Value(Some(v))) => {
-                let (text, hex) = display_bytes(&v);
+                let (text, hex) = display_bytes(&v.value);
                 self.value = text;
+                if let Request::Get(key) = &done.request {
+                    self.revisions = Some(Revisions {
+                        key: display_bytes(key).0,
+                        create_revision: v.create_revision,
+                        mod_revision: v.mod_revision,
+                        version: v.version,
+                    });
+                }
                 (
                     true,
                     if hex {
@@ -319,6 +363,7 @@ impl KvApp {
             }
             Ok(Reply::Value(None)) => {
                 self.value.clear();
+                self.revisions = None;
                 (true, "not found".to_string())
             }
             Ok(Reply::Written(index)) => (true, format!("ok (log index {index})")),
@@ -424,6 +469,9 @@ impl KvApp {
         .labelled_by(label.id);
         if let Some(e) = &self.value_error {
             ui.colored_label(egui::Color32::RED, e);
+        }
+        if let Some(r) = &self.revisions {
+            ui.weak(r.label());
         }
         ui.horizontal(|ui| {
             if ui.button("Get").clicked() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
-use kv_api::client::{Client, ClientError};
+use kv_api::client::{Client, ClientError, VersionedValue};
 use kv_api::proto::{ListRequest, Role};
 
 /// Jobs waiting for the worker before `submit` refuses more.
@@ -83,8 +83,8 @@ impl NodeRow {
 /// What a request produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// Get: the value, if any.
-    Value(Option<Vec<u8>>),
+    /// Get: the value and its revisions, if the key exists.
+    Value(Option<VersionedValue>),
     /// Set: the write's log index.
     Written(u64),
     /// Delete: whether the key existed.
@@ -246,7 +246,7 @@ fn run(
 
 async fn execute(client: &mut Client, request: &Request) -> Result<Reply, ClientError> {
     match request {
-        Request::Get(key) => client.get(key, false).await.map(Reply::Value),
+        Request::Get(key) => client.get_versioned(key, false).await.map(Reply::Value),
         Request::Set(key, value) => client.set(key, value).await.map(Reply::Written),
         Request::Delete(key) => client.delete(key).await.map(Reply::Deleted),
         Request::List { prefix, start } => {

@@ -189,6 +189,75 @@ fn set_get_browse_delete_and_cluster_panel() {
     }
 }
 
+/// Clicks Get for the key in the editor, `key`, and waits until the editor shows `value` and,
+/// under it, the revisions kv.v1 Get answers for the key (which nothing else writes meanwhile).
+fn get_shows_revisions(
+    h: &mut Harness<'_, KvApp>,
+    cluster: &BlockingCluster,
+    client: &mut kv_api::Client,
+    key: &str,
+    value: &str,
+) {
+    let v = cluster
+        .rt()
+        .block_on(client.get_versioned(key.as_bytes(), false))
+        .unwrap()
+        .expect("the key exists");
+    let line = format!(
+        "{key}: create revision {}, mod revision {}, version {}",
+        v.create_revision, v.mod_revision, v.version
+    );
+    click(h, "Get");
+    step_until(h, &format!("get to show {value:?} and {line:?}"), |h| {
+        h.get_by_label("Value").value().as_deref() == Some(value) && shows(h, &line)
+    });
+}
+
+#[test]
+fn get_shows_the_revisions_next_to_the_value() {
+    let cluster = BlockingCluster::start(ClusterOptions {
+        nodes: 1,
+        ..ClusterOptions::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut client = cluster.client();
+    for value in [&b"first"[..], b"second"] {
+        cluster
+            .rt()
+            .block_on(client.set(b"counted", value))
+            .unwrap();
+    }
+
+    let mut h = harness(&cluster.endpoints(), tmp.path());
+    step_until(&mut h, "the leader in the cluster panel", |h| {
+        leader_cells(h) == 1
+    });
+    type_into(&mut h, "Key", "counted");
+    get_shows_revisions(&mut h, &cluster, &mut client, "counted", "second");
+
+    // A write makes them stale: they go, and the next get shows the new ones.
+    clear(&mut h, "Value");
+    type_into(&mut h, "Value", "third");
+    click(&mut h, "Set");
+    step_until(&mut h, "the set to succeed", |h| {
+        shows(h, "set counted: ok")
+    });
+    assert!(
+        !shows(&h, "create revision"),
+        "stale revisions are not shown"
+    );
+    get_shows_revisions(&mut h, &cluster, &mut client, "counted", "third");
+
+    // A key that does not exist has none.
+    clear(&mut h, "Key");
+    type_into(&mut h, "Key", "missing");
+    click(&mut h, "Get");
+    step_until(&mut h, "get to say not found", |h| {
+        shows(h, "get missing: not found")
+    });
+    assert!(!shows(&h, "create revision"));
+}
+
 #[test]
 fn follows_a_new_leader_after_the_leader_is_killed() {
     let mut cluster = BlockingCluster::start(ClusterOptions::default());

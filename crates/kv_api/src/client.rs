@@ -84,6 +84,84 @@ pub fn endpoints_from(arg: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// A key's value and its revisions, as kv.v1 Get answers them (the names and meanings of
+/// etcd's `mvccpb.KeyValue`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VersionedValue {
+    pub value: Vec<u8>,
+    /// The revision of the put that created the key (since it was last deleted).
+    pub create_revision: i64,
+    /// The revision of the key's last put.
+    pub mod_revision: i64,
+    /// The number of puts since the key was created (1 after its first).
+    pub version: i64,
+}
+
+/// A channel to one endpoint (`host:port`), connected on its first call, that gives up on a
+/// connection after [`CONNECT_TIMEOUT`]. Shared by [`Client`] and [`on_first_reachable`], so
+/// every client of the port reaches a node the same way.
+pub fn lazy_channel(addr: &str) -> Result<Channel, ClientError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| ClientError::Invalid(format!("bad endpoint {addr}: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// Makes one call, with any service's client (`call` builds it on the channel it is given),
+/// on the first of `endpoints` that accepts a connection — for APIs that any node answers
+/// itself, such as etcd's, which a follower forwards to the leader.
+///
+/// Only a failure to connect ([`connect_failed`]) moves the call on to the next endpoint: such
+/// a request was never sent, so even a write is safe to send again. After every endpoint has
+/// failed to connect once, the next round starts after [`RETRY_PAUSE`], until `timeout` has
+/// passed: then the error is [`ClientError::Unavailable`], naming the last failure.
+///
+/// Every other answer, success or not, is the caller's to read (the inner result): a call that
+/// reached a node but got no answer within `timeout` comes back as `DEADLINE_EXCEEDED`, since
+/// only the caller knows whether that leaves a write's outcome unknown.
+pub async fn on_first_reachable<T, F, Fut>(
+    endpoints: &[String],
+    timeout: Duration,
+    mut call: F,
+) -> Result<Result<T, Status>, ClientError>
+where
+    F: FnMut(Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    if endpoints.is_empty() {
+        return Err(ClientError::Invalid(NO_ENDPOINTS.into()));
+    }
+    let deadline = Instant::now() + timeout;
+    let mut last_error = String::from("no endpoint was tried");
+    loop {
+        for addr in endpoints {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ClientError::Unavailable(format!(
+                    "no endpoint could be connected to within {} ms (last error: {last_error})",
+                    timeout.as_millis()
+                )));
+            }
+            match tokio::time::timeout(remaining, call(lazy_channel(addr)?)).await {
+                Ok(Ok(resp)) => return Ok(Ok(resp.into_inner())),
+                Ok(Err(status)) if connect_failed(&status) => {
+                    last_error = format!("{addr}: {}", status.message());
+                }
+                Ok(Err(status)) => return Ok(Err(status)),
+                Err(_) => {
+                    return Ok(Err(Status::deadline_exceeded(format!(
+                        "no answer from {addr} within {} ms",
+                        timeout.as_millis()
+                    ))))
+                }
+            }
+        }
+        tokio::time::sleep(RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now())))
+            .await;
+    }
+}
+
 /// What to do after a failed attempt.
 enum Next {
     /// Give up with this error.
@@ -206,11 +284,7 @@ impl Client {
         if let Some(c) = self.channels.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| ClientError::Invalid(format!("bad endpoint {addr}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        let client = GrpcKvClient::new(endpoint.connect_lazy())
+        let client = GrpcKvClient::new(lazy_channel(addr)?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         self.channels.insert(addr.to_string(), client.clone());
@@ -318,6 +392,18 @@ impl Client {
         key: &[u8],
         serializable: bool,
     ) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self
+            .get_versioned(key, serializable)
+            .await?
+            .map(|v| v.value))
+    }
+
+    /// The value of `key` with its revisions, or `None`. Linearizable unless `serializable`.
+    pub async fn get_versioned(
+        &mut self,
+        key: &[u8],
+        serializable: bool,
+    ) -> Result<Option<VersionedValue>, ClientError> {
         let req = GetRequest {
             key: key.to_vec(),
             serializable,
@@ -328,7 +414,12 @@ impl Client {
                 async move { c.get(req).await }
             })
             .await?;
-        Ok(r.found.then_some(r.value))
+        Ok(r.found.then_some(VersionedValue {
+            value: r.value,
+            create_revision: r.create_revision,
+            mod_revision: r.mod_revision,
+            version: r.version,
+        }))
     }
 
     /// Sets `key` to `value`; returns the log index of the write.
@@ -612,6 +703,45 @@ mod tests {
             assert_eq!(client.endpoints(), [follower, leader.clone()]);
             leader_calls.store(0, Ordering::SeqCst);
         }
+    }
+
+    #[tokio::test]
+    async fn on_first_reachable_passes_over_endpoints_that_cannot_be_connected_to() {
+        let dead = dead_addr();
+        let (follower, follower_calls) = serve(Some(dead_addr())).await;
+        let (leader, leader_calls) = serve(None).await;
+        let ask = |channel| async move { GrpcKvClient::new(channel).hash(HashRequest {}).await };
+
+        // The dead endpoint is passed over; the follower answers, and its answer (a refusal
+        // with a leader hint) is the caller's: it is not followed, nor is the leader asked.
+        let endpoints = [dead.clone(), follower.clone(), leader.clone()];
+        let answer = on_first_reachable(&endpoints, TEST_OPERATION_TIMEOUT, ask).await;
+        let status = answer.expect("a node was reached").expect_err("a refusal");
+        assert_eq!(Reason::of(&status), Some(Reason::NotLeader));
+        assert_eq!(follower_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(leader_calls.load(Ordering::SeqCst), 0);
+
+        let endpoints = [dead.clone(), leader.clone()];
+        let answer = on_first_reachable(&endpoints, TEST_OPERATION_TIMEOUT, ask).await;
+        assert!(
+            matches!(answer, Ok(Ok(ref r)) if *r == HashResponse::default()),
+            "{answer:?}"
+        );
+        assert_eq!(leader_calls.load(Ordering::SeqCst), 1);
+
+        // Nothing to connect to: unavailable once the timeout has passed, naming the failure.
+        let started = Instant::now();
+        let short = Duration::from_millis(300);
+        match on_first_reachable(std::slice::from_ref(&dead), short, ask).await {
+            Err(ClientError::Unavailable(msg)) => assert!(msg.contains(&dead), "{msg}"),
+            other => panic!("nothing listens at {dead}, yet: {other:?}"),
+        }
+        assert!(started.elapsed() >= short);
+        let answer = on_first_reachable(&[], short, ask).await;
+        assert!(
+            matches!(answer, Err(ClientError::Invalid(ref m)) if m == NO_ENDPOINTS),
+            "{answer:?}"
+        );
     }
 
     #[test]

@@ -36,4 +36,4 @@ pub mod proto {
 /// Encoded descriptors of the kv.v1 services, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("descriptor");
 
-pub use client::{endpoints_from, Client, ClientError};
+pub use client::{endpoints_from, Client, ClientError, VersionedValue};

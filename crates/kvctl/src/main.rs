@@ -1,18 +1,30 @@
 //! kvctl: the command-line client.
 //!
 //! Exit status: 0 success; 1 key not found; 2 bad usage or input the server refused;
-//! 3 no leader or node could be reached; 4 a write's outcome is unknown; 5 other server error.
+//! 3 no leader or node could be reached; 4 a write's outcome is unknown; 5 other server error;
+//! 6 and 7 `chaos` verdicts; 8 a `txn` whose compares failed (its `--else` branch ran);
+//! 9 a revision compacted away or not yet reached (`get --rev`, `compact`).
 //!
 //! `set KEY` without a value reads it from standard input, as `etcdctl put KEY < FILE` does:
 //! a value of a megabyte does not fit a command line ("Argument list too long").
+//!
+//! `set`, `get`, `delete`, `list` and `status` use distributed_kv's own kv.v1 API and the
+//! leader-following [`Client`]; `get --rev`, `txn` and `compact` use etcd's v3 KV API on the
+//! same port ([`etcd`]), so they work against etcd too. `txn`'s syntax is in [`txn`].
+
+mod etcd;
+mod txn;
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use etcd_api::etcdserverpb::{request_op, CompactionRequest, RangeRequest};
 use kv_api::client::{endpoints_from, Client, ClientError};
 use kv_api::proto::ListRequest;
+
+use crate::etcd::{kv_call, Call};
 
 /// Command-line client for distributed_kv. Finds the leader by itself.
 #[derive(Parser, Debug)]
@@ -52,7 +64,16 @@ enum Command {
         value: Option<String>,
     },
     /// Print the value of KEY (exit 1 if it does not exist).
-    Get { key: String },
+    Get {
+        key: String,
+        /// Read KEY as it was at this store revision, through etcd's API (exit 9 when the
+        /// revision has been compacted away or is not reached yet).
+        #[arg(long, value_name = "REV", value_parser = clap::value_parser!(i64).range(1..))]
+        rev: Option<i64>,
+        /// Print `create_revision=C mod_revision=M version=V` on a line before the value.
+        #[arg(long)]
+        show_revisions: bool,
+    },
     /// Delete KEY (exit 1 if it did not exist).
     Delete { key: String },
     /// List keys in byte order: one `key<TAB>value` per line.
@@ -69,6 +90,41 @@ enum Command {
         /// Print keys only.
         #[arg(long)]
         keys_only: bool,
+    },
+    /// If every compare holds, run the --then operations, else the --else ones, atomically
+    /// (etcd's Txn). Prints SUCCESS or FAILURE, then each operation's result; exit 0 when the
+    /// compares held, 8 when they did not.
+    ///
+    /// Compares: TARGET(KEY) OP OPERAND; TARGET is value, version, create, mod or lease; OP is
+    /// =, !=, < or >. Operations: put KEY VALUE; get or del with KEY, KEY END ([KEY, END)),
+    /// --prefix P, or --from KEY. Words with spaces go in double quotes, which also know \"
+    /// \\ \n \t \r \0 \xHH.
+    ///
+    /// Example: kvctl txn --if 'mod(k) = 5' --if 'value(k) = "v"' --then 'put k v2'
+    /// --then 'del --prefix tmp/' --else 'get k'
+    Txn {
+        /// A compare that must hold (all must), e.g. 'version(k) = 0', 'value(k) != "old"'.
+        #[arg(long = "if", value_name = "COMPARE")]
+        compares: Vec<String>,
+        /// An operation to run when every compare holds, e.g. 'put k v', 'del --prefix a/'.
+        #[arg(long = "then", value_name = "OP")]
+        then: Vec<String>,
+        /// An operation to run when a compare fails, e.g. 'get k'.
+        #[arg(long = "else", value_name = "OP")]
+        otherwise: Vec<String>,
+        /// Show the store's revision after the txn, and each read key's revisions.
+        #[arg(long)]
+        show_revisions: bool,
+    },
+    /// Discard the store's history before revision REV (etcd's Compact): reads of older
+    /// revisions fail from then on. Exit 9 if REV is not after the last compaction or is in
+    /// the future.
+    Compact {
+        #[arg(value_name = "REV", value_parser = clap::value_parser!(i64).range(1..))]
+        revision: i64,
+        /// Answer only once the history is gone from disk, not merely unreadable.
+        #[arg(long)]
+        physical: bool,
     },
     /// Show every node: id, address, role, term, leader, commit and applied index.
     Status {
@@ -125,6 +181,10 @@ struct ChaosArgs {
 
 /// Exit status: key not found.
 const EXIT_NOT_FOUND: u8 = 1;
+/// Exit status: bad usage.
+const EXIT_USAGE: u8 = 2;
+/// Exit status: a txn's compares did not all hold; its `--else` operations ran.
+const EXIT_TXN_FAILED: u8 = 8;
 /// Exit status: nothing reachable.
 const EXIT_UNREACHABLE: u8 = 3;
 /// How long `status` waits for each node.
@@ -147,10 +207,17 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
         }
     }
+}
+
+/// Why a command failed: the message for stderr, and the exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
 }
 
 /// Exit status: the chaos run found a violation or did not converge.
@@ -228,16 +295,17 @@ fn read_stdin() -> Result<Vec<u8>, ClientError> {
     Ok(value)
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let endpoints = endpoints_from(cli.endpoints.as_deref());
     if endpoints.is_empty() && !matches!(cli.command, Command::Chaos(_)) {
-        return Err(ClientError::Invalid(kv_api::client::NO_ENDPOINTS.into()));
+        return Err(ClientError::Invalid(kv_api::client::NO_ENDPOINTS.into()).into());
     }
-    let mut client = Client::new(endpoints).with_timeout(Duration::from_millis(cli.timeout_ms));
+    let timeout = Duration::from_millis(cli.timeout_ms);
+    let mut client = Client::new(endpoints.clone()).with_timeout(timeout);
     let serializable = cli.consistency == Consistency::S;
     let mut out = std::io::stdout().lock();
     match cli.command {
-        Command::Chaos(args) => return chaos(args).await,
+        Command::Chaos(args) => return Ok(chaos(args).await?),
         Command::Set { key, value } => {
             let value = match value {
                 Some(v) => v.into_bytes(),
@@ -245,16 +313,93 @@ async fn run(cli: Cli) -> Result<ExitCode, ClientError> {
             };
             client.set(key.as_bytes(), &value).await?;
         }
-        Command::Get { key } => match client.get(key.as_bytes(), serializable).await? {
-            Some(v) => {
-                let _ = out.write_all(&v);
-                let _ = out.write_all(b"\n");
+        Command::Get {
+            key,
+            rev,
+            show_revisions,
+        } => {
+            let found = match rev {
+                None => client
+                    .get_versioned(key.as_bytes(), serializable)
+                    .await?
+                    .map(|v| (v.value, v.create_revision, v.mod_revision, v.version)),
+                Some(rev) => {
+                    let req = RangeRequest {
+                        key: key.clone().into_bytes(),
+                        revision: rev,
+                        serializable,
+                        ..Default::default()
+                    };
+                    let resp = kv_call(&endpoints, timeout, Call::ReadAt(rev), |mut c| {
+                        let req = req.clone();
+                        async move { c.range(req).await }
+                    })
+                    .await?;
+                    resp.kvs
+                        .into_iter()
+                        .next()
+                        .map(|kv| (kv.value, kv.create_revision, kv.mod_revision, kv.version))
+                }
+            };
+            match found {
+                Some((value, create, modified, version)) => {
+                    if show_revisions {
+                        let _ = writeln!(out, "{}", etcd::revisions(create, modified, version));
+                    }
+                    let _ = out.write_all(&value);
+                    let _ = out.write_all(b"\n");
+                }
+                None => {
+                    match rev {
+                        Some(rev) => eprintln!("key not found at revision {rev}: {key}"),
+                        None => eprintln!("key not found: {key}"),
+                    }
+                    return Ok(ExitCode::from(EXIT_NOT_FOUND));
+                }
             }
-            None => {
-                eprintln!("key not found: {key}");
-                return Ok(ExitCode::from(EXIT_NOT_FOUND));
+        }
+        Command::Txn {
+            compares,
+            then,
+            otherwise,
+            show_revisions,
+        } => {
+            let txn = txn::parse_txn(&compares, &then, &otherwise).map_err(|message| Failure {
+                code: EXIT_USAGE,
+                message,
+            })?;
+            let writes = txn
+                .request
+                .success
+                .iter()
+                .chain(&txn.request.failure)
+                .any(|op| !matches!(op.request, Some(request_op::Request::RequestRange(_))));
+            let req = txn.request.clone();
+            let resp = kv_call(&endpoints, timeout, Call::Txn { writes }, |mut c| {
+                let req = req.clone();
+                async move { c.txn(req).await }
+            })
+            .await?;
+            let labels = if resp.succeeded {
+                &txn.then_labels
+            } else {
+                &txn.else_labels
+            };
+            let _ = etcd::print_txn(&mut out, &resp, labels, show_revisions);
+            if !resp.succeeded {
+                return Ok(ExitCode::from(EXIT_TXN_FAILED));
             }
-        },
+        }
+        Command::Compact { revision, physical } => {
+            let req = CompactionRequest { revision, physical };
+            kv_call(
+                &endpoints,
+                timeout,
+                Call::Compact(revision),
+                |mut c| async move { c.compact(req).await },
+            )
+            .await?;
+        }
         Command::Delete { key } => {
             if !client.delete(key.as_bytes()).await? {
                 eprintln!("key not found: {key}");
