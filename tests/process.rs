@@ -526,7 +526,6 @@ fn kvctl_commands_output_and_exit_codes() {
 /// expected output is etcd's own (`crates/kvctl/tests/etcd.rs` runs it against etcd 3.4); then
 /// kv.v1 Get answering the same revisions as etcd's API.
 #[test]
-#[ignore = "needs the MVCC store (issue 10)"]
 fn kvctl_etcd_commands_match_etcd() {
     let cluster = BlockingCluster::start(ClusterOptions::default());
     let leader = cluster.wait_leader();

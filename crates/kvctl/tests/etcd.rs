@@ -91,7 +91,6 @@ fn start_etcd() -> Etcd {
 }
 
 #[test]
-#[ignore = "needs an etcd 3.4 binary ($ETCD_BIN or etcd on PATH); run with --ignored"]
 fn the_etcd_transcript_holds_against_a_real_etcd() {
     let etcd = start_etcd();
     trycmd::TestCases::new()
