@@ -17,8 +17,9 @@
 //! 10); to run them, delete every line `#[ignore = "needs the etcd API on distributed_kv
 //! (issue 10)"]` in this file (or run `cargo test --test etcd -- --include-ignored`). The
 //! etcd-against-etcd checks run now. etcd and etcdctl come from Debian's `etcd-server` and
-//! `etcd-client` (`.ci/run` installs them). `COMPAT_SEED=n` replays another seed;
-//! `COMPAT_TRACE=1` prints every op and both replies.
+//! `etcd-client` (`.ci/run` installs them). `COMPAT_SEED=n` replays another seed,
+//! `COMPAT_OPS=n` sets a differential run's length, `COMPAT_TRACE=1` prints every op and both
+//! replies.
 
 use std::path::Path;
 use std::process::Command;
@@ -28,7 +29,9 @@ use etcd_api::etcdserverpb::{
     RequestOp, TxnRequest,
 };
 use etcd_compat::transcript::Transcript;
-use etcd_compat::{first_difference, run, seed_from_env, Answer, Op, RunOptions, Spread, Store};
+use etcd_compat::{
+    first_difference, ops_from_env, run, seed_from_env, Answer, Op, RunOptions, Spread, Store,
+};
 use kv_harness::{
     etcdctl_bin, run_to_exit, BlockingCluster, ClusterOptions, EtcdCluster, KVCTL_TIMEOUT,
     LEADER_TIMEOUT,
@@ -84,7 +87,7 @@ fn differential(nodes: u64, ops: usize, spread: Spread) {
     let rt = cluster.rt();
     let mut reference = store(rt, "etcd", &etcd.endpoints(), Spread::First);
     let mut ours = store(rt, "distributed_kv", &cluster.endpoints(), spread);
-    let options = RunOptions::new(seed_from_env(SEED), ops);
+    let options = RunOptions::new(seed_from_env(SEED), ops_from_env(ops));
     let summary = rt
         .block_on(run(&mut reference, &mut ours, options))
         .expect_agreed();

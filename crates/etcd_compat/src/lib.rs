@@ -40,6 +40,23 @@ pub use store::{Answer, Failure, Reply, Spread, Store};
 /// The variable that overrides a test's seed, to replay a reported run.
 pub const SEED_ENV: &str = "COMPAT_SEED";
 
+/// The variable that overrides a differential test's op count, for a longer or shorter run.
+pub const OPS_ENV: &str = "COMPAT_OPS";
+
+/// The op count in [`OPS_ENV`] if it is set, else `default`.
+///
+/// # Panics
+/// When the variable is set but is not a number.
+pub fn ops_from_env(default: usize) -> usize {
+    match std::env::var(OPS_ENV) {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{OPS_ENV}={s:?} is not an op count: {e}")),
+        Err(_) => default,
+    }
+}
+
 /// The seed in [`SEED_ENV`] if it is set (decimal), else `default`.
 ///
 /// # Panics

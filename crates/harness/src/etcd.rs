@@ -12,6 +12,7 @@
 //! etcd reads flags from `ETCD_*` variables too; they are removed from each member's
 //! environment, so the caller's cannot change what runs.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,32 +41,33 @@ pub const ETCDCTL_PACKAGE: &str = "etcd-client";
 /// The key the start-up probe reads (it need not exist).
 const PROBE_KEY: &[u8] = b"harness-probe";
 
-/// The executable `name` in a directory of `PATH`, if there is one.
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+/// The executable `name` in a directory of the search path `path` (as `PATH` lists them), or
+/// an error naming the Debian `package` that has it.
+fn find_bin(path: Option<&OsStr>, name: &str, package: &str) -> Result<PathBuf, HarnessError> {
+    path.into_iter()
+        .flat_map(std::env::split_paths)
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            crate::harness_error!(
+                "`{name}` is not installed (not on PATH): install Debian's package {package} \
+                 (apt-get install {package}; .ci/run does)"
+            )
+        })
 }
 
 /// The `etcd` binary, or an error naming the package to install.
 pub fn etcd_bin() -> Result<PathBuf, HarnessError> {
-    on_path(ETCD_BIN).ok_or_else(|| {
-        crate::harness_error!(
-            "`{ETCD_BIN}` is not installed (not on PATH): install Debian's package \
-             {ETCD_PACKAGE} (apt-get install {ETCD_PACKAGE}; .ci/run does)"
-        )
-    })
+    find_bin(std::env::var_os("PATH").as_deref(), ETCD_BIN, ETCD_PACKAGE)
 }
 
 /// The `etcdctl` binary, or an error naming the package to install.
 pub fn etcdctl_bin() -> Result<PathBuf, HarnessError> {
-    on_path(ETCDCTL_BIN).ok_or_else(|| {
-        crate::harness_error!(
-            "`{ETCDCTL_BIN}` is not installed (not on PATH): install Debian's package \
-             {ETCDCTL_PACKAGE} (apt-get install {ETCDCTL_PACKAGE}; .ci/run does)"
-        )
-    })
+    find_bin(
+        std::env::var_os("PATH").as_deref(),
+        ETCDCTL_BIN,
+        ETCDCTL_PACKAGE,
+    )
 }
 
 /// Removes every `ETCD_*` and `ETCDCTL_*` variable from `cmd`'s environment.
@@ -247,5 +249,20 @@ impl Drop for EtcdCluster {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_etcd_is_a_harness_error_naming_the_package() {
+        let empty = tempfile::tempdir().expect("a temp dir");
+        let path = empty.path().as_os_str();
+        let e = find_bin(Some(path), ETCD_BIN, ETCD_PACKAGE).expect_err("no etcd there");
+        assert!(e.0.contains("etcd-server") && e.0.contains("`etcd`"), "{e}");
+        let e = find_bin(None, ETCDCTL_BIN, ETCDCTL_PACKAGE).expect_err("no PATH at all");
+        assert!(e.0.contains("etcd-client"), "{e}");
     }
 }
