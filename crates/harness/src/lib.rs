@@ -18,6 +18,8 @@
 //! - [`process`]: [`Proc`], the owner of one child process, which kills it when dropped.
 //! - [`command`]: commands run to completion under a deadline ([`run_to_exit`]), and the
 //!   `kvctl` runner.
+//! - [`etcd`]: [`EtcdCluster`], real etcd members (one or several) on loopback, the reference
+//!   store of the etcd compatibility tests (`crates/etcd_compat`, `tests/etcd.rs`).
 //! - [`wait`]: polling a condition until a deadline ([`poll_until`] for synchronous tests).
 //!
 //! The `kvcluster` binary (`src/bin/kvcluster.rs`) runs a [`LocalCluster`] until SIGINT or
@@ -33,6 +35,7 @@ pub mod blocking;
 pub mod cluster;
 pub mod command;
 pub mod error;
+pub mod etcd;
 mod node;
 pub mod ports;
 pub mod process;
@@ -46,6 +49,7 @@ pub use command::{
     clean_env, kvctl, kvctl_with_stdin, run_to_exit, run_to_exit_with_stdin, tail, Finished,
 };
 pub use error::HarnessError;
+pub use etcd::{etcd_bin, etcdctl_bin, EtcdCluster};
 pub use ports::{free_addr, free_port};
 pub use process::Proc;
 pub use timing::*;

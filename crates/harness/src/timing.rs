@@ -17,6 +17,9 @@ pub const REQUEST_TIMEOUT_MS: u64 = 3_000;
 
 /// How long a node may take from spawn until its client API answers.
 pub const NODE_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long an etcd member may take from spawn until it answers a linearizable Range (a
+/// cluster of several elects its leader in that time too).
+pub const ETCD_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a cluster may take to elect a leader that every running node follows.
 pub const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a node may take to exit after SIGTERM (or a bad start to exit by itself).
