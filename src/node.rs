@@ -246,9 +246,9 @@ impl Node {
             config.node_id,
             config.request_timeout(),
         );
-        // etcd's limit plus its gRPC allowance: larger messages are refused by gRPC itself
-        // (RESOURCE_EXHAUSTED), smaller ones over the limit by etcd's check.
-        let etcd_max_msg = etcd::MAX_REQUEST_BYTES + etcd::GRPC_OVERHEAD_BYTES;
+        // Beyond etcd's own limits, so that the etcd services refuse oversized requests with
+        // etcd's answers.
+        let etcd_max_msg = etcd::MAX_DECODED_BYTES;
         // Reflection in both versions: newer tools ask v1, older grpcurl builds v1alpha.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(kv_api::FILE_DESCRIPTOR_SET)

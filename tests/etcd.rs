@@ -97,7 +97,6 @@ fn differential(nodes: u64, ops: usize, spread: Spread) {
 /// Proves one node answers thousands of generated etcd KV requests field for field as a real
 /// one-member etcd does.
 #[test]
-#[ignore = "needs the etcd API on distributed_kv (issue 10)"]
 fn one_node_answers_generated_requests_as_etcd_does() {
     differential(1, ONE_NODE_OPS, Spread::First);
 }
@@ -105,7 +104,6 @@ fn one_node_answers_generated_requests_as_etcd_does() {
 /// Proves three nodes, each request sent to a random member, answer generated etcd KV
 /// requests field for field as a real one-member etcd does.
 #[test]
-#[ignore = "needs the etcd API on distributed_kv (issue 10)"]
 fn three_nodes_answer_generated_requests_as_etcd_does() {
     differential(3, THREE_NODE_OPS, Spread::Random);
 }
@@ -144,7 +142,6 @@ fn three_nodes_and_a_follower() -> (BlockingCluster, String) {
 /// Proves etcdctl prints for three nodes, through a follower, what it prints for a real etcd:
 /// the same transcript, every revision, count, error and exit code.
 #[test]
-#[ignore = "needs the etcd API on distributed_kv (issue 10)"]
 fn etcdctl_transcript_through_a_follower_of_three_nodes() {
     let (_cluster, follower) = three_nodes_and_a_follower();
     play(KV_TRANSCRIPT, &follower, &[("[EP]", follower.clone())]);
@@ -167,7 +164,6 @@ fn etcdctl_json(dir: &Path, endpoints: &str, args: &[&str]) -> serde_json::Value
 /// Proves etcdctl shows the three nodes as etcd members — ids 1 to 3, names, addresses —
 /// and that they agree on one leader, one non-zero cluster id and their HashKV.
 #[test]
-#[ignore = "needs the etcd API on distributed_kv (issue 10)"]
 fn etcdctl_shows_three_nodes_as_members_that_agree() {
     let (cluster, follower) = three_nodes_and_a_follower();
     let mut vars = Vec::new();
@@ -684,7 +680,6 @@ fn bad_input_gets_these_answers_from_etcd() {
 /// and that a Range with an undefined sort target (which crashes etcd 3.4.23) gets an answer
 /// and leaves the node serving.
 #[test]
-#[ignore = "needs the etcd API on distributed_kv (issue 10)"]
 fn bad_input_gets_etcds_answers_from_one_node() {
     let cluster = BlockingCluster::start(ClusterOptions {
         nodes: 1,

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use actix::prelude::*;
 
 use crate::actors::messages::*;
-use crate::mvcc::COMPACTION_STEP_RECORDS;
 use crate::consensus::SnapshotStore;
 use crate::error::{fatal_disk, Error};
+use crate::mvcc::COMPACTION_STEP_RECORDS;
 use crate::state_machine::StateHash;
 use crate::state_machine::StateMachine;
 

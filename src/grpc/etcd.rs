@@ -53,9 +53,18 @@ pub const FORWARDED_METADATA: &str = "x-kv-forwarded-by";
 /// larger one is refused with "request is too large".
 pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
 
-/// What gRPC decodes beyond [`MAX_REQUEST_BYTES`] before it refuses a message itself
-/// (`RESOURCE_EXHAUSTED`), as etcd does: 512 KiB.
+/// What etcd's gRPC server takes beyond [`MAX_REQUEST_BYTES`] before it refuses a message
+/// itself, as `RESOURCE_EXHAUSTED`: 512 KiB.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// The largest message etcd's gRPC server takes (2 MiB): larger ones get grpc-go's own
+/// `RESOURCE_EXHAUSTED` answer, which [`check_message_size`] gives in its words.
+pub const MAX_GRPC_MESSAGE_BYTES: usize = MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES;
+
+/// What tonic decodes at most for the etcd services (8 MiB): more than etcd takes, so that
+/// the checks here see, and answer as etcd does, messages up to this size; beyond it tonic
+/// refuses them itself (`OUT_OF_RANGE`) before holding them whole.
+pub const MAX_DECODED_BYTES: usize = 8 * 1024 * 1024;
 
 /// The version Status reports. Not an etcd version: this store serves etcd's KV, Maintenance
 /// and Cluster calls but not yet Watch, Lease or Auth, and a version like "3.4.0" would claim
@@ -132,8 +141,21 @@ impl EtcdFront {
     }
 }
 
-/// Refuses a request larger than etcd's limit, as etcd does.
-fn check_size(message: &impl prost::Message) -> Result<(), Status> {
+/// Refuses a message over etcd's gRPC limit with grpc-go's answer: in etcd this happens as
+/// the message arrives, before any other check.
+fn check_message_size(message: &impl prost::Message) -> Result<(), Status> {
+    let len = message.encoded_len();
+    if len > MAX_GRPC_MESSAGE_BYTES {
+        return Err(Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({len} vs. {MAX_GRPC_MESSAGE_BYTES})"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a request over etcd's request limit: in etcd this happens when it is proposed,
+/// after the request's own checks.
+fn check_request_size(message: &impl prost::Message) -> Result<(), Status> {
     if message.encoded_len() > MAX_REQUEST_BYTES {
         return Err(EtcdError::RequestTooLarge.status());
     }

@@ -60,9 +60,11 @@ impl Cluster for EtcdCluster {
                 id,
                 name: member_name(id),
                 peer_ur_ls: vec![format!("http://{peer_addr}")],
-                client_ur_ls: client_addr
-                    .map(|a| vec![format!("http://{a}")])
-                    .unwrap_or_default(),
+                // `host:port`, without etcd's `http://`: etcdctl 3.4 dials each listed URL for
+                // `endpoint status --cluster` and sends it whole as the HTTP/2 `:authority`,
+                // which etcd's Go server takes but the Rust HTTP/2 server refuses as malformed
+                // (h2 issue 525). etcd's clients all take an endpoint without a scheme.
+                client_ur_ls: client_addr.map(|a| vec![a]).unwrap_or_default(),
                 is_learner: false,
             })
             .collect();

@@ -6,7 +6,7 @@ use etcd_api::etcdserverpb::*;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::{check_size, is_forwarded, status_of, EtcdFront};
+use super::{check_message_size, check_request_size, is_forwarded, status_of, EtcdFront};
 use crate::actors::messages::{Api, ClientRead, ReadQuery, ReadResult, WriteOp};
 use crate::error::Error;
 use crate::mvcc;
@@ -75,8 +75,9 @@ impl Kv for EtcdKv {
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
+        check_message_size(&req)?;
         mvcc::check_range(&req)?;
-        check_size(&req)?;
+        check_request_size(&req)?;
         let serializable = req.serializable;
         let f = &self.front;
         let answer = super::super::ask(&f.api, f.timeout, "the range", |reply| ClientRead {
@@ -97,8 +98,9 @@ impl Kv for EtcdKv {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
+        check_message_size(&req)?;
         mvcc::check_put(&req)?;
-        check_size(&req)?;
+        check_request_size(&req)?;
         self.write(
             forwarded,
             req.clone(),
@@ -119,8 +121,9 @@ impl Kv for EtcdKv {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
+        check_message_size(&req)?;
         mvcc::check_delete_range(&req)?;
-        check_size(&req)?;
+        check_request_size(&req)?;
         self.write(
             forwarded,
             req.clone(),
@@ -138,8 +141,9 @@ impl Kv for EtcdKv {
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
+        check_message_size(&req)?;
         mvcc::check_txn(&req, mvcc::MAX_TXN_OPS)?;
-        check_size(&req)?;
+        check_request_size(&req)?;
         self.write(
             forwarded,
             req.clone(),
