@@ -8,9 +8,13 @@
 #   scripts/bench.sh                                      put at 1, 64, 256 clients; 15 s; 2 rounds
 #   POINTS="put:64 get:64 mixed:64" DURATION=20 scripts/bench.sh
 #   KV_VARIANTS="wal=./target/release other=/path/to/release" scripts/bench.sh   compare builds
-#   API=kv scripts/bench.sh          distributed_kv through kv.v1 instead of etcd's v3 API
+#   KV_MODES="etcd-api etcd-leader kv" scripts/bench.sh     each distributed_kv variant three ways
 # By default both stores are driven through etcd's v3 API by the same client code (kvbench
-# --target etcd), each client bound to one member in turn.
+# --target etcd), each client bound to one member in turn. KV_MODES says how distributed_kv is
+# driven, each mode a line of its own at every point: etcd-api (etcd's API, clients spread over
+# every member: followers forward writes and serve reads with a read index from the leader),
+# etcd-leader (etcd's API, every client on the leader: leader-only reads), kv (kv.v1, clients
+# following the leader).
 # Data dirs live under the repository's .bench/ (a real disk: /tmp may be a RAM disk, where
 # fsync costs nothing).
 set -euo pipefail
@@ -21,7 +25,7 @@ ROUNDS="${ROUNDS:-2}"
 VALUE="${VALUE:-256}"
 KEYS="${KEYS:-10000}"
 KV_VARIANTS="${KV_VARIANTS:-distributed_kv=./target/release}"
-API="${API:-etcd}"
+KV_MODES="${KV_MODES:-etcd-api}"
 
 if ! command -v etcd >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -43,7 +47,7 @@ stop_all() {
 trap 'stop_all; rm -rf "$WORK"' EXIT
 BENCH="./target/release/kvbench --value-size $VALUE --keys $KEYS --duration-secs $DURATION"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(etcd --version | head -1)"
-echo "points: $POINTS; $DURATION s each; $ROUNDS rounds; $VALUE-byte values over $KEYS keys; distributed_kv through the $API API"
+echo "points: $POINTS; $DURATION s each; $ROUNDS rounds; $VALUE-byte values over $KEYS keys; distributed_kv modes: $KV_MODES"
 
 # distributed_kv variants: each a kvcluster of 3 nodes on free ports, data and logs in $WORK/<name>.
 # kvcluster prints the client endpoints, then the nodes' pids, once every node answers.
@@ -86,14 +90,30 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
+# The client address of the leader of the distributed_kv cluster at endpoints $1.
+leader_of() {
+  ./target/release/kvctl --endpoints "$1" status --json | python3 -c '
+import json, sys
+nodes = json.load(sys.stdin)
+print(next(n["client_addr"] for n in nodes if n.get("role") == "leader"))'
+}
+
 for round in $(seq 1 "$ROUNDS"); do
   for point in $POINTS; do
     workload="${point%%:*}"; clients="${point#*:}"
     for name in "${NAMES[@]}"; do
-      target=$API; [ "$name" = etcd ] && target=etcd
-      printf 'round=%s store=%s ' "$round" "$name"
-      $BENCH --target "$target" --endpoints "${EPS[$name]}" --server-pids "${SERVER_PIDS[$name]}" \
-        --clients "$clients" --workload "$workload"
+      if [ "$name" = etcd ]; then modes=etcd; else modes=$KV_MODES; fi
+      for mode in $modes; do
+        case "$mode" in
+          etcd|etcd-api) target=etcd; eps="${EPS[$name]}" ;;
+          etcd-leader) target=etcd; eps=$(leader_of "${EPS[$name]}") ;;
+          kv) target=kv; eps="${EPS[$name]}" ;;
+          *) echo "unknown mode $mode in KV_MODES" >&2; exit 2 ;;
+        esac
+        printf 'round=%s store=%s mode=%s ' "$round" "$name" "$mode"
+        $BENCH --target "$target" --endpoints "$eps" --server-pids "${SERVER_PIDS[$name]}" \
+          --clients "$clients" --workload "$workload"
+      done
     done
   done
 done
