@@ -21,8 +21,10 @@
 //!
 //! Modules — all product, the server's own code:
 //! - plain structs, no runtime: [`config`] (TOML + environment + flags, validated),
-//!   [`consensus`] (the WAL, the Raft log store, the snapshot file, `RaftNode`), [`state_machine`]
-//!   (the key-value data in sled, and its trust marker), [`recovery`] (opening a data dir's stores and
+//!   [`consensus`] (the WAL, the Raft log store, the snapshot file, `RaftNode`), [`mvcc`]
+//!   (etcd's multi-version store over sled: revisions, history, compaction, Txn, the
+//!   request checks), [`state_machine`] (log entries applied to it, the applied index, its
+//!   trust marker), [`recovery`] (opening a data dir's stores and
 //!   repairing what a crash left out of step), [`durable`] (file steps that survive a power cut),
 //!   [`error`] (the one error type and its gRPC mapping);
 //! - the runtime around them: [`actors`] (the actor shells, their wiring, and the plain structs that track their pending
@@ -40,6 +42,7 @@ pub mod consensus;
 pub mod durable;
 pub mod error;
 pub mod grpc;
+pub mod mvcc;
 pub mod node;
 pub mod proto;
 pub mod recovery;

@@ -18,12 +18,21 @@
 //! the same boot of the machine; if neither, opening throws it away and starts empty, and
 //! recovery fills it again from the snapshot file and the log.
 //!
-//! Layout of the `sm` tree: user keys under the prefix `d`; metadata under `m` (`mapplied`:
-//! index and term; `mcount`: number of keys, kept because sled's `len()` walks the tree).
+//! The data is etcd's multi-version store ([`crate::mvcc`]): its layout in the `sm` tree,
+//! revisions, compaction and the migration of the older `d`-prefixed data are documented
+//! there. This file adds the applied index (`mapplied`: index and term), written in the same
+//! batch as the entries it covers, and turns log entries into store commands: etcd's Put,
+//! DeleteRange, Txn and Compaction, and the older kv.v1 `Set` (a Put) and `Delete` (a
+//! DeleteRange of one key). Each command first gets etcd's stateless checks again (a proposer
+//! makes them, but the log is input like any other), with no limit on a Txn's size.
+//!
+//! Physical compaction runs between applies ([`StateMachine::compact_step`]), in bounded
+//! steps of their own batches; nothing a client or a replica comparison sees depends on how
+//! far it has got.
 
 pub mod trust;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -33,10 +42,13 @@ use raft::prelude::{ConfState, Entry, EntryType, Snapshot};
 use crate::consensus::LogId;
 use crate::durable::sync_parent;
 use crate::error::{Error, Result};
-use crate::proto::raftpb::{log_command::Op, DeleteOp, LogCommand, SetOp};
+use crate::mvcc::keys::be_i64;
+use crate::mvcc::write::Writer;
+use crate::mvcc::{check_delete_range, check_put, check_txn, MvccStore};
+use crate::proto::raftpb::{log_command::Op, LogCommand};
 use etcd_api::etcdserverpb::{
     CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnResponse,
+    PutResponse, RangeRequest, RangeResponse, TxnResponse,
 };
 use etcd_api::mvccpb::KeyValue;
 use etcd_api::EtcdError;
@@ -44,9 +56,8 @@ use trust::{Trust, TrustMarker};
 
 /// Name of the sled tree holding the state machine.
 pub const SM_TREE: &str = "sm";
-const DATA_PREFIX: u8 = b'd';
+/// Index and term of the last applied entry, 8 bytes each.
 const APPLIED_KEY: &[u8] = b"mapplied";
-const COUNT_KEY: &[u8] = b"mcount";
 /// Values at least this large may be stored by sled in a blob file of their own (sled's limit
 /// is a quarter of its 512 KiB segment, less headers); a batch holding one is synced at once.
 pub const SLED_BLOB_BYTES: usize = 64 * 1024;
@@ -91,7 +102,8 @@ pub struct ProposalTag {
 pub struct StateHash {
     /// The applied index the digest covers: two replicas are comparable only at the same one.
     pub applied_index: u64,
-    /// FNV-1a over every key and value in byte order, and the applied index.
+    /// FNV-1a over the logical MVCC state (every record compaction leaves, the revision, the
+    /// compact revision) and the applied index: see [`StateMachine::hash`].
     pub hash: u64,
 }
 
@@ -163,27 +175,13 @@ pub struct StateMachine {
     /// Blob files already fsynced: sled writes each once and never changes it, so a sync
     /// needs to fsync only the new ones.
     synced_blobs: HashSet<PathBuf>,
-    /// The [`SM_TREE`] tree: every key under a `d` prefix, and the applied index and key
-    /// count under `m` keys, written in the same batch as the entries they follow.
+    /// The [`SM_TREE`] tree: the MVCC records and their `m` keys, and the applied index,
+    /// written in the same batch as the entries it follows.
     tree: sled::Tree,
     /// Index and term of the last applied entry, as the tree holds it.
     applied: LogId,
-    /// Number of keys, as the tree holds it: counted by every apply and restore, so a status
-    /// question needs no scan.
-    key_count: u64,
-}
-
-fn data_key(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(DATA_PREFIX);
-    k.extend_from_slice(key);
-    k
-}
-
-fn be_u64(v: &[u8], at: usize) -> u64 {
-    v.get(at..at + 8)
-        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-        .unwrap_or(0)
+    /// The MVCC store over `tree`.
+    store: MvccStore,
 }
 
 fn applied_value(index: u64, term: u64) -> [u8; 16] {
@@ -193,10 +191,65 @@ fn applied_value(index: u64, term: u64) -> [u8; 16] {
     v
 }
 
+/// The outcome of a command the writer ran.
+fn outcome<T>(
+    result: std::result::Result<T, EtcdError>,
+    wrap: impl FnOnce(T) -> WriteResponse,
+) -> CommandOutcome {
+    match result {
+        Ok(resp) => CommandOutcome::Done(wrap(resp)),
+        Err(e) => CommandOutcome::Failed(e),
+    }
+}
+
+/// Runs one log command's operation: the stateless checks, then the store command.
+fn execute(w: &mut Writer<'_>, op: Op) -> Result<CommandOutcome> {
+    let put = |w: &mut Writer<'_>, p: PutRequest| -> Result<CommandOutcome> {
+        if let Err(e) = check_put(&p) {
+            return Ok(CommandOutcome::Failed(e));
+        }
+        Ok(outcome(w.put(&p)?, WriteResponse::Put))
+    };
+    let delete = |w: &mut Writer<'_>, d: DeleteRangeRequest| -> Result<CommandOutcome> {
+        if let Err(e) = check_delete_range(&d) {
+            return Ok(CommandOutcome::Failed(e));
+        }
+        Ok(outcome(w.delete_range(&d)?, WriteResponse::DeleteRange))
+    };
+    match op {
+        Op::Set(s) => put(
+            w,
+            PutRequest {
+                key: s.key,
+                value: s.value,
+                ..Default::default()
+            },
+        ),
+        Op::Delete(d) => delete(
+            w,
+            DeleteRangeRequest {
+                key: d.key,
+                ..Default::default()
+            },
+        ),
+        Op::Put(p) => put(w, p),
+        Op::DeleteRange(d) => delete(w, d),
+        Op::Txn(t) => {
+            // No size limit here: the proposer applied its configured one.
+            if let Err(e) = check_txn(&t, usize::MAX) {
+                return Ok(CommandOutcome::Failed(e));
+            }
+            Ok(outcome(w.txn(&t)?, WriteResponse::Txn))
+        }
+        Op::Compaction(c) => Ok(outcome(w.compaction(&c)?, WriteResponse::Compaction)),
+    }
+}
+
 impl StateMachine {
     /// Opens (or creates) the state machine stored in the sled database at `path`, and makes
     /// what sled recovered durable. A database its marker does not vouch for is thrown away
     /// first: the state machine then starts empty, to be filled from the snapshot and the log.
+    /// Data from before revisions is converted (see [`crate::mvcc`]).
     pub fn open(path: &Path) -> Result<StateMachine> {
         let (trust, verdict) = TrustMarker::read(&path.with_extension("trust"));
         if let Trust::Untrusted(why) = verdict {
@@ -219,19 +272,28 @@ impl StateMachine {
         let applied = tree
             .get(APPLIED_KEY)?
             .map(|v| LogId {
-                index: be_u64(&v, 0),
-                term: be_u64(&v, 8),
+                index: be_i64(&v, 0).unwrap_or(0) as u64,
+                term: be_i64(&v, 8).unwrap_or(0) as u64,
             })
             .unwrap_or_default();
-        let key_count = tree.get(COUNT_KEY)?.map(|v| be_u64(&v, 0)).unwrap_or(0);
+        let (mut trust, mut synced_blobs) = (trust, HashSet::new());
+        if MvccStore::needs_migration(&tree)? {
+            // The migration writes to the database: what sled recovered is made durable
+            // first, and the marker says dirty before the first write, as for an apply.
+            db.flush()?;
+            sync_tree(path, &mut synced_blobs)?;
+            trust.set_clean()?;
+            trust.set_dirty()?;
+        }
+        let store = MvccStore::open(tree.clone())?;
         let mut sm = StateMachine {
             db,
             path: path.to_path_buf(),
             trust,
-            synced_blobs: HashSet::new(),
+            synced_blobs,
             tree,
             applied,
-            key_count,
+            store,
         };
         // The database directory's own name, when sled has just created it.
         sync_parent(path)?;
@@ -262,20 +324,38 @@ impl StateMachine {
         self.applied
     }
 
+    /// Keys alive at the current revision.
     pub fn key_count(&self) -> u64 {
-        self.key_count
+        self.store.key_count()
+    }
+
+    /// The store's revision (1 when nothing was ever written).
+    pub fn revision(&self) -> i64 {
+        self.store.revision()
+    }
+
+    /// The compact revision (-1 when never compacted).
+    pub fn compact_revision(&self) -> i64 {
+        self.store.compact_revision()
+    }
+
+    /// The revision up to which physical compaction has removed what compaction made
+    /// unreachable (-1 when never compacted).
+    pub fn physically_compacted(&self) -> i64 {
+        self.store.physically_compacted()
+    }
+
+    /// Bytes the database takes on disk, as sled counts them (0 if it cannot tell).
+    pub fn db_size(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
     }
 
     /// Applies committed entries in order, atomically with the new applied index.
     /// Entries at or below the applied index are skipped (they were applied before a restart).
     pub fn apply(&mut self, entries: &[Entry]) -> Result<Vec<AppliedEntry>> {
-        let mut batch = sled::Batch::default();
-        // Writes of this batch, so later entries of the batch see earlier ones.
-        let mut overlay: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
-        let mut count = self.key_count;
+        let mut writer = self.store.writer();
         let mut applied = self.applied;
         let mut out = Vec::with_capacity(entries.len());
-        let mut large_value = false;
         for e in entries.iter().filter(|e| e.index > self.applied.index) {
             if e.index != applied.index + 1 {
                 return Err(Error::Disk(format!(
@@ -303,38 +383,7 @@ impl StateMachine {
                             });
                             let outcome = match cmd.op {
                                 None => CommandOutcome::Rejected("command has no operation".into()),
-                                Some(Op::Put(PutRequest { key, value, .. }))
-                                | Some(Op::Set(SetOp { key, value })) => {
-                                    let op = SetOp { key, value };
-                                    let k = data_key(&op.key);
-                                    if !self.exists(&overlay, &k)? {
-                                        count += 1;
-                                    }
-                                    large_value |= op.value.len() >= SLED_BLOB_BYTES;
-                                    batch.insert(k.clone(), op.value.clone());
-                                    overlay.insert(k, Some(op.value));
-                                    CommandOutcome::Done(WriteResponse::Put(PutResponse::default()))
-                                }
-                                Some(Op::DeleteRange(DeleteRangeRequest { key, .. }))
-                                | Some(Op::Delete(DeleteOp { key })) => {
-                                    let op = DeleteOp { key };
-                                    let k = data_key(&op.key);
-                                    let existed = self.exists(&overlay, &k)?;
-                                    if existed {
-                                        count -= 1;
-                                        batch.remove(k.clone());
-                                        overlay.insert(k, None);
-                                    }
-                                    CommandOutcome::Done(WriteResponse::DeleteRange(
-                                        DeleteRangeResponse {
-                                            deleted: i64::from(existed),
-                                            ..Default::default()
-                                        },
-                                    ))
-                                }
-                                Some(_) => CommandOutcome::Rejected(
-                                    "etcd commands are not applied yet".into(),
-                                ),
+                                Some(op) => execute(&mut writer, op)?,
                             };
                             (origin, outcome)
                         }
@@ -350,92 +399,55 @@ impl StateMachine {
         if out.is_empty() {
             return Ok(out);
         }
+        let (mut batch, state, largest_value) = writer.finish();
         batch.insert(APPLIED_KEY, &applied_value(applied.index, applied.term));
-        batch.insert(COUNT_KEY, &count.to_be_bytes());
         self.trust.set_dirty()?;
         self.tree.apply_batch(batch)?;
         self.applied = applied;
-        self.key_count = count;
-        if large_value {
+        self.store.set_state(state);
+        if largest_value >= SLED_BLOB_BYTES {
             self.sync()?;
         }
         Ok(out)
     }
 
-    fn exists(&self, overlay: &HashMap<Vec<u8>, Option<Vec<u8>>>, k: &[u8]) -> Result<bool> {
-        Ok(match overlay.get(k) {
-            Some(v) => v.is_some(),
-            None => self.tree.contains_key(k)?,
-        })
-    }
-
-    /// `key` at the current revision, if present.
-    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        Ok(self.tree.get(data_key(key))?.map(|v| KeyValue {
-            key: key.to_vec(),
-            value: v.to_vec(),
-            ..Default::default()
-        }))
-    }
-
-    /// STAND-IN until the MVCC store lands: keys of the range at the current state only.
-    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
-        let mut kvs = Vec::new();
-        for kv in self.tree.scan_prefix([DATA_PREFIX]) {
-            let (k, v) = kv?;
-            if etcd_api::range::contains(&req.key, &req.range_end, &k[1..]) {
-                kvs.push(KeyValue {
-                    key: k[1..].to_vec(),
-                    value: if req.keys_only { vec![] } else { v.to_vec() },
-                    ..Default::default()
-                });
-            }
+    /// One bounded step of physical compaction: looks at up to `max_records` records of
+    /// the revision log and removes those compaction made unreachable, in one batch of its
+    /// own. Returns whether more remains. Safe to stop at any point: a restart resumes.
+    pub fn compact_step(&mut self, max_records: usize) -> Result<bool> {
+        let (batch, state, more) = self.store.compact_step(max_records)?;
+        if state == self.store.state() && !more {
+            return Ok(false);
         }
-        let count = kvs.len() as i64;
-        Ok(RangeResponse {
-            header: Some(ResponseHeader {
-                revision: self.revision(),
-                ..Default::default()
-            }),
-            kvs: if req.count_only { vec![] } else { kvs },
-            more: false,
-            count,
-        })
+        self.trust.set_dirty()?;
+        self.tree.apply_batch(batch)?;
+        self.store.set_state(state);
+        Ok(more)
     }
 
-    /// STAND-IN until the MVCC store lands.
-    pub fn hash_kv(&self, _revision: i64) -> Result<HashKvResponse> {
-        Ok(HashKvResponse {
-            header: Some(ResponseHeader {
-                revision: self.revision(),
-                ..Default::default()
-            }),
-            hash: self.hash()? as u32,
-            compact_revision: -1,
-        })
+    /// etcd's Range at the current state (see [`crate::mvcc::read`]); a compacted or future
+    /// revision is `Err(Error::Etcd(..))`.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        self.store.range(req)
     }
 
-    /// STAND-IN until the MVCC store lands.
-    pub fn revision(&self) -> i64 {
-        1
+    /// `key` at the current revision.
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        self.store.get(key)
     }
 
-    /// Bytes the database takes on disk.
-    pub fn db_size(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+    /// etcd's HashKV at `revision` (0: the current one).
+    pub fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
+        self.store.hash_kv(revision)
     }
 
-    /// STAND-IN until the MVCC store lands: nothing to remove.
-    pub fn compact_step(&mut self, _max_records: usize) -> Result<bool> {
-        Ok(false)
-    }
-
-    /// Up to `limit` keys with `prefix`, from `start` (inclusive) in byte order, and no more
-    /// than fits in `max_bytes` of encoded answer ([`list_answer_bytes`]): the StorageActor
-    /// builds the page while applies wait, and the gRPC layer sends it as one message, so its
-    /// size must be bounded however large the values are. The page stops before the entry that
-    /// would take it past `max_bytes`, counting the `next_key` it would then carry; the first
-    /// entry is always included, however large, so a client always makes progress.
+    /// Up to `limit` live keys with `prefix`, from `start` (inclusive) in byte order, and no
+    /// more than fits in `max_bytes` of encoded answer ([`list_answer_bytes`]): the
+    /// StorageActor builds the page while applies wait, and the gRPC layer sends it as one
+    /// message, so its size must be bounded however large the values are. The page stops
+    /// before the entry that would take it past `max_bytes`, counting the `next_key` it
+    /// would then carry; the first entry is always included, however large, so a client
+    /// always makes progress.
     pub fn list(
         &self,
         prefix: &[u8],
@@ -444,53 +456,58 @@ impl StateMachine {
         max_bytes: usize,
         keys_only: bool,
     ) -> Result<ListPage> {
-        let from = if start > prefix {
-            data_key(start)
-        } else {
-            data_key(prefix)
-        };
-        let pfx = data_key(prefix);
-        let mut range = self.tree.range(from..);
-        // The next stored entry with the prefix. Looking one ahead reads nothing extra: the
-        // entry after a page is read anyway, to name `next_key`.
-        let mut next_entry = || -> Result<Option<(sled::IVec, sled::IVec)>> {
-            match range.next() {
-                Some(kv) => {
-                    let (k, v) = kv?;
-                    Ok(k.starts_with(&pfx).then_some((k, v)))
-                }
-                None => Ok(None),
-            }
-        };
         let mut page = ListPage::default();
         let mut used = LIST_ANSWER_FIXED_BYTES;
-        let mut current = next_entry()?;
-        while let Some((k, v)) = current {
-            let key = &k[1..];
+        // Takes `key` into the page unless the page ends before it (then it is the next
+        // key); `following` is the length of the key after it, if any, which would ride
+        // along as `next_key` should the page end after this entry.
+        let mut place = |page: &mut ListPage,
+                         key: &[u8],
+                         live: &crate::mvcc::keys::Live,
+                         following: Option<usize>|
+         -> Result<bool> {
             if page.kvs.len() >= limit {
                 page.next_key = Some(key.to_vec());
-                break;
+                return Ok(false);
             }
-            let value: &[u8] = if keys_only { &[] } else { &v };
-            let following = next_entry()?;
-            // Should the page end after this entry, the key that follows rides along as
-            // `next_key`; counting it here keeps every page, cut here or later, in bounds.
-            let next_key_bytes = following
-                .as_ref()
-                .map_or(0, |(k, _)| bytes_field_len(k.len() - 1));
+            let value = if keys_only {
+                Vec::new()
+            } else {
+                self.store.value(live)?
+            };
+            let next_key_bytes = following.map_or(0, bytes_field_len);
             let cost = list_entry_bytes(key.len(), value.len());
             if !page.kvs.is_empty() && used + cost + next_key_bytes > max_bytes {
                 page.next_key = Some(key.to_vec());
-                break;
+                return Ok(false);
             }
             used += cost;
-            page.kvs.push((key.to_vec(), value.to_vec()));
-            current = following;
+            page.kvs.push((key.to_vec(), value));
+            Ok(true)
+        };
+        // Each entry is placed once the key after it is known (reading it costs nothing
+        // extra: the entry after a page is read anyway, to name `next_key`).
+        let mut pending: Option<(Vec<u8>, crate::mvcc::keys::Live)> = None;
+        let mut open = true;
+        self.store.walk_live(prefix, start, |key, live| {
+            if let Some((k, l)) = pending.take() {
+                if !place(&mut page, &k, &l, Some(key.len()))? {
+                    open = false;
+                    return Ok(false);
+                }
+            }
+            pending = Some((key.to_vec(), live));
+            Ok(true)
+        })?;
+        if let (true, Some((k, l))) = (open, pending) {
+            place(&mut page, &k, &l, None)?;
         }
         Ok(page)
     }
 
-    /// A hash of all keys and values and the applied index (FNV-1a), so nodes can be compared.
+    /// A digest of the logical state — every record compaction leaves, the revision and the
+    /// compact revision — and the applied index (FNV-1a), so nodes can be compared. It does
+    /// not depend on how far physical compaction has got.
     pub fn hash(&self) -> Result<u64> {
         const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
         const FNV_PRIME: u64 = 0x0100_0000_01b3;
@@ -501,29 +518,18 @@ impl StateMachine {
                 h = h.wrapping_mul(FNV_PRIME);
             }
         };
-        for kv in self.tree.scan_prefix([DATA_PREFIX]) {
-            let (k, v) = kv?;
-            eat(&k);
-            eat(&v);
-        }
+        self.store.digest(&mut eat)?;
         eat(&self.applied.index.to_be_bytes());
         Ok(h)
     }
 
-    /// A snapshot of everything applied so far, with `conf_state` as its configuration.
-    /// Syncs first, so a restart after it rarely has much to apply again.
+    /// A snapshot of everything applied so far, with `conf_state` as its configuration:
+    /// the whole logical MVCC state ([`crate::mvcc::snapshot`]). Syncs first, so a restart
+    /// after it rarely has much to apply again.
     pub fn snapshot(&mut self, conf_state: &ConfState) -> Result<Snapshot> {
         self.sync()?;
-        let mut data = Vec::new();
-        for kv in self.tree.scan_prefix([DATA_PREFIX]) {
-            let (k, v) = kv?;
-            for part in [&k[1..], &v[..]] {
-                data.extend_from_slice(&(part.len() as u32).to_be_bytes());
-                data.extend_from_slice(part);
-            }
-        }
         let mut snap = Snapshot {
-            data: data.into(),
+            data: self.store.snapshot_data()?.into(),
             ..Default::default()
         };
         let meta = snap.mut_metadata();
@@ -533,48 +539,35 @@ impl StateMachine {
         Ok(snap)
     }
 
-    /// Replaces the whole state with `snap`'s, atomically, and syncs.
+    /// Replaces the whole state with `snap`'s, atomically, and syncs. Takes snapshots of
+    /// the format from before revisions too, converting them as opening converts a database.
     pub fn restore(&mut self, snap: &Snapshot) -> Result<()> {
-        let pairs = snapshot_pairs(&snap.data)?;
         let mut batch = sled::Batch::default();
         for kv in self.tree.iter() {
             batch.remove(kv?.0);
         }
-        let count = pairs.len() as u64;
-        for (k, v) in pairs {
-            batch.insert(data_key(k), v);
-        }
+        let state = MvccStore::restore_into(&snap.data, &mut batch)?;
         let m = snap.get_metadata();
         batch.insert(APPLIED_KEY, &applied_value(m.index, m.term));
-        batch.insert(COUNT_KEY, &count.to_be_bytes());
         self.trust.set_dirty()?;
         self.tree.apply_batch(batch)?;
         self.sync()?;
         self.applied = LogId::of(m);
-        self.key_count = count;
+        self.store.set_state(state);
         Ok(())
     }
 }
 
-/// The key-value pairs of a snapshot's data: each key and value as a 4-byte big-endian length
-/// and the bytes. Data that is not made of whole pairs is refused.
+/// The pairs of a snapshot's data: each part a 4-byte big-endian length and the bytes.
+/// Data that is not made of whole pairs is refused. Snapshots of both formats are framed
+/// so ([`crate::mvcc::snapshot`]): before revisions, each pair was a key and its value.
 pub fn snapshot_pairs(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>> {
-    fn part<'a>(data: &'a [u8], at: &mut usize) -> Result<&'a [u8]> {
-        let corrupt = || Error::Disk("snapshot data is corrupt".into());
-        let len = data.get(*at..*at + 4).ok_or_else(corrupt)?;
-        let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-        let bytes = data.get(*at + 4..*at + 4 + len).ok_or_else(corrupt)?;
-        *at += 4 + len;
-        Ok(bytes)
-    }
-    let mut pairs = Vec::new();
-    let mut at = 0;
-    while at < data.len() {
-        let k = part(data, &mut at)?;
-        let v = part(data, &mut at)?;
-        pairs.push((k, v));
-    }
-    Ok(pairs)
+    crate::mvcc::snapshot::pairs(data)
+}
+
+/// Whether `data` is snapshot data this state machine can restore, of either format.
+pub fn check_snapshot(data: &[u8]) -> Result<()> {
+    crate::mvcc::snapshot::parse(data).map(|_| ())
 }
 
 /// Fsyncs every file and directory under `dir`, children before their directory, skipping
@@ -626,29 +619,28 @@ pub fn encode_command(cmd: &LogCommand) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::raftpb::{DeleteOp, SetOp};
 
     fn set(index: u64, k: &str, v: &str) -> Entry {
-        let cmd = LogCommand {
-            origin_node: 1,
-            origin_seq: index,
-            op: Some(Op::Set(SetOp {
+        entry(
+            index,
+            Op::Set(SetOp {
                 key: k.into(),
                 value: v.into(),
-            })),
-        };
-        Entry {
-            index,
-            term: 1,
-            data: encode_command(&cmd).into(),
-            ..Default::default()
-        }
+            }),
+        )
     }
 
     fn del(index: u64, k: &str) -> Entry {
+        entry(index, Op::Delete(DeleteOp { key: k.into() }))
+    }
+
+    /// A log entry at `index` (term 1) carrying `op`, from node 1 with sequence `index`.
+    fn entry(index: u64, op: Op) -> Entry {
         let cmd = LogCommand {
             origin_node: 1,
             origin_seq: index,
-            op: Some(Op::Delete(DeleteOp { key: k.into() })),
+            op: Some(op),
         };
         Entry {
             index,
@@ -678,14 +670,22 @@ mod tests {
             ])
             .unwrap();
         assert_eq!(out[0].outcome, CommandOutcome::Noop);
-        let deleted = |n| {
+        let deleted = |n, revision| {
             CommandOutcome::Done(WriteResponse::DeleteRange(DeleteRangeResponse {
+                header: Some(etcd_api::etcdserverpb::ResponseHeader {
+                    revision,
+                    ..Default::default()
+                }),
                 deleted: n,
                 ..Default::default()
             }))
         };
-        assert_eq!(out[3].outcome, deleted(0));
-        assert_eq!(out[5].outcome, deleted(1), "sees the same batch's write");
+        assert_eq!(
+            out[3].outcome,
+            deleted(0, 3),
+            "deleting nothing: revision unchanged"
+        );
+        assert_eq!(out[5].outcome, deleted(1, 5), "sees the same batch's write");
         assert_eq!(out[1].origin, Some(ProposalTag { node: 1, seq: 2 }));
         assert_eq!(
             sm.get(b"a").unwrap().map(|kv| kv.value),
@@ -884,5 +884,284 @@ mod tests {
             (LogId { index: 2, term: 1 }, 2)
         );
         assert_eq!(a.hash().unwrap(), b.hash().unwrap());
+    }
+
+    fn compaction(index: u64, revision: i64) -> Entry {
+        entry(
+            index,
+            Op::Compaction(etcd_api::etcdserverpb::CompactionRequest {
+                revision,
+                physical: false,
+            }),
+        )
+    }
+
+    fn value(sm: &StateMachine, key: &str) -> Option<String> {
+        sm.get(key.as_bytes())
+            .unwrap()
+            .map(|kv| String::from_utf8(kv.value).unwrap())
+    }
+
+    fn range_at(sm: &StateMachine, revision: i64) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
+        let req = RangeRequest {
+            key: b"\0".to_vec(),
+            range_end: b"\0".to_vec(),
+            revision,
+            ..Default::default()
+        };
+        sm.range(&req)
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value, kv.version))
+            .collect()
+    }
+
+    #[test]
+    fn data_from_before_revisions_is_migrated_on_open() {
+        // Every `d` key becomes live at revision 2, sub-revisions in key order, version 1.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let tree = db.open_tree(SM_TREE).unwrap();
+            tree.insert(b"db", b"2").unwrap();
+            tree.insert(b"da", b"1").unwrap();
+            tree.insert(COUNT_KEY_BEFORE_REVISIONS, &2u64.to_be_bytes())
+                .unwrap();
+            tree.insert(APPLIED_KEY, &applied_value(7, 1)).unwrap();
+            db.flush().unwrap();
+        }
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        assert_eq!(
+            (sm.revision(), sm.key_count(), sm.applied().index),
+            (2, 2, 7)
+        );
+        let a = sm.get(b"a").unwrap().unwrap();
+        assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 2, 1));
+        assert_eq!(value(&sm, "b").as_deref(), Some("2"));
+        let first = sm
+            .tree
+            .get(crate::mvcc::keys::rev_key(Default::default()))
+            .unwrap();
+        assert!(first.is_none(), "nothing at revision 0");
+        let sub0 = sm
+            .tree
+            .get(crate::mvcc::keys::rev_key(crate::mvcc::keys::Revision {
+                main: 2,
+                sub: 0,
+            }))
+            .unwrap()
+            .unwrap();
+        assert_eq!(crate::mvcc::keys::Record::decode(&sub0).unwrap().key, b"a");
+        assert_eq!(
+            sm.tree.scan_prefix(b"d").count(),
+            0,
+            "the old keys are gone"
+        );
+        sm.apply(&[set(8, "a", "new")]).unwrap();
+        drop(sm);
+        let sm = StateMachine::open(dir.path()).unwrap();
+        assert_eq!(
+            (sm.revision(), sm.key_count()),
+            (3, 2),
+            "migrated once only"
+        );
+    }
+
+    /// The key count's key before revisions (the same name the store uses now).
+    const COUNT_KEY_BEFORE_REVISIONS: &[u8] = b"mcount";
+
+    #[test]
+    fn an_old_format_snapshot_is_imported_as_a_migration() {
+        let mut data = Vec::new();
+        for part in [&b"x"[..], b"1", b"y", b"2"] {
+            data.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            data.extend_from_slice(part);
+        }
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
+        snap.mut_metadata().index = 5;
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        sm.apply(&[set(1, "old", "gone")]).unwrap();
+        sm.restore(&snap).unwrap();
+        assert_eq!(
+            (sm.revision(), sm.key_count(), sm.applied().index),
+            (2, 2, 5)
+        );
+        assert_eq!(value(&sm, "old"), None);
+        let y = sm.get(b"y").unwrap().unwrap();
+        assert_eq!(
+            (y.value.as_slice(), y.create_revision, y.version),
+            (&b"2"[..], 2, 1)
+        );
+    }
+
+    #[test]
+    fn a_snapshot_carries_history_and_the_compact_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = StateMachine::open(&dir.path().join("a")).unwrap();
+        a.apply(&[
+            set(1, "k", "1"),    // 2
+            set(2, "k", "2"),    // 3
+            set(3, "gone", "x"), // 4
+            del(4, "gone"),      // 5
+            compaction(5, 3),
+            set(6, "k", "3"), // 6
+        ])
+        .unwrap();
+        let snap = a.snapshot(&ConfState::default()).unwrap();
+        assert!(check_snapshot(&snap.data).is_ok());
+        assert!(
+            snapshot_pairs(&snap.data).is_ok(),
+            "framed as before revisions"
+        );
+        let mut b = StateMachine::open(&dir.path().join("b")).unwrap();
+        b.restore(&snap).unwrap();
+        assert_eq!((b.revision(), b.compact_revision()), (6, 3));
+        for rev in 3..=6 {
+            assert_eq!(range_at(&b, rev), range_at(&a, rev), "at revision {rev}");
+        }
+        assert!(
+            range_at(&b, 4).contains(&(b"k".to_vec(), b"2".to_vec(), 2)),
+            "history kept"
+        );
+        assert_eq!(b.hash_kv(0).unwrap(), a.hash_kv(0).unwrap());
+        assert_eq!(b.hash().unwrap(), a.hash().unwrap());
+        assert_eq!(
+            b.physically_compacted(),
+            3,
+            "a restored store is fully compacted"
+        );
+        assert!(b
+            .range(&RangeRequest {
+                key: b"k".to_vec(),
+                revision: 2,
+                ..Default::default()
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn a_failed_entry_changes_nothing_and_later_entries_still_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let leased = PutRequest {
+            key: b"b".to_vec(),
+            value: b"v".to_vec(),
+            lease: 9,
+            ..Default::default()
+        };
+        let out = sm
+            .apply(&[
+                set(1, "a", "1"),
+                entry(2, Op::Put(leased)),
+                compaction(3, 99),
+                entry(4, Op::Put(PutRequest::default())),
+                Entry {
+                    index: 5,
+                    term: 1,
+                    data: vec![0xff, 0xff].into(),
+                    ..Default::default()
+                },
+                set(6, "c", "1"),
+            ])
+            .unwrap();
+        assert_eq!(
+            out[1].outcome,
+            CommandOutcome::Failed(EtcdError::LeaseNotFound)
+        );
+        assert_eq!(
+            out[2].outcome,
+            CommandOutcome::Failed(EtcdError::FutureRevision)
+        );
+        assert_eq!(
+            out[3].outcome,
+            CommandOutcome::Failed(EtcdError::KeyNotProvided),
+            "checked at apply too"
+        );
+        assert!(matches!(out[4].outcome, CommandOutcome::Rejected(_)));
+        assert!(matches!(
+            out[5].outcome,
+            CommandOutcome::Done(WriteResponse::Put(_))
+        ));
+        assert_eq!(
+            (sm.revision(), sm.key_count(), sm.applied().index),
+            (3, 2, 6)
+        );
+        assert_eq!(value(&sm, "b"), None);
+    }
+
+    #[test]
+    fn a_restart_keeps_the_revision_and_compact_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut sm = StateMachine::open(dir.path()).unwrap();
+            sm.apply(&[set(1, "a", "1"), set(2, "a", "2"), compaction(3, 2)])
+                .unwrap();
+            sm.sync().unwrap();
+        }
+        let sm = StateMachine::open(dir.path()).unwrap();
+        assert_eq!(
+            (sm.revision(), sm.compact_revision(), sm.key_count()),
+            (3, 2, 1)
+        );
+        assert!(sm.db_size() > 0);
+    }
+
+    #[test]
+    fn physical_compaction_resumes_after_a_restart_and_changes_no_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<_> = (1..=20)
+            .map(|i| set(i, &format!("k{}", i % 3), &format!("{i}")))
+            .collect();
+        let (hash, hash_kv, reads);
+        {
+            let mut sm = StateMachine::open(dir.path()).unwrap();
+            sm.apply(&entries).unwrap();
+            sm.apply(&[compaction(21, 18)]).unwrap();
+            (hash, hash_kv, reads) = (
+                sm.hash().unwrap(),
+                sm.hash_kv(0).unwrap(),
+                range_at(&sm, 18),
+            );
+            assert_eq!(sm.physically_compacted(), -1);
+            assert!(sm.compact_step(4).unwrap(), "more remains after 4 records");
+            assert!(sm.compact_step(4).unwrap());
+            let part = sm.physically_compacted();
+            assert!((0..18).contains(&part), "part-way: {part}");
+            assert_eq!(
+                (sm.hash().unwrap(), sm.hash_kv(0).unwrap()),
+                (hash, hash_kv)
+            );
+            sm.sync().unwrap();
+        }
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let mut steps = 0;
+        while sm
+            .compact_step(crate::mvcc::COMPACTION_STEP_RECORDS)
+            .unwrap()
+        {
+            steps += 1;
+        }
+        assert_eq!(steps, 0, "the rest fits in one step");
+        assert_eq!(sm.physically_compacted(), 18);
+        assert!(!sm.compact_step(1).unwrap(), "nothing left");
+        assert_eq!(
+            (
+                sm.hash().unwrap(),
+                sm.hash_kv(0).unwrap(),
+                range_at(&sm, 18)
+            ),
+            (hash, hash_kv, reads)
+        );
+        let records = sm.tree.scan_prefix(b"r").count();
+        assert_eq!(
+            records,
+            3 + 3,
+            "each key's newest at or below 18, and revisions 19 to 21"
+        );
     }
 }

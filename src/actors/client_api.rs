@@ -179,7 +179,9 @@ impl ClientApiActor {
     fn validate_read(&self, query: &mut ReadQuery) -> crate::Result<()> {
         match query {
             ReadQuery::Get { key } => self.check_key(key),
-            ReadQuery::Range(_) | ReadQuery::HashKv { .. } => Ok(()),
+            ReadQuery::Range(_)
+            | ReadQuery::HashKv { .. }
+            | ReadQuery::PhysicallyCompacted { .. } => Ok(()),
             ReadQuery::List {
                 prefix,
                 start,

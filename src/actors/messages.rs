@@ -121,6 +121,9 @@ pub enum ReadQuery {
     Range(RangeRequest),
     /// etcd's HashKV at `revision` (0: current).
     HashKv { revision: i64 },
+    /// Wait until the history compaction made unreadable up to `revision` is gone from disk
+    /// too (etcd's `physical` compaction); answered [`ReadResult::PhysicallyCompacted`].
+    PhysicallyCompacted { revision: i64 },
     /// A page of keys.
     List {
         /// Only keys with this prefix.
@@ -151,6 +154,8 @@ pub enum ReadResult {
     Range(RangeResponse),
     /// Answer to `HashKv`.
     HashKv(HashKvResponse),
+    /// Answer to `PhysicallyCompacted`: the revision removal has reached.
+    PhysicallyCompacted(i64),
 }
 
 /// A read answer with the applied index it observed.

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use actix::prelude::*;
 
 use crate::actors::messages::*;
+use crate::mvcc::COMPACTION_STEP_RECORDS;
 use crate::consensus::SnapshotStore;
 use crate::error::{fatal_disk, Error};
 use crate::state_machine::StateHash;
@@ -24,10 +25,6 @@ use crate::state_machine::StateMachine;
 /// Most reads parked waiting for their read index to be applied; more are refused with
 /// `RESOURCE_EXHAUSTED` (they would otherwise pile up while apply lags).
 pub const MAX_PARKED_READS: usize = 8_192;
-
-/// Records of compacted history removed per [`CompactionStep`]: a step holds up the applies
-/// and reads queued behind it, so it is kept small.
-pub const COMPACTION_STEP_RECORDS: usize = 1_000;
 
 /// StorageActor → itself: remove the next step of compacted history.
 #[derive(Debug, Message)]
@@ -57,6 +54,10 @@ pub struct StorageActor {
     parked_count: usize,
     /// A [`CompactionStep`] is in the mailbox: at most one at a time.
     compaction_scheduled: bool,
+    /// Reads waiting for physical compaction to reach a revision (etcd's `physical`
+    /// compactions), answered after the step that gets there. Bounded with the parked reads
+    /// by [`MAX_PARKED_READS`].
+    compaction_waiters: Vec<(i64, Reply<ReadAnswer>)>,
 }
 
 impl StorageActor {
@@ -77,6 +78,7 @@ impl StorageActor {
             parked: BTreeMap::new(),
             parked_count: 0,
             compaction_scheduled: false,
+            compaction_waiters: Vec::new(),
         }
     }
 
@@ -96,6 +98,9 @@ impl StorageActor {
             ReadQuery::Get { key } => ReadResult::Value(self.sm.get(key)?),
             ReadQuery::Range(req) => ReadResult::Range(self.sm.range(req)?),
             ReadQuery::HashKv { revision } => ReadResult::HashKv(self.sm.hash_kv(*revision)?),
+            ReadQuery::PhysicallyCompacted { .. } => {
+                ReadResult::PhysicallyCompacted(self.sm.physically_compacted())
+            }
             ReadQuery::List {
                 prefix,
                 start,
@@ -134,7 +139,8 @@ impl StorageActor {
         fatal_disk(context, e)
     }
 
-    /// Removes one step of compacted history, and schedules the next if more remains.
+    /// Removes one step of compacted history, schedules the next if more remains, and
+    /// answers the waiters it has satisfied.
     fn compaction_step(&mut self, ctx: &mut SyncContext<Self>) {
         match self.sm.compact_step(COMPACTION_STEP_RECORDS) {
             Ok(true) if !self.compaction_scheduled => {
@@ -143,6 +149,18 @@ impl StorageActor {
             }
             Ok(_) => {}
             Err(e) => self.fatal("removing compacted history", &e),
+        }
+        if self.compaction_waiters.is_empty() {
+            return;
+        }
+        let done = self.sm.physically_compacted();
+        let (ready, waiting) = std::mem::take(&mut self.compaction_waiters)
+            .into_iter()
+            .partition(|(revision, _)| *revision <= done);
+        self.compaction_waiters = waiting;
+        for (_, reply) in ready {
+            let answer = self.answer(&ReadQuery::PhysicallyCompacted { revision: done });
+            let _ = reply.send(answer);
         }
     }
 
@@ -231,6 +249,18 @@ impl Handler<Apply> for StorageActor {
 impl Handler<Read> for StorageActor {
     type Result = ();
     fn handle(&mut self, msg: Read, _: &mut Self::Context) {
+        if let ReadQuery::PhysicallyCompacted { revision } = msg.query {
+            if revision > self.sm.physically_compacted() {
+                if self.compaction_waiters.len() >= MAX_PARKED_READS {
+                    let _ = msg.reply.send(Err(Error::Overloaded(format!(
+                        "{MAX_PARKED_READS} calls already wait for compaction"
+                    ))));
+                } else {
+                    self.compaction_waiters.push((revision, msg.reply));
+                }
+                return;
+            }
+        }
         if msg.min_index <= self.sm.applied().index {
             let _ = msg.reply.send(self.answer(&msg.query));
             return;

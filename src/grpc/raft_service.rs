@@ -116,7 +116,7 @@ impl RaftTransport for RaftService {
                     .status(format!("snapshot exceeds {MAX_SNAPSHOT_BYTES} bytes")));
             }
         }
-        crate::state_machine::snapshot_pairs(&data).map_err(|_| {
+        crate::state_machine::check_snapshot(&data).map_err(|_| {
             Reason::InvalidArgument.status("snapshot data is not a state machine snapshot")
         })?;
         tracing::info!(from = first.from, bytes = data.len(), "snapshot received");

@@ -6,7 +6,7 @@ use ::raft::prelude::{ConfState, Entry};
 use distributed_kv::proto::raftpb::{log_command::Op, DeleteOp, LogCommand, SetOp};
 use distributed_kv::state_machine::{encode_command, list_answer_bytes};
 use distributed_kv::state_machine::{CommandOutcome, ListPage, StateMachine, WriteResponse};
-use etcd_api::etcdserverpb::DeleteRangeResponse;
+use etcd_api::etcdserverpb::{DeleteRangeResponse, PutResponse, ResponseHeader};
 
 use super::*;
 
@@ -52,10 +52,28 @@ fn value_of(result: ReadResult) -> Option<Vec<u8>> {
 }
 
 /// The outcome of a DeleteRange that removed `n` keys.
-fn deleted(n: i64) -> CommandOutcome {
+/// The store's revision in an answer's header.
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+/// A DeleteRange of `n` keys that left the store at `revision`.
+fn deleted(n: i64, revision: i64) -> CommandOutcome {
     CommandOutcome::Done(WriteResponse::DeleteRange(DeleteRangeResponse {
+        header: header(revision),
         deleted: n,
         ..Default::default()
+    }))
+}
+
+/// A Put at `revision`.
+fn put_at(revision: i64) -> CommandOutcome {
+    CommandOutcome::Done(WriteResponse::Put(PutResponse {
+        header: header(revision),
+        prev_kv: None,
     }))
 }
 
@@ -186,26 +204,11 @@ async fn storage_applies_batch_and_reports_outcomes_and_progress() {
         summary,
         vec![
             (1, 1, None, CommandOutcome::Noop),
-            (
-                2,
-                1,
-                Some((1, 2)),
-                CommandOutcome::Done(WriteResponse::Put(Default::default()))
-            ),
-            (
-                3,
-                1,
-                Some((1, 3)),
-                CommandOutcome::Done(WriteResponse::Put(Default::default()))
-            ),
-            (4, 1, Some((1, 4)), deleted(1)),
-            (5, 1, Some((1, 5)), deleted(0)),
-            (
-                6,
-                1,
-                Some((1, 6)),
-                CommandOutcome::Done(WriteResponse::Put(Default::default()))
-            ),
+            (2, 1, Some((1, 2)), put_at(2)),
+            (3, 1, Some((1, 3)), put_at(3)),
+            (4, 1, Some((1, 4)), deleted(1, 4)),
+            (5, 1, Some((1, 5)), deleted(0, 4)),
+            (6, 1, Some((1, 6)), put_at(5)),
         ]
     );
     assert_eq!(next(&mut s.progress, "ApplyProgress").await.index, 6);

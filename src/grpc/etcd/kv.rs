@@ -3,13 +3,13 @@
 use etcd_api::etcdserverpb::kv_client::KvClient;
 use etcd_api::etcdserverpb::kv_server::Kv;
 use etcd_api::etcdserverpb::*;
-use etcd_api::EtcdError;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{check_size, is_forwarded, status_of, EtcdFront};
 use crate::actors::messages::{Api, ClientRead, ReadQuery, ReadResult, WriteOp};
 use crate::error::Error;
+use crate::mvcc;
 use crate::state_machine::WriteResponse;
 
 /// Serves etcd's KV calls for one member.
@@ -68,14 +68,6 @@ fn kv_client(channel: Channel) -> KvClient<Channel> {
         .max_encoding_message_size(usize::MAX)
 }
 
-/// etcd's checks of a key range: the key must be given.
-fn check_key(key: &[u8]) -> Result<(), Status> {
-    if key.is_empty() {
-        return Err(EtcdError::KeyNotProvided.status());
-    }
-    Ok(())
-}
-
 #[tonic::async_trait]
 impl Kv for EtcdKv {
     async fn range(
@@ -83,7 +75,7 @@ impl Kv for EtcdKv {
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let req = request.into_inner();
-        check_key(&req.key)?;
+        mvcc::check_range(&req)?;
         check_size(&req)?;
         let serializable = req.serializable;
         let f = &self.front;
@@ -105,7 +97,7 @@ impl Kv for EtcdKv {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
-        check_key(&req.key)?;
+        mvcc::check_put(&req)?;
         check_size(&req)?;
         self.write(
             forwarded,
@@ -127,7 +119,7 @@ impl Kv for EtcdKv {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
-        check_key(&req.key)?;
+        mvcc::check_delete_range(&req)?;
         check_size(&req)?;
         self.write(
             forwarded,
@@ -146,6 +138,7 @@ impl Kv for EtcdKv {
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
+        mvcc::check_txn(&req, mvcc::MAX_TXN_OPS)?;
         check_size(&req)?;
         self.write(
             forwarded,
@@ -167,17 +160,35 @@ impl Kv for EtcdKv {
     ) -> Result<Response<CompactionResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
-        self.write(
-            forwarded,
-            req,
-            WriteOp::Compaction(req),
-            |w| match w {
-                WriteResponse::Compaction(r) => Some(r),
-                _ => None,
-            },
-            |r| &mut r.header,
-            |ch, r| async move { kv_client(ch).compact(r).await },
-        )
-        .await
+        let answer = self
+            .write(
+                forwarded,
+                req,
+                WriteOp::Compaction(req),
+                |w| match w {
+                    WriteResponse::Compaction(r) => Some(r),
+                    _ => None,
+                },
+                |r| &mut r.header,
+                |ch, r| async move { kv_client(ch).compact(r).await },
+            )
+            .await?;
+        // `physical`: answer only once this member has removed the history from disk too (a
+        // forwarded request was waited for by the leader, for the leader's disk).
+        if req.physical {
+            let f = &self.front;
+            let revision = req.revision;
+            super::super::ask(&f.api, f.timeout, "the physical compaction", |reply| {
+                ClientRead {
+                    query: ReadQuery::PhysicallyCompacted { revision },
+                    serializable: true,
+                    api: Api::Etcd,
+                    reply,
+                }
+            })
+            .await
+            .map_err(status_of)?;
+        }
+        Ok(answer)
     }
 }

@@ -1,0 +1,95 @@
+//! Physical compaction: removing, in bounded steps, the history a compaction made
+//! unreachable.
+//!
+//! Applying `Compact(C)` only records `C` (reads below it fail at once). What it makes
+//! unreachable is every record with `main <= C` except, for each key, its newest such
+//! record, and that one too if it is a tombstone. Those records are removed here, walking
+//! the revision log in order from a cursor kept in the tree (`mcompacted`), a step of at
+//! most a given number of records at a time, each step one sled batch with the cursor's new
+//! place in it. A step may be interrupted anywhere, and resumes after a restart from the
+//! cursor; a later compaction simply moves the goal further.
+//!
+//! For each record `(K, rev)` with `rev.main <= C` it reaches, a step removes every older
+//! record of `K` (they are superseded by this one, which is itself at or below `C`), and the
+//! record itself if it is a tombstone. So once the cursor passes `C`, at most one record per
+//! key remains at or below `C`: its newest, a put. A record kept by an earlier compaction is
+//! removed when a later one reaches the record that superseded it.
+//!
+//! Until a step has removed them, unreachable records are still in the tree, so whatever
+//! must not depend on how far removal has got (HashKV, the state hash, snapshots) reads
+//! through [`visible`], which says whether a record survives compaction at `C`.
+
+use super::keys::{hist_key, hist_prefix, rev_key, rev_of_key, split_hist_key, Record, Revision};
+use super::overlay::View;
+use super::read::corrupt;
+use super::store::{StoreState, CURSOR_KEY};
+use crate::error::Result;
+
+/// Whether the record at `rev` survives compaction at `compact`: anything above it does;
+/// at or below it, only a key's newest record there, and only if it is a put.
+pub fn visible(view: &View<'_>, rev: Revision, rec: &Record<'_>, compact: i64) -> Result<bool> {
+    if rev.main > compact {
+        return Ok(true);
+    }
+    if rec.meta.tombstone {
+        return Ok(false);
+    }
+    let mut from = hist_key(rec.key, rev);
+    // Just after this entry: every history key of the same key at a later revision.
+    from.push(0);
+    let prefix = hist_prefix(rec.key);
+    let Some(to) = super::keys::after_prefix(&prefix) else {
+        return Ok(true);
+    };
+    match view.first(&from, &to)? {
+        None => Ok(true),
+        Some((k, _)) => {
+            let (_, next) = split_hist_key(&k).ok_or_else(|| corrupt("history key", &k))?;
+            Ok(next.main > compact)
+        }
+    }
+}
+
+/// One step of removal: at most `max_records` records of the revision log, from the
+/// cursor. Returns the batch to write (the cursor's new place included), the state after
+/// it, and whether records at or below the compact revision remain to be looked at.
+pub fn step(
+    tree: &sled::Tree,
+    state: &StoreState,
+    max_records: usize,
+) -> Result<(sled::Batch, StoreState, bool)> {
+    let mut batch = sled::Batch::default();
+    let mut after = *state;
+    if state.cursor.main > state.compact {
+        return Ok((batch, after, false));
+    }
+    let view = View::tree(tree);
+    let goal = Revision::after_main(state.compact);
+    let mut next = goal;
+    let mut more = false;
+    let scan = view.scan(&rev_key(state.cursor), &rev_key(goal), false);
+    for (seen, item) in scan.enumerate() {
+        let (k, v) = item?;
+        let rev = rev_of_key(&k).ok_or_else(|| corrupt("revision-log key", &k))?;
+        if seen >= max_records.max(1) {
+            next = rev;
+            more = true;
+            break;
+        }
+        let rec = Record::decode(&v).ok_or_else(|| corrupt("revision-log", &k))?;
+        let own = hist_key(rec.key, rev);
+        for older in view.scan(&hist_prefix(rec.key), &own, false) {
+            let (hk, _) = older?;
+            let (_, old) = split_hist_key(&hk).ok_or_else(|| corrupt("history key", &hk))?;
+            batch.remove(hk);
+            batch.remove(&rev_key(old)[..]);
+        }
+        if rec.meta.tombstone {
+            batch.remove(own);
+            batch.remove(k);
+        }
+    }
+    after.cursor = next;
+    batch.insert(CURSOR_KEY, &next.to_bytes()[..]);
+    Ok((batch, after, more))
+}

@@ -1,0 +1,84 @@
+//! etcd's multi-version key-value store, over the state machine's sled tree.
+//!
+//! # Revisions
+//!
+//! The store has a **revision**: 1 when empty, and one more after every write command that
+//! changes something — a Put, a DeleteRange that deletes at least one key, a Txn that makes
+//! at least one change (however many). A command's changes are numbered by **sub-revision**
+//! in execution order, so every change has a unique `(main, sub)`. A write that changes
+//! nothing (a DeleteRange matching nothing, a read-only Txn) leaves the revision alone.
+//!
+//! # Generations and tombstones
+//!
+//! A key's **generation** runs from the put that creates it to the delete that ends it. In a
+//! generation, `create_revision` is the creating put's revision, `version` counts the puts
+//! (1 on creation), `mod_revision` is the latest put's. A delete writes a **tombstone**; a
+//! put after it starts a new generation (version 1 again). A read at revision `R` sees, for
+//! each key, its newest change at or before `R`, if that is not a tombstone.
+//!
+//! # Compaction
+//!
+//! `Compact(C)` (`C` at most the current revision, above the last compact revision) makes
+//! revisions below `C` unreadable at once; `C` itself stays readable. It does not change the
+//! revision. Removing what became unreachable (every change at or below `C` except each
+//! key's newest, which goes too if it is a tombstone) happens afterwards in bounded steps
+//! ([`compact`]); everything that must agree between replicas reads as if it were done.
+//!
+//! # Layout in the `sm` tree
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `r` | revision (main, sub: 8 bytes each) | meta, key length, key, value: the revision log, the only place a value is stored |
+//! | `h` | escaped key, revision | meta (tombstone flag, create revision, version, lease: 25 bytes): the history of each key |
+//! | `k` | key | create, mod (main, sub), version, lease (40 bytes): the keys alive now |
+//! | `m` | `mrev`, `mcompact`, `mcount`, `mcompacted` | revision, compact revision, live keys, physical-compaction cursor |
+//!
+//! (`mapplied`, the applied log index, is the state machine's, in the same batches.)
+//!
+//! Why three records for a put: each answers one kind of question without reading values.
+//! The live index answers reads at the current revision — a count walks 40-byte entries, and
+//! a value is fetched from `r` only for key-values returned. The history index answers reads
+//! at a past revision the same way, key by key. The revision log is in revision order, which
+//! HashKV, physical compaction (work proportional to the revisions compacted) and a later
+//! Watch replay need; it holds the value once. Folding `h` into `r` would save a write but
+//! make past counts read values; storing the value in `k` too would write it twice.
+//!
+//! Keys in `h` are escaped (`keys::escape_into`) so that one key's entries are contiguous,
+//! in revision order, and sort before every greater key's.
+//!
+//! # Invariants
+//!
+//! - Every `r` record has its `h` entry and the other way round; a key is in `k` exactly
+//!   when its newest `h` entry is a put, and `k` points at that put.
+//! - `mcount` is the number of `k` entries; `mrev` is at least the newest `r` revision.
+//! - Everything one apply batch changes, `m` keys and applied index included, is written in
+//!   one `sled::Batch`, so a restart sees all of a batch or none of it.
+//! - Physical compaction only ever removes records at or below `mcompact` that no read at or
+//!   above it can return, and moves `mcompacted` in the same batch.
+//!
+//! # Data from before revisions
+//!
+//! A database holding `d` + key → value and no `mrev` is converted when opened, in one
+//! batch: every key becomes live at revision 2, sub-revisions in key order, version 1.
+
+pub mod check;
+pub mod compact;
+pub mod keys;
+pub mod overlay;
+pub mod read;
+pub mod snapshot;
+pub mod store;
+pub mod txn;
+pub mod write;
+
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod tests;
+
+pub use check::{check_delete_range, check_put, check_range, check_txn, MAX_TXN_OPS};
+pub use store::MvccStore;
+
+/// Records of the revision log one physical-compaction step looks at: small enough that a
+/// step (one sled batch, while applies wait) takes a few milliseconds.
+pub const COMPACTION_STEP_RECORDS: usize = 1_000;

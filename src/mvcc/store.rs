@@ -1,0 +1,389 @@
+//! The MVCC store over the state machine's sled tree: its state (revision, compact
+//! revision, key count, physical-compaction cursor), the reads served outside an apply, the
+//! digests, snapshots, and the migration of data written before revisions existed.
+
+use std::collections::BTreeMap;
+
+use etcd_api::etcdserverpb::{HashKvResponse, RangeRequest, RangeResponse};
+use etcd_api::mvccpb::KeyValue;
+use etcd_api::EtcdError;
+
+use super::compact::{self, visible};
+use super::keys::{
+    after_prefix, be_i64, hist_key, live_key, rev_key, rev_of_key, Live, Record, Revision,
+    LIVE_PREFIX, REV_PREFIX,
+};
+use super::overlay::View;
+use super::read::{corrupt, Reader};
+use super::snapshot::{self, SnapshotRecord};
+use super::write::{header, Writer};
+use crate::error::{Error, Result};
+
+/// `mrev`: the current revision (absent: 1, nothing written yet).
+pub const REVISION_KEY: &[u8] = b"mrev";
+/// `mcompact`: the compact revision (absent: -1, never compacted).
+pub const COMPACT_KEY: &[u8] = b"mcompact";
+/// `mcount`: the number of live keys (kept because sled's `len()` walks the tree).
+pub const COUNT_KEY: &[u8] = b"mcount";
+/// `mcompacted`: the first revision-log position physical compaction has not looked at.
+pub const CURSOR_KEY: &[u8] = b"mcompacted";
+/// Prefix of the data written before revisions existed: `d` + key → value.
+pub const OLD_DATA_PREFIX: u8 = b'd';
+/// The revision of an empty store (etcd's: the first write makes revision 2).
+pub const FIRST_REVISION: i64 = 1;
+/// The compact revision of a store never compacted.
+pub const NEVER_COMPACTED: i64 = -1;
+
+/// Where the store stands, as the tree's `m` keys record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreState {
+    pub revision: i64,
+    pub compact: i64,
+    pub key_count: u64,
+    /// The first revision-log position physical compaction has not looked at.
+    pub cursor: Revision,
+}
+
+impl Default for StoreState {
+    fn default() -> StoreState {
+        StoreState {
+            revision: FIRST_REVISION,
+            compact: NEVER_COMPACTED,
+            key_count: 0,
+            cursor: Revision::default(),
+        }
+    }
+}
+
+impl StoreState {
+    /// Writes into `batch` the `m` keys that differ from `old`.
+    pub fn write_changes(&self, old: &StoreState, batch: &mut sled::Batch) {
+        if self.revision != old.revision {
+            batch.insert(REVISION_KEY, &self.revision.to_be_bytes()[..]);
+        }
+        if self.compact != old.compact {
+            batch.insert(COMPACT_KEY, &self.compact.to_be_bytes()[..]);
+        }
+        if self.key_count != old.key_count {
+            batch.insert(COUNT_KEY, &self.key_count.to_be_bytes()[..]);
+        }
+        if self.cursor != old.cursor {
+            batch.insert(CURSOR_KEY, &self.cursor.to_bytes()[..]);
+        }
+    }
+
+    /// Writes every `m` key into `batch`.
+    pub fn write_all(&self, batch: &mut sled::Batch) {
+        let unlike = StoreState {
+            revision: !self.revision,
+            compact: !self.compact,
+            key_count: !self.key_count,
+            cursor: Revision {
+                main: !self.cursor.main,
+                sub: 0,
+            },
+        };
+        self.write_changes(&unlike, batch);
+    }
+}
+
+/// The MVCC data of one node: the records are in the tree, the state also in memory.
+pub struct MvccStore {
+    tree: sled::Tree,
+    state: StoreState,
+}
+
+impl MvccStore {
+    /// Opens the store in `tree`, converting data from before revisions first (in one
+    /// batch: every key becomes live at revision 2, sub-revisions in key order).
+    pub fn open(tree: sled::Tree) -> Result<MvccStore> {
+        let meta = |key: &[u8]| -> Result<Option<i64>> {
+            match tree.get(key)? {
+                None => Ok(None),
+                Some(v) => be_i64(&v, 0)
+                    .map(Some)
+                    .ok_or_else(|| corrupt("metadata", key)),
+            }
+        };
+        let revision = meta(REVISION_KEY)?;
+        let mut state = StoreState {
+            revision: revision.unwrap_or(FIRST_REVISION),
+            compact: meta(COMPACT_KEY)?.unwrap_or(NEVER_COMPACTED),
+            key_count: meta(COUNT_KEY)?.unwrap_or(0) as u64,
+            cursor: match tree.get(CURSOR_KEY)? {
+                None => Revision::default(),
+                Some(v) => {
+                    Revision::from_bytes(&v).ok_or_else(|| corrupt("metadata", CURSOR_KEY))?
+                }
+            },
+        };
+        if revision.is_none() {
+            let mut batch = sled::Batch::default();
+            let mut old = Vec::new();
+            for kv in tree.scan_prefix([OLD_DATA_PREFIX]) {
+                let (k, v) = kv?;
+                batch.remove(k.clone());
+                old.push((k.subslice(1, k.len() - 1), v));
+            }
+            if !old.is_empty() {
+                let pairs = old.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+                state = import_unversioned(pairs, &mut batch);
+                state.write_all(&mut batch);
+                tree.apply_batch(batch)?;
+                tracing::info!(
+                    keys = state.key_count,
+                    "state machine data migrated to revisions"
+                );
+            }
+        }
+        Ok(MvccStore { tree, state })
+    }
+
+    /// Whether `tree` holds data from before revisions, which [`MvccStore::open`] converts.
+    pub fn needs_migration(tree: &sled::Tree) -> Result<bool> {
+        Ok(!tree.contains_key(REVISION_KEY)?
+            && tree.scan_prefix([OLD_DATA_PREFIX]).next().is_some())
+    }
+
+    pub fn state(&self) -> StoreState {
+        self.state
+    }
+
+    /// Takes the state a batch written to the tree left (after [`Writer::finish`]).
+    pub fn set_state(&mut self, state: StoreState) {
+        self.state = state;
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.state.revision
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.state.compact
+    }
+
+    pub fn key_count(&self) -> u64 {
+        self.state.key_count
+    }
+
+    /// The revision up to which unreachable history has been removed (-1: never compacted).
+    pub fn physically_compacted(&self) -> i64 {
+        let s = &self.state;
+        if s.compact == NEVER_COMPACTED || s.cursor.main > s.compact {
+            s.compact
+        } else {
+            (s.cursor.main - 1).max(NEVER_COMPACTED)
+        }
+    }
+
+    /// A writer for one apply batch.
+    pub fn writer(&self) -> Writer<'_> {
+        Writer::new(&self.tree, self.state)
+    }
+
+    fn reader(&self) -> Reader<'_> {
+        Reader {
+            view: View::tree(&self.tree),
+            current: self.state.revision,
+            compact: self.state.compact,
+        }
+    }
+
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        self.reader().range(req)
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        self.reader().get(key)
+    }
+
+    /// Live keys from `from` (inclusive) that start with `prefix`, in order, each with its
+    /// state; the caller stops the walk by returning false.
+    pub fn walk_live(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        mut f: impl FnMut(&[u8], Live) -> Result<bool>,
+    ) -> Result<()> {
+        let lo = live_key(if from > prefix { from } else { prefix });
+        let hi = after_prefix(&live_key(prefix)).unwrap_or_else(|| vec![LIVE_PREFIX + 1]);
+        for item in View::tree(&self.tree).scan(&lo, &hi, false) {
+            let (k, v) = item?;
+            let live = Live::decode(&v).ok_or_else(|| corrupt("live", &k))?;
+            if !f(&k[1..], live)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The value a live key's state points at.
+    pub fn value(&self, live: &Live) -> Result<Vec<u8>> {
+        self.reader().value(live.modified)
+    }
+
+    /// Calls `f` with every record that survives compaction, in revision order, up to
+    /// revision `upto`.
+    fn visible_records(
+        &self,
+        upto: i64,
+        mut f: impl FnMut(Revision, &Record<'_>, &[u8]),
+    ) -> Result<()> {
+        let view = View::tree(&self.tree);
+        let hi = rev_key(Revision::after_main(upto));
+        for item in view.scan(&[REV_PREFIX], &hi, false) {
+            let (k, v) = item?;
+            let rev = rev_of_key(&k).ok_or_else(|| corrupt("revision-log key", &k))?;
+            let rec = Record::decode(&v).ok_or_else(|| corrupt("revision-log", &k))?;
+            if visible(&view, rev, &rec, self.state.compact)? {
+                f(rev, &rec, &v);
+            }
+        }
+        Ok(())
+    }
+
+    /// etcd's HashKV: a CRC-32 of every record up to `revision` (0: the current one) that
+    /// compaction leaves, so equal on replicas with the same history however far each has
+    /// physically compacted. Bounds as etcd's: `0 < revision <= compact` is `Compacted`,
+    /// `revision > current` is `FutureRevision`; a negative revision hashes nothing.
+    pub fn hash_kv(&self, revision: i64) -> Result<HashKvResponse> {
+        let s = &self.state;
+        if revision > 0 && revision <= s.compact {
+            return Err(Error::Etcd(EtcdError::Compacted));
+        }
+        if revision > s.revision {
+            return Err(Error::Etcd(EtcdError::FutureRevision));
+        }
+        let upto = if revision == 0 { s.revision } else { revision };
+        let mut crc = crc32fast::Hasher::new();
+        if upto > 0 {
+            self.visible_records(upto, |rev, _, bytes| {
+                crc.update(&rev.to_bytes());
+                crc.update(bytes);
+            })?;
+        }
+        Ok(HashKvResponse {
+            header: header(s.revision),
+            hash: crc.finalize(),
+            compact_revision: s.compact,
+        })
+    }
+
+    /// Feeds `eat` with everything the state hash covers: each record compaction leaves,
+    /// then the revision and compact revision.
+    pub fn digest(&self, mut eat: impl FnMut(&[u8])) -> Result<()> {
+        self.visible_records(self.state.revision, |rev, _, bytes| {
+            eat(&rev.to_bytes());
+            eat(bytes);
+        })?;
+        eat(&self.state.revision.to_be_bytes());
+        eat(&self.state.compact.to_be_bytes());
+        Ok(())
+    }
+
+    /// One bounded step of physical compaction (`compact.rs`): the batch to write and
+    /// whether more remains. The caller writes the batch, then calls [`MvccStore::set_state`]
+    /// with the state returned.
+    pub fn compact_step(&self, max_records: usize) -> Result<(sled::Batch, StoreState, bool)> {
+        compact::step(&self.tree, &self.state, max_records)
+    }
+
+    /// The snapshot data of the whole logical state.
+    pub fn snapshot_data(&self) -> Result<Vec<u8>> {
+        let mut out = snapshot::header(self.state.revision, self.state.compact);
+        self.visible_records(self.state.revision, |rev, _, bytes| {
+            snapshot::push_record(&mut out, rev, bytes);
+        })?;
+        Ok(out)
+    }
+
+    /// Fills `batch` (which already removes everything in the tree) with the state of
+    /// snapshot `data`, new format or old, and returns that state.
+    pub fn restore_into(data: &[u8], batch: &mut sled::Batch) -> Result<StoreState> {
+        let state = match snapshot::parse(data)? {
+            snapshot::Parsed::Unversioned(pairs) => {
+                let mut pairs = pairs;
+                // Old snapshots are in key order; sort anyway, the last value of a key wins.
+                pairs.sort_by(|a, b| a.0.cmp(b.0));
+                pairs.reverse();
+                pairs.dedup_by(|a, b| a.0 == b.0);
+                pairs.reverse();
+                import_unversioned(pairs.into_iter(), batch)
+            }
+            snapshot::Parsed::Versioned {
+                revision,
+                compact,
+                records,
+            } => import_records(revision, compact, records, batch)?,
+        };
+        state.write_all(batch);
+        Ok(state)
+    }
+}
+
+/// Writes keys without history as live at revision 2 (sub-revisions in the order given,
+/// which is key order), each a first version; returns the state. No keys: an empty store.
+fn import_unversioned<'a>(
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    batch: &mut sled::Batch,
+) -> StoreState {
+    const MIGRATED_REVISION: i64 = FIRST_REVISION + 1;
+    let mut state = StoreState::default();
+    for (sub, (key, value)) in pairs.enumerate() {
+        let rev = Revision {
+            main: MIGRATED_REVISION,
+            sub: sub as i64,
+        };
+        let live = Live {
+            create: rev.main,
+            modified: rev,
+            version: 1,
+            lease: 0,
+        };
+        let meta = live.meta();
+        batch.insert(&rev_key(rev)[..], Record::encode(&meta, key, value));
+        batch.insert(hist_key(key, rev), meta.to_bytes());
+        batch.insert(live_key(key), &live.to_bytes()[..]);
+        state.key_count += 1;
+        state.revision = MIGRATED_REVISION;
+    }
+    state
+}
+
+/// Writes a versioned snapshot's records, rebuilding the history and live indexes.
+fn import_records(
+    revision: i64,
+    compact: i64,
+    records: Vec<SnapshotRecord<'_>>,
+    batch: &mut sled::Batch,
+) -> Result<StoreState> {
+    // Each key's newest record, to build the live index from.
+    let mut newest: BTreeMap<&[u8], (Revision, Record<'_>)> = BTreeMap::new();
+    for r in &records {
+        let rec = Record::decode(r.bytes)
+            .ok_or_else(|| Error::Disk("snapshot data is corrupt: a bad record".into()))?;
+        batch.insert(&rev_key(r.rev)[..], r.bytes);
+        batch.insert(hist_key(rec.key, r.rev), rec.meta.to_bytes());
+        newest.insert(rec.key, (r.rev, rec));
+    }
+    let mut state = StoreState {
+        revision,
+        compact,
+        key_count: 0,
+        cursor: Revision::after_main(compact),
+    };
+    for (key, (rev, rec)) in newest {
+        if rec.meta.tombstone {
+            continue;
+        }
+        let live = Live {
+            create: rec.meta.create,
+            modified: rev,
+            version: rec.meta.version,
+            lease: rec.meta.lease,
+        };
+        batch.insert(live_key(key), &live.to_bytes()[..]);
+        state.key_count += 1;
+    }
+    Ok(state)
+}

@@ -1,0 +1,283 @@
+//! Applying etcd's write commands: Put, DeleteRange, Txn (in `txn.rs`) and Compaction.
+//!
+//! A [`Writer`] stages one apply batch: the writes go into an [`Overlay`] and the revision,
+//! compact revision and key count into a copy of the store's state, so nothing reaches sled
+//! until the state machine writes the whole batch, applied index included, at once.
+//!
+//! Each command runs atomically: a state-dependent failure (`Error::Etcd`) undoes whatever
+//! the command wrote and leaves the state as it was, and the command is reported as failed.
+//!
+//! Revisions: a command starts at the store's revision `begin`; its changes (each put, each
+//! deleted key) get `(begin + 1, 0)`, `(begin + 1, 1)`, … in execution order, and the store
+//! moves to `begin + 1` only if there was at least one. A Put writes three small records and
+//! its value once: the revision log `r` (meta, key, value), the history entry `h` (meta), the
+//! live entry `k`. A deleted key gets a tombstone in `r` and `h`, and leaves `k`.
+
+use etcd_api::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, ResponseHeader,
+};
+use etcd_api::EtcdError;
+
+use super::keys::{hist_key, live_key, rev_key, KeyRange, Live, Meta, Record, Revision};
+use super::overlay::{Overlay, View};
+use super::read::Reader;
+use super::store::StoreState;
+use crate::error::{Error, Result};
+
+/// The revision bookkeeping of one command (nested Txns included).
+#[derive(Debug, Clone, Copy)]
+pub struct Changes {
+    /// The store's revision when the command started.
+    pub begin: i64,
+    /// Changes made so far; the next one gets this sub-revision.
+    pub made: i64,
+}
+
+impl Changes {
+    pub fn new(begin: i64) -> Changes {
+        Changes { begin, made: 0 }
+    }
+
+    /// The revision a read inside the command sees: `begin`, or `begin + 1` once the
+    /// command has changed something (etcd's `storeTxnWrite.Range`).
+    pub fn current(&self) -> i64 {
+        if self.made > 0 {
+            self.begin + 1
+        } else {
+            self.begin
+        }
+    }
+
+    fn next(&mut self) -> Revision {
+        let rev = Revision {
+            main: self.begin + 1,
+            sub: self.made,
+        };
+        self.made += 1;
+        rev
+    }
+}
+
+/// A header carrying only the revision: the gRPC layer fills in cluster, member and term of
+/// a top-level answer; answers nested in a Txn keep just this, as etcd's do.
+pub fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+/// One apply batch being staged.
+pub struct Writer<'a> {
+    tree: &'a sled::Tree,
+    overlay: Overlay,
+    /// The store's state before the batch, to write only the `m` keys that changed.
+    base: StoreState,
+    /// The state as the batch so far leaves it.
+    pub(super) state: StoreState,
+    /// Length of the largest value written, so the caller knows whether sled may have put
+    /// one in a blob file of its own.
+    largest_value: usize,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(tree: &'a sled::Tree, state: StoreState) -> Writer<'a> {
+        Writer {
+            tree,
+            overlay: Overlay::default(),
+            base: state,
+            state,
+            largest_value: 0,
+        }
+    }
+
+    /// The store as this batch has left it so far, reading at `current`.
+    pub(super) fn reader(&self, current: i64) -> Reader<'_> {
+        Reader {
+            view: View::with(self.tree, &self.overlay),
+            current,
+            compact: self.state.compact,
+        }
+    }
+
+    /// The staged writes as one batch (with the `m` keys that changed), the state after
+    /// them, and the length of the largest value written. Once the batch is written, the
+    /// store takes the state ([`MvccStore::set_state`](super::MvccStore::set_state)).
+    pub fn finish(self) -> (sled::Batch, StoreState, usize) {
+        let mut batch = self.overlay.into_batch();
+        self.state.write_changes(&self.base, &mut batch);
+        (batch, self.state, self.largest_value)
+    }
+
+    /// Runs one command: its answer, or the etcd failure that made it change nothing.
+    /// `undoable`: whether it may fail after writing (a Txn); the others fail before their
+    /// first write or not at all.
+    fn atomically<T>(
+        &mut self,
+        undoable: bool,
+        command: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<Result<T, EtcdError>> {
+        let before = self.state;
+        self.overlay.begin(undoable);
+        match command(self) {
+            Ok(answer) => Ok(Ok(answer)),
+            Err(Error::Etcd(e)) => {
+                self.overlay.rollback();
+                self.state = before;
+                Ok(Err(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends a command: the store moves to the next revision if it changed anything.
+    fn settle(&mut self, changes: Changes) {
+        self.state.revision = changes.current();
+    }
+
+    pub fn put(&mut self, req: &PutRequest) -> Result<Result<PutResponse, EtcdError>> {
+        self.atomically(false, |w| {
+            // etcd checks the lease before anything else, when not inside a Txn.
+            if req.lease != 0 {
+                return Err(Error::Etcd(EtcdError::LeaseNotFound));
+            }
+            let mut changes = Changes::new(w.state.revision);
+            let resp = w.put_in(&mut changes, req)?;
+            w.settle(changes);
+            Ok(resp)
+        })
+    }
+
+    pub fn delete_range(
+        &mut self,
+        req: &DeleteRangeRequest,
+    ) -> Result<Result<DeleteRangeResponse, EtcdError>> {
+        self.atomically(false, |w| {
+            let mut changes = Changes::new(w.state.revision);
+            let resp = w.delete_in(&mut changes, req)?;
+            w.settle(changes);
+            Ok(resp)
+        })
+    }
+
+    pub fn txn(
+        &mut self,
+        req: &etcd_api::etcdserverpb::TxnRequest,
+    ) -> Result<Result<etcd_api::etcdserverpb::TxnResponse, EtcdError>> {
+        self.atomically(true, |w| w.run_txn(req))
+    }
+
+    /// Compaction is logical here: reads below `revision` fail from now on; the records it
+    /// makes unreachable are removed later, in steps (`compact.rs`). It does not change the
+    /// revision.
+    pub fn compaction(
+        &mut self,
+        req: &CompactionRequest,
+    ) -> Result<Result<CompactionResponse, EtcdError>> {
+        self.atomically(false, |w| {
+            if req.revision <= w.state.compact {
+                return Err(Error::Etcd(EtcdError::Compacted));
+            }
+            if req.revision > w.state.revision {
+                return Err(Error::Etcd(EtcdError::FutureRevision));
+            }
+            w.state.compact = req.revision;
+            Ok(CompactionResponse {
+                header: header(w.state.revision),
+            })
+        })
+    }
+
+    /// A Put as one change of a command (etcd's `applierV3backend.Put` inside a write txn).
+    pub(super) fn put_in(
+        &mut self,
+        changes: &mut Changes,
+        req: &PutRequest,
+    ) -> Result<PutResponse> {
+        if req.lease != 0 {
+            return Err(Error::Etcd(EtcdError::LeaseNotFound));
+        }
+        let reader = self.reader(changes.current());
+        let old = reader.live(&req.key)?;
+        let need_value = req.prev_kv || req.ignore_value;
+        let prev = match &old {
+            Some(l) if need_value => Some(reader.key_value(&req.key, l, true)?),
+            _ => None,
+        };
+        if (req.ignore_value || req.ignore_lease) && old.is_none() {
+            return Err(Error::Etcd(EtcdError::KeyNotFound));
+        }
+        let value: &[u8] = match &prev {
+            Some(p) if req.ignore_value => &p.value,
+            _ => &req.value,
+        };
+        let lease = match &old {
+            Some(l) if req.ignore_lease => l.lease,
+            _ => req.lease,
+        };
+        let rev = changes.next();
+        let live = Live {
+            create: old.map_or(rev.main, |o| o.create),
+            modified: rev,
+            version: old.map_or(1, |o| o.version.saturating_add(1)),
+            lease,
+        };
+        let meta = live.meta();
+        self.largest_value = self.largest_value.max(value.len());
+        self.overlay.insert(
+            rev_key(rev).to_vec(),
+            Record::encode(&meta, &req.key, value),
+        );
+        self.overlay
+            .insert(hist_key(&req.key, rev), meta.to_bytes());
+        self.overlay
+            .insert(live_key(&req.key), live.to_bytes().to_vec());
+        if old.is_none() {
+            self.state.key_count += 1;
+        }
+        Ok(PutResponse {
+            header: header(rev.main),
+            prev_kv: if req.prev_kv { prev } else { None },
+        })
+    }
+
+    /// A DeleteRange as changes of a command, one per key deleted, in key order.
+    pub(super) fn delete_in(
+        &mut self,
+        changes: &mut Changes,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse> {
+        let reader = self.reader(changes.current());
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let mut doomed: Vec<(Vec<u8>, Live)> = Vec::new();
+        reader.visit(range, reader.current, |k, live| {
+            doomed.push((k.to_vec(), live));
+            Ok(true)
+        })?;
+        let prev_kvs = if req.prev_kv {
+            doomed
+                .iter()
+                .map(|(k, l)| reader.key_value(k, l, true))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        for (key, _) in &doomed {
+            let rev = changes.next();
+            self.overlay.insert(
+                rev_key(rev).to_vec(),
+                Record::encode(&Meta::TOMBSTONE, key, &[]),
+            );
+            self.overlay
+                .insert(hist_key(key, rev), Meta::TOMBSTONE.to_bytes());
+            self.overlay.remove(live_key(key));
+            self.state.key_count = self.state.key_count.saturating_sub(1);
+        }
+        Ok(DeleteRangeResponse {
+            header: header(changes.current()),
+            deleted: doomed.len() as i64,
+            prev_kvs,
+        })
+    }
+}
