@@ -101,9 +101,15 @@
 //! operations, for as long as what remains still fails), and the smallest failing sub-history
 //! found is reported. The shrinker only drops operations that could be removed from any
 //! linearization without breaking it (a read; a write nobody kept read and no kept observation
-//! depends on; see `sound_to_drop`). So the reported sub-history is a witness: it being not
-//! linearizable proves the whole history is not, and it never "fails" merely because the write a
-//! read saw was left out. Malformed input (an answer of the wrong kind, a completion before the
+//! depends on; see `sound_to_drop`), and, first, everything before a known Delete that no other
+//! known operation overlaps (`cut_at_quiet_delete`): every linearization puts that Delete after
+//! everything that completed before it and before everything invoked after it, and leaves the
+//! key absent, as at the start. (Compare-and-sets make this cut matter: each one that succeeds
+//! needs the write before it, so without the cut a witness drags the whole chain of writes since
+//! the start along.) So the reported sub-history is a witness: it being not linearizable proves
+//! the whole history is not, and it never "fails" merely because the write a read saw was left
+//! out — unless that write came before such a Delete, after which the value was gone for good.
+//! Malformed input (an answer of the wrong kind, a completion before the
 //! invocation) is also reported as [`Verdict::Unknown`], with a reason saying so.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -904,13 +910,16 @@ fn search(ops: &[ModelOp], deadline: &Deadline) -> SearchOutcome {
 
 /// Shrinks a failing set of one key's operations whose search reached `reach`.
 ///
-/// First and after every successful step, drops the operations invoked after the search's reach
-/// (no check needed: the search fails the same way without them). Then delta-debugging style:
+/// First cuts off the history before the latest quiet Delete after which it still fails
+/// ([`cut_at_quiet_delete`]). First and after every successful step, drops the operations
+/// invoked after the search's reach (no check needed: the search fails the same way without
+/// them). Then delta-debugging style:
 /// tries dropping chunks of half the size, then a quarter, ..., then single operations (repeated
 /// until a pass drops nothing), keeping every drop that [`sound_to_drop`] allows and after which
 /// the rest still fails. Stops early, returning the smallest failing set so far, when the
 /// deadline passes; a check that runs out of time counts as "does not fail".
 fn shrink<'a>(ops: Vec<&'a Operation>, reach: u128, deadline: &Deadline) -> Vec<&'a Operation> {
+    let (ops, reach) = cut_at_quiet_delete(ops, reach, deadline);
     let mut current = drop_beyond(ops, reach);
     let mut chunk = (current.len() / 2).max(1);
     loop {
@@ -1004,6 +1013,75 @@ fn sound_part(chunk: &[&Operation], others: &[&Operation], deadline: &Deadline) 
     }
 }
 
+/// The known Deletes of `ops` that no other known operation overlaps in real time (touching
+/// counts as overlapping), latest first, as indices into `ops`.
+fn quiet_deletes(ops: &[&Operation]) -> Vec<usize> {
+    let span = |op: &Operation| (op.invoke, op.complete.unwrap_or(u64::MAX));
+    let mut known: Vec<usize> = (0..ops.len())
+        .filter(|&i| matches!(ops[i].outcome, Outcome::Ok(_)))
+        .collect();
+    known.sort_by_key(|&i| ops[i].invoke);
+    let mut quiet = Vec::new();
+    // The latest completion among the known operations invoked before the one at `p`.
+    let mut completed_by: Option<u64> = None;
+    for (p, &i) in known.iter().enumerate() {
+        let (invoke, complete) = span(ops[i]);
+        let overlapped_before = completed_by.is_some_and(|c| c >= invoke);
+        let overlapped_after = known
+            .get(p + 1)
+            .is_some_and(|&next| ops[next].invoke <= complete);
+        if ops[i].kind == OpKind::Delete && !overlapped_before && !overlapped_after {
+            quiet.push(i);
+        }
+        completed_by = Some(completed_by.map_or(complete, |c| c.max(complete)));
+    }
+    quiet.sort_by_key(|&i| std::cmp::Reverse(ops[i].complete));
+    quiet
+}
+
+/// Most quiet Deletes tried as a cut before the shrinker goes on without one.
+const MAX_CUT_TRIES: usize = 16;
+
+/// The operations of `ops` after the quiet Delete `ops[cut]`: the known ones invoked after it
+/// completed, and every unknown one (it may take effect after the Delete). Every linearization
+/// of `ops` ends, after that Delete, with a linearization of these from an absent key, so if
+/// these fail, `ops` fails.
+fn after_cut<'a>(ops: &[&'a Operation], cut: usize) -> Vec<&'a Operation> {
+    let end = ops[cut].complete.unwrap_or(u64::MAX);
+    ops.iter()
+        .copied()
+        .filter(|op| match op.outcome {
+            Outcome::Ok(_) => op.invoke > end,
+            Outcome::Fail | Outcome::Unknown => true,
+        })
+        .collect()
+}
+
+/// Cuts a failing set of one key's operations at the latest quiet Delete (see
+/// [`quiet_deletes`]; one completed before the search's `reach`) after which what is left still
+/// fails, trying at most [`MAX_CUT_TRIES`]; returns what is left and its search's reach, or the
+/// input when no cut keeps it failing in time.
+fn cut_at_quiet_delete<'a>(
+    ops: Vec<&'a Operation>,
+    reach: u128,
+    deadline: &Deadline,
+) -> (Vec<&'a Operation>, u128) {
+    let candidates = quiet_deletes(&ops)
+        .into_iter()
+        .filter(|&i| ops[i].complete.is_some_and(|c| u128::from(c) < reach))
+        .take(MAX_CUT_TRIES);
+    for cut in candidates {
+        if deadline.passed() {
+            break;
+        }
+        let rest = after_cut(&ops, cut);
+        if let SearchOutcome::Violation { reach } = check_key(&rest, deadline) {
+            return (rest, reach);
+        }
+    }
+    (ops, reach)
+}
+
 /// Drops the operations invoked after `reach` from a failing set whose search reached `reach`,
 /// when [`sound_to_drop`] allows. Their events all sort after everything that search visited, so
 /// it runs unchanged without them and fails the same way (it cannot even succeed early for lack
@@ -1050,9 +1128,12 @@ fn drop_beyond(ops: Vec<&Operation>, reach: u128) -> Vec<&Operation> {
 ///
 /// The operations that change no state are dropped first, then Deletes, then writes of values,
 /// so each rule holds against what is left at its turn, which is why checking them all against
-/// `kept` is enough — with one addition: a compare-and-set that writes is still there when the
-/// Deletes and the other writes go, so its expected value counts as told apart, and its
-/// expecting the key absent as observing a Delete, even when it is dropped too.
+/// `kept` is enough — with two additions for the compare-and-sets that write and are dropped
+/// too. They are still there when the Deletes go, so one expecting the key absent counts as
+/// observing a Delete. And the writes of values go one by one, each after every compare-and-set
+/// that expects the value it writes ([`drops_in_order`]); when no such order exists (a cycle of
+/// compare-and-sets expecting each other's values, which cannot happen when every value is
+/// written once) their expected values count as told apart.
 fn sound_to_drop(dropped: &[&Operation], kept: &[&Operation]) -> bool {
     droppable(dropped, kept).into_iter().all(|safe| safe)
 }
@@ -1077,6 +1158,60 @@ fn changes_nothing(op: &Operation) -> bool {
     )
 }
 
+/// Whether these writes (Sets and compare-and-sets that write) can be dropped one at a time so
+/// that none goes while a compare-and-set expecting the value it writes is still there: the
+/// relation "expects the value written by" has no cycle among them (Kahn's algorithm).
+fn drops_in_order(writes: &[&Operation]) -> bool {
+    fn written(op: &Operation) -> Option<&[u8]> {
+        match &op.kind {
+            OpKind::Set(value) | OpKind::Cas { new: value, .. } => Some(value),
+            OpKind::Get | OpKind::Delete => None,
+        }
+    }
+    fn expected(op: &Operation) -> Option<&[u8]> {
+        match &op.kind {
+            OpKind::Cas {
+                expect: Some(expect),
+                ..
+            } => Some(expect),
+            _ => None,
+        }
+    }
+    let mut writers: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    for (i, op) in writes.iter().enumerate() {
+        if let Some(value) = written(op) {
+            writers.entry(value).or_default().push(i);
+        }
+    }
+    // For each write, how many of the others still there expect the value it writes.
+    let mut expecting = vec![0usize; writes.len()];
+    for op in writes {
+        for &x in expected(op)
+            .and_then(|v| writers.get(v))
+            .into_iter()
+            .flatten()
+        {
+            expecting[x] += 1;
+        }
+    }
+    let mut free: Vec<usize> = (0..writes.len()).filter(|&i| expecting[i] == 0).collect();
+    let mut gone = 0;
+    while let Some(y) = free.pop() {
+        gone += 1;
+        for &x in expected(writes[y])
+            .and_then(|v| writers.get(v))
+            .into_iter()
+            .flatten()
+        {
+            expecting[x] -= 1;
+            if expecting[x] == 0 {
+                free.push(x);
+            }
+        }
+    }
+    gone == writes.len()
+}
+
 /// For each operation of `dropped`, whether its rule of [`sound_to_drop`] holds against `kept`.
 fn droppable(dropped: &[&Operation], kept: &[&Operation]) -> Vec<bool> {
     // Known kept writes as (invoke, complete), complete +infinity when missing.
@@ -1091,17 +1226,27 @@ fn droppable(dropped: &[&Operation], kept: &[&Operation]) -> Vec<bool> {
         .collect();
     // Who may observe a dropped operation's effect: the kept operations, and the dropped
     // compare-and-sets that write (see `sound_to_drop`).
+    let dropped_writes: Vec<&Operation> = dropped
+        .iter()
+        .copied()
+        .filter(|op| !changes_nothing(op) && !matches!(op.kind, OpKind::Get | OpKind::Delete))
+        .collect();
     let observers: Vec<&Operation> = kept
         .iter()
         .copied()
         .chain(
-            dropped
+            dropped_writes
                 .iter()
                 .copied()
-                .filter(|op| matches!(op.kind, OpKind::Cas { .. }) && !changes_nothing(op)),
+                .filter(|op| matches!(op.kind, OpKind::Cas { .. })),
         )
         .collect();
-    let told_apart: HashSet<&[u8]> = observers.iter().flat_map(|op| told_apart(op)).collect();
+    let tellers = if drops_in_order(&dropped_writes) {
+        kept
+    } else {
+        &observers[..]
+    };
+    let told_apart: HashSet<&[u8]> = tellers.iter().flat_map(|op| told_apart(op)).collect();
     // Whether an observer matching `observes` may see the state `o` leaves behind. An observer
     // with an unknown outcome counts as completing at +infinity.
     let observed = |o: &Operation, observes: &dyn Fn(&Operation) -> bool| {
@@ -2273,6 +2418,111 @@ mod tests {
     #[test]
     fn shrinking_drops_only_what_no_linearization_needs_with_cas() {
         shrinking_is_sound(16, true);
+    }
+
+    /// Proves the cut at a quiet Delete is sound: in linearizable histories, what is left after
+    /// any quiet Delete is linearizable too.
+    #[test]
+    fn cutting_at_a_quiet_delete_keeps_linearizable_histories_linearizable() {
+        const HISTORIES: usize = 3_000;
+        let mut rng = StdRng::seed_from_u64(17);
+        let mut tried = 0;
+        for round in 0..HISTORIES {
+            let mut ops = small_random_history_of(&mut rng, true);
+            ops.retain(|op| op.key == b"k" && op.outcome != Outcome::Fail);
+            if !brute_force_linearizable(&ops) {
+                continue;
+            }
+            let refs: Vec<&Operation> = ops.iter().collect();
+            for cut in quiet_deletes(&refs) {
+                tried += 1;
+                let rest: Vec<Operation> = after_cut(&refs, cut).into_iter().cloned().collect();
+                assert!(
+                    brute_force_linearizable(&rest),
+                    "round {round}: cutting at #{} left\n{}from\n{}",
+                    refs[cut].id,
+                    summary(&rest),
+                    summary(&ops)
+                );
+            }
+        }
+        assert!(tried > HISTORIES / 20, "only {tried} cuts tried");
+    }
+
+    /// Proves only Deletes that no known operation overlaps (touching included) are cuts, and
+    /// unknown operations do not count.
+    #[test]
+    fn quiet_deletes_are_the_ones_nothing_known_overlaps() {
+        let ops = [
+            set(1, "k", "a", 0, 10),
+            del(2, "k", true, 11, 20),
+            // Touches the next Delete.
+            get(3, "k", None, 21, 30),
+            del(4, "k", false, 30, 40),
+            unknown_set(5, "k", "b", 45),
+            del(6, "k", false, 50, 60),
+            get(7, "k", None, 55, 70),
+            del(8, "k", false, 80, 90),
+        ];
+        let refs: Vec<&Operation> = ops.iter().collect();
+        let quiet: Vec<u64> = quiet_deletes(&refs).iter().map(|&i| ops[i].id).collect();
+        assert_eq!(quiet, vec![8, 2]);
+    }
+
+    /// Proves a witness no longer drags along every write since the start: a stale read at the
+    /// end of a long chain of compare-and-sets shrinks to the chain since the last quiet Delete.
+    #[test]
+    fn stale_read_after_a_long_cas_chain_shrinks_to_the_chain_since_a_quiet_delete() {
+        const OLD_CHAIN: u64 = 300;
+        const NEW_CHAIN: u64 = 20;
+        const STALE: u64 = 10;
+        const STEP: u64 = 10;
+        let mut ops = Vec::new();
+        let mut id = 0;
+        let mut chain = |ops: &mut Vec<Operation>, prefix: &str, len: u64, start: u64| {
+            for i in 0..len {
+                let expect = (i > 0).then(|| format!("{prefix}{}", i - 1));
+                let invoke = start + i * STEP;
+                id += 1;
+                ops.push(cas_ok(
+                    id,
+                    "k",
+                    expect.as_deref(),
+                    &format!("{prefix}{i}"),
+                    invoke,
+                    invoke + STEP - 1,
+                ));
+                // A read overlapping each write, so the history is not all sequential.
+                id += 1;
+                ops.push(get(
+                    id,
+                    "k",
+                    Some(&format!("{prefix}{i}")),
+                    invoke + 5,
+                    invoke + 12,
+                ));
+            }
+            start + len * STEP + STEP
+        };
+        let end = chain(&mut ops, "a", OLD_CHAIN, 0);
+        ops.push(del(1_000_000, "k", true, end, end + 5));
+        let end = chain(&mut ops, "b", NEW_CHAIN, end + STEP);
+        let stale = get(2_000_000, "k", Some(&format!("b{STALE}")), end, end + 5);
+        ops.push(stale.clone());
+        let minimal = assert_violation(&ops, "k");
+        assert!(minimal.contains(&stale), "{}", summary(&minimal));
+        assert!(
+            minimal.iter().all(|op| op.id > 2 * OLD_CHAIN),
+            "the old chain is not needed:\n{}",
+            summary(&minimal)
+        );
+        // The writes b0 to b(STALE + 1), and the read.
+        assert!(
+            minimal.len() as u64 <= STALE + 3,
+            "{} ops:\n{}",
+            minimal.len(),
+            summary(&minimal)
+        );
     }
 
     #[test]

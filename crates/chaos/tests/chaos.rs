@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use kv_api::client::{Client, ClientError};
 use kv_api::proto::{Role, StatusResponse};
 use kv_chaos::runner::{run, ChaosOptions, FaultKind, Workload};
-use kv_chaos::{OpKind, Outcome, Verdict};
+use kv_chaos::{check_operations, OpKind, Outcome, Verdict};
 use kv_harness::timing::{POLL_INTERVAL, PROBE_TIMEOUT};
 use kv_harness::{node_bin, ClusterOptions, LocalCluster};
 
@@ -177,7 +177,6 @@ async fn stale_reads_are_caught() {
 /// over etcd's API, each sent to a random member, stay linearizable through kills, pauses and
 /// partitions, and the nodes converge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the MVCC store (issue 10)"]
 async fn cas_over_etcd_under_faults_is_linearizable() {
     let dir = tempfile::tempdir().unwrap();
     let faults = vec![FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
@@ -207,7 +206,6 @@ async fn cas_over_etcd_under_faults_is_linearizable() {
 /// read index, on followers too) and a member cut off, the checker finds a read of a stale
 /// value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the MVCC store (issue 10)"]
 async fn stale_reads_over_etcd_are_caught() {
     let dir = tempfile::tempdir().unwrap();
     let report = run(ChaosOptions {
@@ -233,13 +231,24 @@ async fn stale_reads_over_etcd_are_caught() {
         println!("  {op:?}");
     }
     // Only reads can be stale here (a Txn, its failure branch's Range too, runs on the
-    // leader): the witness must hold a read that answered.
+    // leader): the witness must hold a read that answered, and without its reads the rest of
+    // it — compare-and-sets and deletes — must be linearizable.
     assert!(
         minimal_subhistory
             .iter()
             .any(|op| op.kind == OpKind::Get && matches!(op.outcome, Outcome::Ok(_))),
         "key {:?}: a violation without a read is not the stale read sought: {report}",
         String::from_utf8_lossy(key)
+    );
+    let writes: Vec<_> = minimal_subhistory
+        .iter()
+        .filter(|op| op.kind != OpKind::Get)
+        .cloned()
+        .collect();
+    assert_eq!(
+        check_operations(&writes, CHECK_BUDGET),
+        Verdict::Linearizable,
+        "the violation must be in what the reads saw: {report}"
     );
     assert_eq!(
         report.files.len(),
