@@ -910,8 +910,9 @@ fn search(ops: &[ModelOp], deadline: &Deadline) -> SearchOutcome {
 
 /// Shrinks a failing set of one key's operations whose search reached `reach`.
 ///
-/// First cuts off the history before the latest quiet Delete after which it still fails
-/// ([`cut_at_quiet_delete`]). First and after every successful step, drops the operations
+/// First, and after every pass, cuts off the history before the latest quiet Delete after which
+/// it still fails ([`cut_at_quiet_delete`]). First and after every successful step, drops the
+/// operations
 /// invoked after the search's reach (no check needed: the search fails the same way without
 /// them). Then delta-debugging style:
 /// tries dropping chunks of half the size, then a quarter, ..., then single operations (repeated
@@ -919,8 +920,10 @@ fn search(ops: &[ModelOp], deadline: &Deadline) -> SearchOutcome {
 /// the rest still fails. Stops early, returning the smallest failing set so far, when the
 /// deadline passes; a check that runs out of time counts as "does not fail".
 fn shrink<'a>(ops: Vec<&'a Operation>, reach: u128, deadline: &Deadline) -> Vec<&'a Operation> {
-    let (ops, reach) = cut_at_quiet_delete(ops, reach, deadline);
-    let mut current = drop_beyond(ops, reach);
+    let mut current = match cut_at_quiet_delete(&ops, deadline) {
+        Some((rest, reach)) => drop_beyond(rest, reach),
+        None => drop_beyond(ops, reach),
+    };
     let mut chunk = (current.len() / 2).max(1);
     loop {
         let mut dropped_any = false;
@@ -965,6 +968,11 @@ fn shrink<'a>(ops: Vec<&'a Operation>, reach: u128, deadline: &Deadline) -> Vec<
             } else {
                 start = end;
             }
+        }
+        // Dropping operations may have left a Delete with nothing around it: cut there.
+        if let Some((rest, reach)) = cut_at_quiet_delete(&current, deadline) {
+            current = drop_beyond(rest, reach);
+            dropped_any = true;
         }
         if chunk > 1 {
             chunk = (chunk / 2).max(1);
@@ -1058,28 +1066,24 @@ fn after_cut<'a>(ops: &[&'a Operation], cut: usize) -> Vec<&'a Operation> {
 }
 
 /// Cuts a failing set of one key's operations at the latest quiet Delete (see
-/// [`quiet_deletes`]; one completed before the search's `reach`) after which what is left still
-/// fails, trying at most [`MAX_CUT_TRIES`]; returns what is left and its search's reach, or the
-/// input when no cut keeps it failing in time.
+/// [`quiet_deletes`]) after which what is left still fails, trying at most [`MAX_CUT_TRIES`]
+/// from the latest on; returns what is left and its search's reach, or `None` when no cut
+/// keeps it failing in time. Any cut whose rest fails is a witness (see [`after_cut`]), even one
+/// after the first violation the search met: the latest leaves the least.
 fn cut_at_quiet_delete<'a>(
-    ops: Vec<&'a Operation>,
-    reach: u128,
+    ops: &[&'a Operation],
     deadline: &Deadline,
-) -> (Vec<&'a Operation>, u128) {
-    let candidates = quiet_deletes(&ops)
-        .into_iter()
-        .filter(|&i| ops[i].complete.is_some_and(|c| u128::from(c) < reach))
-        .take(MAX_CUT_TRIES);
-    for cut in candidates {
+) -> Option<(Vec<&'a Operation>, u128)> {
+    for cut in quiet_deletes(ops).into_iter().take(MAX_CUT_TRIES) {
         if deadline.passed() {
             break;
         }
-        let rest = after_cut(&ops, cut);
+        let rest = after_cut(ops, cut);
         if let SearchOutcome::Violation { reach } = check_key(&rest, deadline) {
-            return (rest, reach);
+            return Some((rest, reach));
         }
     }
-    (ops, reach)
+    None
 }
 
 /// Drops the operations invoked after `reach` from a failing set whose search reached `reach`,

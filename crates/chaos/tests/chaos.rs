@@ -228,7 +228,17 @@ async fn stale_reads_over_etcd_are_caught() {
         panic!("stale reads under partitions must be caught: {report}");
     };
     for op in minimal_subhistory {
-        println!("  {op:?}");
+        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        let kind = match &op.kind {
+            OpKind::Cas { expect, new, .. } => {
+                format!("cas {:?} -> {}", expect.as_deref().map(text), text(new))
+            }
+            other => format!("{other:?}"),
+        };
+        println!(
+            "  client {} {kind} [{}, {:?}] {:?}",
+            op.client, op.invoke, op.complete, op.outcome
+        );
     }
     // Only reads can be stale here (a Txn, its failure branch's Range too, runs on the
     // leader): the witness must hold a read that answered, and without its reads the rest of
