@@ -14,7 +14,10 @@
 //! Operations on different keys commute, and linearizability is local (Herlihy & Wing: a history
 //! is linearizable iff its restriction to each object is), so the history is split by key and each
 //! key is checked on its own as a register whose state is `Option<Vec<u8>>`, initially `None`:
-//! Get answers the state, Set replaces it, Delete clears it and answers whether it was `Some`.
+//! Get answers the state, Set replaces it, Delete clears it and answers whether it was `Some`,
+//! and a compare-and-set replaces it with its new value if it equals the expected one (answering
+//! that it succeeded), else leaves it and answers that it failed (and, when the client knows it,
+//! what the state was).
 //! The search below is exponential in the worst case, but in the number of operations that are
 //! concurrent *on one key*, which the split keeps small.
 //!
@@ -47,8 +50,9 @@
 //! step into a remembered configuration is skipped. (Configurations on the current path need no
 //! entry: along a path the linearized set only grows.) Sets of known operations are bitsets
 //! hashed by Zobrist hashing (XOR of one random word per set bit, updated in O(1) per step), and
-//! values are interned to small integers so a state is one `u64`; values that no known Get read
-//! all share one number, since nothing can tell them apart.
+//! values are interned to small integers so a state is one `u64`; values that nothing tells
+//! apart (no known Get read them, no compare-and-set expects them or saw them when it failed)
+//! all share one number, since no answer depends on which of them the state is.
 //!
 //! # Unknown outcomes
 //!
@@ -70,13 +74,19 @@
 //!   optional). So the cache keeps, per (known set, state), the minimal sets of unknown
 //!   operations that failed, and skips a configuration whose unknown set contains one of them.
 //! - An unknown operation that would leave the state unchanged (an unknown Get, an unknown
-//!   Delete of an absent key) is not tried: the current configuration dominates the result.
-//! - Two available unknown operations that would reach the same state are interchangeable from
-//!   then on (both stay available for good), so a depth tries only the first of them.
-//! - After an unknown operation, the next step must be a known operation that needs its effect
-//!   (fails from the state before it): another unknown one would overwrite it, and a known one
-//!   that does not need it leads where that known operation alone led, one depth up, which was
-//!   tried first.
+//!   Delete of an absent key, an unknown compare-and-set whose expected value is not the state)
+//!   is not tried: the current configuration dominates the result.
+//! - Two available unknown operations with the same effect (acting from the same states — any
+//!   state for a Set or Delete, the expected one for a compare-and-set — and reaching the same
+//!   state) are interchangeable from then on (both stay available for good), so a depth tries
+//!   only the first of them. (A Set and a compare-and-set reaching the same state are not: the
+//!   Set stays usable from more states.)
+//! - After an unknown operation, the next step must be an operation that needs its effect (does
+//!   something else from the state it left than from the state before it): one that does the
+//!   same leads where it alone led, one depth up, which was tried first. A known one that needs
+//!   it fails from the state before it, or is a failed compare-and-set; an unknown Set or
+//!   Delete never needs it (it overwrites it), so two unknown operations in a row are tried
+//!   only when the second is a compare-and-set that expects what the first wrote.
 //!
 //! With these, searches over histories like the tests' (20,000 operations over a few keys, some
 //! percent of them unknown) stay close to linear in the number of operations, violations
@@ -91,16 +101,22 @@
 //! operations, for as long as what remains still fails), and the smallest failing sub-history
 //! found is reported. The shrinker only drops operations that could be removed from any
 //! linearization without breaking it (a read; a write nobody kept read and no kept observation
-//! depends on; see `sound_to_drop`). So the reported sub-history is a witness: it being not
-//! linearizable proves the whole history is not, and it never "fails" merely because the write a
-//! read saw was left out. Malformed input (an answer of the wrong kind, a completion before the
+//! depends on; see `sound_to_drop`), and, first, everything before a known Delete that no other
+//! known operation overlaps (`cut_at_quiet_delete`): every linearization puts that Delete after
+//! everything that completed before it and before everything invoked after it, and leaves the
+//! key absent, as at the start. (Compare-and-sets make this cut matter: each one that succeeds
+//! needs the write before it, so without the cut a witness drags the whole chain of writes since
+//! the start along.) So the reported sub-history is a witness: it being not linearizable proves
+//! the whole history is not, and it never "fails" merely because the write a read saw was left
+//! out — unless that write came before such a Delete, after which the value was gone for good.
+//! Malformed input (an answer of the wrong kind, a completion before the
 //! invocation) is also reported as [`Verdict::Unknown`], with a reason saying so.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::{Duration, Instant};
 
-use super::history::{History, OpKind, OpResult, Operation, Outcome};
+use super::history::{History, OpKind, OpResult, Operation, Outcome, Seen};
 
 /// Search steps between two looks at the clock.
 const CLOCK_CHECK_INTERVAL: u64 = 1024;
@@ -291,6 +307,11 @@ enum Input {
     Get,
     Set(u64),
     Delete,
+    /// If the state is `expect`, it becomes `new`.
+    Cas {
+        expect: u64,
+        new: u64,
+    },
 }
 
 /// What an operation's answer requires, values interned.
@@ -302,6 +323,10 @@ enum Output {
     Written,
     /// A Delete saw the key present (`true`) or absent.
     Deleted(bool),
+    /// A compare-and-set found the expected state and wrote.
+    Swapped,
+    /// A compare-and-set found another state than the expected one: this one, when known.
+    Refused(Option<u64>),
     /// Unknown outcome: any answer will do.
     Any,
 }
@@ -328,13 +353,45 @@ fn step(state: u64, op: &ModelOp) -> Option<u64> {
             ((state != ABSENT) == existed).then_some(ABSENT)
         }
         (Input::Delete, Output::Any) => Some(ABSENT),
+        (Input::Cas { expect, new }, Output::Swapped) => (state == expect).then_some(new),
+        (Input::Cas { expect, .. }, Output::Refused(seen)) => {
+            (state != expect && seen.is_none_or(|seen| seen == state)).then_some(state)
+        }
+        (Input::Cas { expect, new }, Output::Any) => {
+            Some(if state == expect { new } else { state })
+        }
         // Kinds and answers are matched by `validate`; a mismatch explains nothing.
         _ => None,
     }
 }
 
-/// Numbers the values of one key: [`ABSENT`] for none, [`UNREAD`] for a value no known Get
-/// read, and from [`FIRST_READ_VALUE`] on, in order of appearance, for values that were read.
+/// The values `op` tells apart from every other value: the one a known Get read, or a failed
+/// compare-and-set saw, and the one a compare-and-set expects (whatever its outcome: even an
+/// unknown one takes effect only from that value).
+fn told_apart(op: &Operation) -> impl Iterator<Item = &[u8]> {
+    let seen = match &op.outcome {
+        Outcome::Ok(OpResult::Read(Some(seen)))
+        | Outcome::Ok(OpResult::Cas {
+            current: Some(Seen { value: Some(seen) }),
+            ..
+        }) => Some(seen.as_slice()),
+        _ => None,
+    };
+    let expected = match &op.kind {
+        OpKind::Cas {
+            expect: Some(expect),
+            ..
+        } => Some(expect.as_slice()),
+        _ => None,
+    };
+    seen.into_iter().chain(expected)
+}
+
+/// Numbers the values of one key: [`ABSENT`] for none, [`UNREAD`] for a value no operation
+/// can tell from others, and from [`FIRST_READ_VALUE`] on, in order of appearance, for values
+/// that some operation tells apart: a known Get that read it, a compare-and-set that expects
+/// it (whatever its outcome: even an unknown one takes effect only from that value), or a
+/// failed compare-and-set that saw it.
 struct Interner<'a> {
     read: HashSet<&'a [u8]>,
     numbers: HashMap<&'a [u8], u64>,
@@ -342,13 +399,7 @@ struct Interner<'a> {
 
 impl<'a> Interner<'a> {
     fn new(ops: &[&'a Operation]) -> Self {
-        let read = ops
-            .iter()
-            .filter_map(|op| match &op.outcome {
-                Outcome::Ok(OpResult::Read(Some(seen))) => Some(seen.as_slice()),
-                _ => None,
-            })
-            .collect();
+        let read = ops.iter().flat_map(|op| told_apart(op)).collect();
         Interner {
             read,
             numbers: HashMap::new(),
@@ -376,6 +427,10 @@ fn prepare(ops: &[&Operation]) -> Vec<ModelOp> {
                 OpKind::Get => Input::Get,
                 OpKind::Set(value) => Input::Set(values.intern(Some(value))),
                 OpKind::Delete => Input::Delete,
+                OpKind::Cas { expect, new, .. } => Input::Cas {
+                    expect: values.intern(expect.as_deref()),
+                    new: values.intern(Some(new)),
+                },
             };
             let (output, ret, known) = match &op.outcome {
                 Outcome::Ok(result) => {
@@ -383,6 +438,15 @@ fn prepare(ops: &[&Operation]) -> Vec<ModelOp> {
                         OpResult::Read(seen) => Output::Read(values.intern(seen.as_deref())),
                         OpResult::Written => Output::Written,
                         OpResult::Deleted { existed } => Output::Deleted(*existed),
+                        OpResult::Cas {
+                            succeeded: true, ..
+                        } => Output::Swapped,
+                        OpResult::Cas {
+                            succeeded: false,
+                            current,
+                        } => Output::Refused(
+                            current.as_ref().map(|c| values.intern(c.value.as_deref())),
+                        ),
                     };
                     // An answer without a completion time still constrains the state; only
                     // its real-time order is unknown.
@@ -583,8 +647,8 @@ enum Cursor {
     /// At this node of the known list.
     Known(usize),
     /// At this node of the unknown list, trying unknown calls invoked by `limit` (the time of
-    /// the first return left in the known list). The states this depth already tried to reach
-    /// with an unknown operation are `tried[mark..]`.
+    /// the first return left in the known list). The effects this depth already tried with an
+    /// unknown operation are `tried[mark..]`.
     Unknown {
         node: usize,
         limit: u128,
@@ -601,6 +665,24 @@ struct Frame {
     old_state: u64,
     /// The length of `tried` just after it was pushed, to cut back to when it is undone.
     tried_end: usize,
+}
+
+/// Whether `op` is worth trying right after the last step, from `state`: always, unless that
+/// step was an unknown operation (from its frame's `old_state` to `state`). Then only if `op`
+/// does something else from `state` than from the state before: if it does the same, the
+/// configuration without the unknown operation gets as far with fewer operations used (for
+/// an unknown `op` that would change nothing from the state before, the configuration before
+/// both). An unconditional write never needs the unknown operation before it; a read of the
+/// state it left, or a compare-and-set that expects that state, does.
+fn needs_last(stack: &[Frame], op: &ModelOp, state: u64) -> bool {
+    match stack.last() {
+        Some(Frame {
+            cursor: Cursor::Unknown { .. },
+            old_state,
+            ..
+        }) => step(*old_state, op) != step(state, op),
+        _ => true,
+    }
 }
 
 /// Runs the WGL search on one key's operations.
@@ -643,8 +725,15 @@ fn search(ops: &[ModelOp], deadline: &Deadline) -> SearchOutcome {
     let mut failed = FailedCache::default();
     let mut cache_bytes = 0usize;
     let mut stack: Vec<Frame> = Vec::new();
-    // States reached by unknown operations, per depth of the unknown phase (see `Cursor`).
-    let mut tried: Vec<u64> = Vec::new();
+    // Effects of the unknown operations tried, per depth of the unknown phase (see `Cursor`):
+    // the state a compare-and-set expected (`None` for an unconditional write) and the state
+    // reached.
+    let mut tried: Vec<(Option<u64>, u64)> = Vec::new();
+    // Whether an unknown operation may act only from some states (a compare-and-set): then one
+    // may need another unknown one just before it.
+    let conditional_unknowns = unknown
+        .iter()
+        .any(|&op| matches!(ops[op].input, Input::Cas { .. }));
     let mut cursor = Cursor::Known(known_list.first());
     let mut steps: u64 = 0;
     let mut reach: u128 = 0;
@@ -664,14 +753,7 @@ fn search(ops: &[ModelOp], deadline: &Deadline) -> SearchOutcome {
                     // Right after an unknown operation, only a known one that needs its effect
                     // is worth trying: any other does the same from the state before it, which
                     // the depth below tried first.
-                    let needs_last = match stack.last() {
-                        Some(Frame {
-                            cursor: Cursor::Unknown { .. },
-                            old_state,
-                            ..
-                        }) => step(*old_state, &ops[op]).is_none(),
-                        _ => true,
-                    };
+                    let needs_last = needs_last(&stack, &ops[op], config.state);
                     if let Some(new_state) = step(config.state, &ops[op]).filter(|_| needs_last) {
                         let old_state = config.state;
                         set_bit(&mut config.bits, slot[op]);
@@ -696,14 +778,16 @@ fn search(ops: &[ModelOp], deadline: &Deadline) -> SearchOutcome {
                 Some(node) => {
                     // The first return left: known candidates are exhausted at this depth;
                     // unknown calls invoked by then are the other candidates. Unless the last
-                    // step was itself an unknown operation: two in a row are dominated by the
-                    // second alone (it overwrites the first, and was a candidate just as well at
-                    // the depth below, where the search tries it on its own).
+                    // step was itself an unknown operation and no unknown compare-and-set is
+                    // left: two unconditional writes in a row are dominated by the second alone
+                    // (it overwrites the first, and was a candidate just as well at the depth
+                    // below, where the search tries it on its own). A compare-and-set may need
+                    // the unknown write before it; `needs_last` picks those.
                     reach = reach.max(node.time);
                     let after_unknown = stack
                         .last()
                         .is_some_and(|frame| matches!(frame.cursor, Cursor::Unknown { .. }));
-                    if after_unknown {
+                    if after_unknown && !conditional_unknowns {
                         backtrack = true;
                     } else {
                         cursor = Cursor::Unknown {
@@ -731,13 +815,19 @@ fn search(ops: &[ModelOp], deadline: &Deadline) -> SearchOutcome {
                     };
                     // An unknown operation that leaves the state as it is gains nothing: the
                     // configuration without it (the current one) dominates. Two available
-                    // unknown operations that lead to the same state are interchangeable from
-                    // here on, so only the first one is tried.
+                    // unknown operations with the same effect (from the same states, to the
+                    // same state) are interchangeable from here on, so only the first one is
+                    // tried. After another unknown operation, only one that needs it is.
+                    let guard = match ops[op].input {
+                        Input::Cas { expect, .. } => Some(expect),
+                        Input::Get | Input::Set(_) | Input::Delete => None,
+                    };
                     let new_state = step(config.state, &ops[op])
                         .filter(|&new_state| new_state != config.state)
-                        .filter(|new_state| !tried[mark..].contains(new_state));
+                        .filter(|&new_state| !tried[mark..].contains(&(guard, new_state)))
+                        .filter(|_| needs_last(&stack, &ops[op], config.state));
                     if let Some(new_state) = new_state {
-                        tried.push(new_state);
+                        tried.push((guard, new_state));
                         let old_state = config.state;
                         set_bit(&mut unknown_bits, slot[op]);
                         config.state = new_state;
@@ -820,14 +910,20 @@ fn search(ops: &[ModelOp], deadline: &Deadline) -> SearchOutcome {
 
 /// Shrinks a failing set of one key's operations whose search reached `reach`.
 ///
-/// First and after every successful step, drops the operations invoked after the search's reach
-/// (no check needed: the search fails the same way without them). Then delta-debugging style:
+/// First, and after every pass, cuts off the history before the latest quiet Delete after which
+/// it still fails ([`cut_at_quiet_delete`]). First and after every successful step, drops the
+/// operations
+/// invoked after the search's reach (no check needed: the search fails the same way without
+/// them). Then delta-debugging style:
 /// tries dropping chunks of half the size, then a quarter, ..., then single operations (repeated
 /// until a pass drops nothing), keeping every drop that [`sound_to_drop`] allows and after which
 /// the rest still fails. Stops early, returning the smallest failing set so far, when the
 /// deadline passes; a check that runs out of time counts as "does not fail".
 fn shrink<'a>(ops: Vec<&'a Operation>, reach: u128, deadline: &Deadline) -> Vec<&'a Operation> {
-    let mut current = drop_beyond(ops, reach);
+    let mut current = match cut_at_quiet_delete(&ops, deadline) {
+        Some((rest, reach)) => drop_beyond(rest, reach),
+        None => drop_beyond(ops, reach),
+    };
     let mut chunk = (current.len() / 2).max(1);
     loop {
         let mut dropped_any = false;
@@ -872,6 +968,11 @@ fn shrink<'a>(ops: Vec<&'a Operation>, reach: u128, deadline: &Deadline) -> Vec<
             } else {
                 start = end;
             }
+        }
+        // Dropping operations may have left a Delete with nothing around it: cut there.
+        if let Some((rest, reach)) = cut_at_quiet_delete(&current, deadline) {
+            current = drop_beyond(rest, reach);
+            dropped_any = true;
         }
         if chunk > 1 {
             chunk = (chunk / 2).max(1);
@@ -920,6 +1021,71 @@ fn sound_part(chunk: &[&Operation], others: &[&Operation], deadline: &Deadline) 
     }
 }
 
+/// The known Deletes of `ops` that no other known operation overlaps in real time (touching
+/// counts as overlapping), latest first, as indices into `ops`.
+fn quiet_deletes(ops: &[&Operation]) -> Vec<usize> {
+    let span = |op: &Operation| (op.invoke, op.complete.unwrap_or(u64::MAX));
+    let mut known: Vec<usize> = (0..ops.len())
+        .filter(|&i| matches!(ops[i].outcome, Outcome::Ok(_)))
+        .collect();
+    known.sort_by_key(|&i| ops[i].invoke);
+    let mut quiet = Vec::new();
+    // The latest completion among the known operations invoked before the one at `p`.
+    let mut completed_by: Option<u64> = None;
+    for (p, &i) in known.iter().enumerate() {
+        let (invoke, complete) = span(ops[i]);
+        let overlapped_before = completed_by.is_some_and(|c| c >= invoke);
+        let overlapped_after = known
+            .get(p + 1)
+            .is_some_and(|&next| ops[next].invoke <= complete);
+        if ops[i].kind == OpKind::Delete && !overlapped_before && !overlapped_after {
+            quiet.push(i);
+        }
+        completed_by = Some(completed_by.map_or(complete, |c| c.max(complete)));
+    }
+    quiet.sort_by_key(|&i| std::cmp::Reverse(ops[i].complete));
+    quiet
+}
+
+/// Most quiet Deletes tried as a cut before the shrinker goes on without one.
+const MAX_CUT_TRIES: usize = 16;
+
+/// The operations of `ops` after the quiet Delete `ops[cut]`: the known ones invoked after it
+/// completed, and every unknown one (it may take effect after the Delete). Every linearization
+/// of `ops` ends, after that Delete, with a linearization of these from an absent key, so if
+/// these fail, `ops` fails.
+fn after_cut<'a>(ops: &[&'a Operation], cut: usize) -> Vec<&'a Operation> {
+    let end = ops[cut].complete.unwrap_or(u64::MAX);
+    ops.iter()
+        .copied()
+        .filter(|op| match op.outcome {
+            Outcome::Ok(_) => op.invoke > end,
+            Outcome::Fail | Outcome::Unknown => true,
+        })
+        .collect()
+}
+
+/// Cuts a failing set of one key's operations at the latest quiet Delete (see
+/// [`quiet_deletes`]) after which what is left still fails, trying at most [`MAX_CUT_TRIES`]
+/// from the latest on; returns what is left and its search's reach, or `None` when no cut
+/// keeps it failing in time. Any cut whose rest fails is a witness (see [`after_cut`]), even one
+/// after the first violation the search met: the latest leaves the least.
+fn cut_at_quiet_delete<'a>(
+    ops: &[&'a Operation],
+    deadline: &Deadline,
+) -> Option<(Vec<&'a Operation>, u128)> {
+    for cut in quiet_deletes(ops).into_iter().take(MAX_CUT_TRIES) {
+        if deadline.passed() {
+            break;
+        }
+        let rest = after_cut(ops, cut);
+        if let SearchOutcome::Violation { reach } = check_key(&rest, deadline) {
+            return Some((rest, reach));
+        }
+    }
+    None
+}
+
 /// Drops the operations invoked after `reach` from a failing set whose search reached `reach`,
 /// when [`sound_to_drop`] allows. Their events all sort after everything that search visited, so
 /// it runs unchanged without them and fails the same way (it cannot even succeed early for lack
@@ -941,24 +1107,113 @@ fn drop_beyond(ops: Vec<&Operation>, reach: u128) -> Vec<&Operation> {
 /// not a violation made up by leaving out the write that explained a read.
 ///
 /// Take a linearization of the history and remove one operation `o` from it. Only the operations
-/// between `o` and the next write `w` (Set or Delete) see a different state, `w` included; those
-/// are Gets, which must not have seen what `o` left, and `w` itself:
+/// between `o` and the next write `w` (a Set, a Delete, or a compare-and-set that takes effect)
+/// see a different state, `w` included; those are observers (Gets, Deletes that found the key
+/// absent, compare-and-sets that did not take effect), which must not have depended on what `o`
+/// left, and `w` itself:
 ///
-/// - a Get, or a Delete that found the key absent, changes no state: always safe;
-/// - a Set of `v` (known or unknown): safe when no kept operation read `v`, and no kept Delete
-///   that found the key present (maybe only thanks to `v`) can be `w`;
+/// - an operation that changes no state — a Get, a Delete that found the key absent, a
+///   compare-and-set that failed — is always safe;
+/// - a Set of `v`, or a compare-and-set writing `v` that succeeded or has an unknown outcome:
+///   safe when no kept operation told `v` apart (a Get that read it, a compare-and-set that
+///   expects it, whatever its outcome, a failed one that saw it), no kept Delete that found
+///   the key present (maybe only thanks to `v`) can be `w`, and no kept failed compare-and-set
+///   whose current value is not known can be between `o` and `w` (the state before `o` might
+///   be the value it expected);
 /// - a Delete that found the key present (or an unknown Delete): safe when no kept Get of
-///   `None`, nor kept Delete that found the key absent, can come between `o` and `w` or be `w`.
+///   `None`, Delete that found the key absent, failed compare-and-set that saw the key absent
+///   or whose current value is not known, or compare-and-set that expects the key absent
+///   (whatever its outcome) can come between `o` and `w` or be `w`.
 ///
 /// An observer `r` can only be affected if it can be linearized after `o` (`r` completes no
 /// earlier than `o` is invoked) and before any known kept write `x` that real time puts between
 /// them (`o` completes before `x` is invoked, `x` completes before `r` is invoked), since `x` then
 /// comes after `w` or is `w`.
 ///
-/// Gets and absent-Deletes are dropped first, then Deletes, then Sets, so each rule holds against
-/// what is left at its turn, which is why checking them all against `kept` is enough.
+/// The operations that change no state are dropped first, then Deletes, then writes of values,
+/// so each rule holds against what is left at its turn, which is why checking them all against
+/// `kept` is enough — with two additions for the compare-and-sets that write and are dropped
+/// too. They are still there when the Deletes go, so one expecting the key absent counts as
+/// observing a Delete. And the writes of values go one by one, each after every compare-and-set
+/// that expects the value it writes ([`drops_in_order`]); when no such order exists (a cycle of
+/// compare-and-sets expecting each other's values, which cannot happen when every value is
+/// written once) their expected values count as told apart.
 fn sound_to_drop(dropped: &[&Operation], kept: &[&Operation]) -> bool {
     droppable(dropped, kept).into_iter().all(|safe| safe)
+}
+
+/// Whether `op` changes no state in any linearization: a Get, a Delete that found the key
+/// absent, a compare-and-set that failed.
+fn changes_nothing(op: &Operation) -> bool {
+    matches!(
+        (&op.kind, &op.outcome),
+        (OpKind::Get, _)
+            | (
+                OpKind::Delete,
+                Outcome::Ok(OpResult::Deleted { existed: false })
+            )
+            | (
+                OpKind::Cas { .. },
+                Outcome::Ok(OpResult::Cas {
+                    succeeded: false,
+                    ..
+                })
+            )
+    )
+}
+
+/// Whether these writes (Sets and compare-and-sets that write) can be dropped one at a time so
+/// that none goes while a compare-and-set expecting the value it writes is still there: the
+/// relation "expects the value written by" has no cycle among them (Kahn's algorithm).
+fn drops_in_order(writes: &[&Operation]) -> bool {
+    fn written(op: &Operation) -> Option<&[u8]> {
+        match &op.kind {
+            OpKind::Set(value) | OpKind::Cas { new: value, .. } => Some(value),
+            OpKind::Get | OpKind::Delete => None,
+        }
+    }
+    fn expected(op: &Operation) -> Option<&[u8]> {
+        match &op.kind {
+            OpKind::Cas {
+                expect: Some(expect),
+                ..
+            } => Some(expect),
+            _ => None,
+        }
+    }
+    let mut writers: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    for (i, op) in writes.iter().enumerate() {
+        if let Some(value) = written(op) {
+            writers.entry(value).or_default().push(i);
+        }
+    }
+    // For each write, how many of the others still there expect the value it writes.
+    let mut expecting = vec![0usize; writes.len()];
+    for op in writes {
+        for &x in expected(op)
+            .and_then(|v| writers.get(v))
+            .into_iter()
+            .flatten()
+        {
+            expecting[x] += 1;
+        }
+    }
+    let mut free: Vec<usize> = (0..writes.len()).filter(|&i| expecting[i] == 0).collect();
+    let mut gone = 0;
+    while let Some(y) = free.pop() {
+        gone += 1;
+        for &x in expected(writes[y])
+            .and_then(|v| writers.get(v))
+            .into_iter()
+            .flatten()
+        {
+            expecting[x] -= 1;
+            if expecting[x] == 0 {
+                free.push(x);
+            }
+        }
+    }
+    gone == writes.len()
 }
 
 /// For each operation of `dropped`, whether its rule of [`sound_to_drop`] holds against `kept`.
@@ -966,20 +1221,39 @@ fn droppable(dropped: &[&Operation], kept: &[&Operation]) -> Vec<bool> {
     // Known kept writes as (invoke, complete), complete +infinity when missing.
     let writes: Vec<(u64, u64)> = kept
         .iter()
-        .filter(|op| matches!(op.kind, OpKind::Set(_) | OpKind::Delete))
-        .filter(|op| matches!(op.outcome, Outcome::Ok(_)))
+        .filter(|op| match (&op.kind, &op.outcome) {
+            (OpKind::Set(_) | OpKind::Delete, Outcome::Ok(_)) => true,
+            (OpKind::Cas { .. }, Outcome::Ok(OpResult::Cas { succeeded, .. })) => *succeeded,
+            _ => false,
+        })
         .map(|op| (op.invoke, op.complete.unwrap_or(u64::MAX)))
         .collect();
-    let read_back: HashSet<&[u8]> = kept
+    // Who may observe a dropped operation's effect: the kept operations, and the dropped
+    // compare-and-sets that write (see `sound_to_drop`).
+    let dropped_writes: Vec<&Operation> = dropped
         .iter()
-        .filter_map(|op| match &op.outcome {
-            Outcome::Ok(OpResult::Read(Some(seen))) => Some(seen.as_slice()),
-            _ => None,
-        })
+        .copied()
+        .filter(|op| !changes_nothing(op) && !matches!(op.kind, OpKind::Get | OpKind::Delete))
         .collect();
-    // Whether a kept operation with a known answer matching `answer` may see the state `o`
-    // leaves behind.
-    let observed = |o: &Operation, answer: &dyn Fn(&OpResult) -> bool| {
+    let observers: Vec<&Operation> = kept
+        .iter()
+        .copied()
+        .chain(
+            dropped_writes
+                .iter()
+                .copied()
+                .filter(|op| matches!(op.kind, OpKind::Cas { .. })),
+        )
+        .collect();
+    let tellers = if drops_in_order(&dropped_writes) {
+        kept
+    } else {
+        &observers[..]
+    };
+    let told_apart: HashSet<&[u8]> = tellers.iter().flat_map(|op| told_apart(op)).collect();
+    // Whether an observer matching `observes` may see the state `o` leaves behind. An observer
+    // with an unknown outcome counts as completing at +infinity.
+    let observed = |o: &Operation, observes: &dyn Fn(&Operation) -> bool| {
         // Anything invoked after this instant is behind a write that follows `o`.
         let shield = match (&o.outcome, o.complete) {
             (Outcome::Ok(_), Some(complete)) => writes
@@ -990,28 +1264,51 @@ fn droppable(dropped: &[&Operation], kept: &[&Operation]) -> Vec<bool> {
                 .unwrap_or(u64::MAX),
             _ => u64::MAX,
         };
-        kept.iter().any(|r| match &r.outcome {
-            Outcome::Ok(result) => {
-                answer(result) && r.complete.is_none_or(|c| c >= o.invoke) && r.invoke <= shield
-            }
-            Outcome::Fail | Outcome::Unknown => false,
+        observers.iter().any(|r| {
+            let complete = match r.outcome {
+                Outcome::Ok(_) => r.complete,
+                Outcome::Unknown => None,
+                Outcome::Fail => return false,
+            };
+            observes(r) && complete.is_none_or(|c| c >= o.invoke) && r.invoke <= shield
         })
+    };
+    let refused_unseen = |r: &Operation| {
+        matches!(
+            r.outcome,
+            Outcome::Ok(OpResult::Cas {
+                succeeded: false,
+                current: None
+            })
+        )
     };
     dropped
         .iter()
-        .map(|op| match (&op.kind, &op.outcome) {
-            (OpKind::Get, _)
-            | (OpKind::Delete, Outcome::Ok(OpResult::Deleted { existed: false })) => true,
-            (OpKind::Set(value), _) => {
-                !read_back.contains(value.as_slice())
-                    && !observed(op, &|r| matches!(r, OpResult::Deleted { existed: true }))
+        .map(|op| {
+            if changes_nothing(op) {
+                return true;
             }
-            (OpKind::Delete, _) => !observed(op, &|r| {
-                matches!(
-                    r,
-                    OpResult::Read(None) | OpResult::Deleted { existed: false }
-                )
-            }),
+            match &op.kind {
+                OpKind::Get => true,
+                OpKind::Set(value) | OpKind::Cas { new: value, .. } => {
+                    !told_apart.contains(value.as_slice())
+                        && !observed(op, &|r| {
+                            matches!(r.outcome, Outcome::Ok(OpResult::Deleted { existed: true }))
+                                || refused_unseen(r)
+                        })
+                }
+                OpKind::Delete => !observed(op, &|r| {
+                    matches!(
+                        r.outcome,
+                        Outcome::Ok(OpResult::Read(None))
+                            | Outcome::Ok(OpResult::Deleted { existed: false })
+                            | Outcome::Ok(OpResult::Cas {
+                                succeeded: false,
+                                current: None | Some(Seen { value: None }),
+                            })
+                    ) || matches!(r.kind, OpKind::Cas { expect: None, .. })
+                }),
+            }
         })
         .collect()
 }
@@ -1091,6 +1388,57 @@ mod tests {
         Operation {
             outcome: Outcome::Fail,
             ..set(id, key, value, invoke, complete)
+        }
+    }
+
+    /// A compare-and-set of `key` from `expect` to `new` with a known answer; `current` is what
+    /// a failed one saw, when it says (`Some(None)`: the key was absent).
+    #[allow(clippy::too_many_arguments)]
+    fn cas(
+        id: u64,
+        key: &str,
+        expect: Option<&str>,
+        new: &str,
+        invoke: u64,
+        complete: u64,
+        succeeded: bool,
+        current: Option<Option<&str>>,
+    ) -> Operation {
+        op(
+            id,
+            key,
+            OpKind::Cas {
+                expect: expect.map(|e| e.as_bytes().to_vec()),
+                new: new.as_bytes().to_vec(),
+                mod_revision: None,
+            },
+            invoke,
+            complete,
+            Outcome::Ok(OpResult::Cas {
+                succeeded,
+                current: current.map(|c| Seen {
+                    value: c.map(|v| v.as_bytes().to_vec()),
+                }),
+            }),
+        )
+    }
+
+    fn cas_ok(
+        id: u64,
+        key: &str,
+        expect: Option<&str>,
+        new: &str,
+        invoke: u64,
+        complete: u64,
+    ) -> Operation {
+        cas(id, key, expect, new, invoke, complete, true, None)
+    }
+
+    fn unknown_cas(id: u64, key: &str, expect: Option<&str>, new: &str, invoke: u64) -> Operation {
+        Operation {
+            complete: None,
+            outcome: Outcome::Unknown,
+            ..cas_ok(id, key, expect, new, invoke, invoke)
         }
     }
 
@@ -1376,6 +1724,172 @@ mod tests {
         ]);
     }
 
+    /// Proves: compare-and-sets that chain, fail when the value moved on, and create an absent
+    /// key, in sequence and overlapping, are accepted.
+    #[test]
+    fn cas_history_is_linearizable() {
+        assert_linearizable(&[
+            cas_ok(1, "k", None, "a", 0, 10),
+            cas_ok(2, "k", Some("a"), "b", 20, 30),
+            // Expected a, found b: fails, and says so.
+            cas(3, "k", Some("a"), "c", 40, 50, false, Some(Some("b"))),
+            cas(4, "k", None, "c", 40, 50, false, None),
+            get(5, "k", Some("b"), 60, 70),
+            del(6, "k", true, 80, 90),
+            cas(7, "k", Some("b"), "d", 100, 110, false, Some(None)),
+            cas_ok(8, "k", None, "d", 120, 130),
+            // Two racing from d: one wins, the other sees the winner's value.
+            cas_ok(9, "k", Some("d"), "e", 140, 160),
+            cas(10, "k", Some("d"), "f", 145, 165, false, Some(Some("e"))),
+            get(11, "k", Some("e"), 170, 180),
+        ]);
+    }
+
+    /// Proves the checker has teeth for compare-and-set: two that start from the same value
+    /// cannot both succeed (a lost update), whatever the overlap.
+    #[test]
+    fn two_cas_from_the_same_value_both_succeeding_is_a_violation() {
+        let ops = [
+            set(1, "k", "a", 0, 10),
+            cas_ok(2, "k", Some("a"), "b", 20, 40),
+            cas_ok(3, "k", Some("a"), "c", 25, 45),
+        ];
+        let minimal = assert_violation(&ops, "k");
+        assert_eq!(ids(&minimal), vec![1, 2, 3]);
+        // Also when both create the key.
+        let ops = [
+            cas_ok(1, "k", None, "b", 0, 20),
+            cas_ok(2, "k", None, "c", 5, 25),
+        ];
+        assert_violation(&ops, "k");
+    }
+
+    /// Proves: a failed compare-and-set is an observation — failing while the key held the
+    /// expected value, or seeing a value the key did not hold, is caught.
+    #[test]
+    fn failed_cas_must_agree_with_the_state() {
+        // Nothing else touched k: the comparison must have held.
+        let ops = [
+            set(1, "k", "a", 0, 10),
+            cas(2, "k", Some("a"), "b", 20, 30, false, None),
+        ];
+        let minimal = assert_violation(&ops, "k");
+        assert_eq!(ids(&minimal), vec![1, 2]);
+        // Failing on an absent key that was never written.
+        assert_violation(&[cas(1, "k", None, "b", 0, 10, false, None)], "k");
+        // Seeing a stale value in its failure answer.
+        let ops = [
+            set(1, "k", "a", 0, 10),
+            set(2, "k", "b", 20, 30),
+            cas(3, "k", Some("x"), "c", 40, 50, false, Some(Some("a"))),
+        ];
+        assert_violation(&ops, "k");
+        // Seeing the key absent while it held a value.
+        let ops = [
+            set(1, "k", "a", 0, 10),
+            cas(2, "k", Some("x"), "c", 20, 30, false, Some(None)),
+        ];
+        assert_violation(&ops, "k");
+        // A failure that sees the value it expected contradicts itself.
+        assert_violation(
+            &[cas(1, "k", Some("a"), "c", 20, 30, false, Some(Some("a")))],
+            "k",
+        );
+    }
+
+    /// Proves: a compare-and-set with an unknown outcome may have taken effect (later, even
+    /// chained through another unknown one) or not, but only from the value it expected, and
+    /// not before its invocation.
+    #[test]
+    fn cas_with_unknown_outcome_may_or_may_not_take_effect() {
+        // Took effect.
+        assert_linearizable(&[
+            set(1, "k", "a", 0, 10),
+            unknown_cas(2, "k", Some("a"), "b", 20),
+            get(3, "k", Some("b"), 1_000, 1_010),
+        ]);
+        // Never took effect.
+        assert_linearizable(&[
+            set(1, "k", "a", 0, 10),
+            unknown_cas(2, "k", Some("a"), "b", 20),
+            get(3, "k", Some("a"), 1_000, 1_010),
+            cas_ok(4, "k", Some("a"), "c", 1_100, 1_110),
+            get(5, "k", Some("c"), 1_200, 1_210),
+        ]);
+        // Two unknown ones in a row, the second expecting what the first wrote, the last one
+        // invoked first: only both together explain the read.
+        assert_linearizable(&[
+            set(1, "k", "a", 0, 10),
+            unknown_cas(2, "k", Some("b"), "c", 20),
+            unknown_cas(3, "k", Some("a"), "b", 30),
+            get(4, "k", Some("c"), 1_000, 1_010),
+        ]);
+        // An unknown Set, then an unknown compare-and-set from its value.
+        assert_linearizable(&[
+            set(1, "k", "a", 0, 10),
+            unknown_set(2, "k", "b", 20),
+            unknown_cas(3, "k", Some("b"), "c", 30),
+            get(4, "k", Some("c"), 1_000, 1_010),
+        ]);
+        // It could not take effect: the key no longer held a when it was invoked.
+        let ops = [
+            set(1, "k", "a", 0, 10),
+            set(2, "k", "x", 20, 30),
+            unknown_cas(3, "k", Some("a"), "b", 40),
+            get(4, "k", Some("b"), 1_000, 1_010),
+        ];
+        assert_violation(&ops, "k");
+        // Not before its invocation.
+        let ops = [
+            set(1, "k", "a", 0, 10),
+            get(2, "k", Some("b"), 20, 30),
+            unknown_cas(3, "k", Some("a"), "b", 40),
+        ];
+        assert_violation(&ops, "k");
+        // Once its value was seen, it cannot be undone.
+        let ops = [
+            set(1, "k", "a", 0, 10),
+            unknown_cas(2, "k", Some("a"), "b", 20),
+            get(3, "k", Some("b"), 30, 40),
+            get(4, "k", Some("a"), 50, 60),
+        ];
+        assert_violation(&ops, "k");
+    }
+
+    /// Proves: compare-and-sets mixed with gets, sets and deletes are checked together, both
+    /// ways: a valid mix passes, and a CAS that succeeded from a value a later set replaced is
+    /// caught.
+    #[test]
+    fn cas_mixed_with_get_set_and_delete() {
+        assert_linearizable(&[
+            set(1, "k", "a", 0, 10),
+            cas_ok(2, "k", Some("a"), "b", 5, 30),
+            set(3, "k", "c", 15, 25),
+            // Order a, c... then b cannot follow (it expected a), so: a, b, c.
+            get(4, "k", Some("c"), 40, 50),
+            del(5, "k", true, 60, 70),
+            cas(6, "k", Some("c"), "d", 65, 80, false, Some(None)),
+            unknown_set(7, "k", "e", 90),
+            cas(8, "k", None, "f", 100, 110, false, Some(Some("e"))),
+            get(9, "k", Some("e"), 120, 130),
+        ]);
+        let ops = [
+            set(1, "k", "a", 0, 10),
+            set(2, "k", "c", 20, 30),
+            cas_ok(3, "k", Some("a"), "b", 40, 50),
+        ];
+        assert_violation(&ops, "k");
+        // The failed CAS pins the order: c came after b, so the final read of b is stale.
+        let ops = [
+            set(1, "k", "a", 0, 10),
+            cas_ok(2, "k", Some("a"), "b", 20, 100),
+            set(3, "k", "c", 20, 100),
+            cas(4, "k", Some("a"), "x", 110, 120, false, Some(Some("c"))),
+            get(5, "k", Some("b"), 130, 140),
+        ];
+        assert_violation(&ops, "k");
+    }
+
     #[test]
     fn keys_are_independent_and_the_bad_key_is_named() {
         let ops = [
@@ -1502,6 +2016,9 @@ mod tests {
         unknown_per_mille: u32,
         /// Per mille of operations that fail (and do not take effect).
         fail_per_mille: u32,
+        /// Percent of operations that are compare-and-sets (taken from the reads and writes
+        /// alike; 0 leaves the mix, and the random stream, as without them).
+        cas_percent: u32,
     }
 
     impl Default for GeneratorParams {
@@ -1513,6 +2030,7 @@ mod tests {
                 clients: 10,
                 unknown_per_mille: 20,
                 fail_per_mille: 20,
+                cas_percent: 0,
             }
         }
     }
@@ -1535,10 +2053,20 @@ mod tests {
             let complete = point + rng.gen_range(0..=MAX_HALF_LATENCY);
             client_free_at[client as usize] = complete + 1;
             let key = format!("key{}", rng.gen_range(0..params.keys)).into_bytes();
-            let kind = match rng.gen_range(0..100) {
-                0..=49 => OpKind::Get,
-                50..=84 => OpKind::Set(format!("v{id}").into_bytes()),
-                _ => OpKind::Delete,
+            let roll = rng.gen_range(0..100);
+            let kind = if roll < params.cas_percent {
+                // What it expects is chosen below, at its linearization point.
+                OpKind::Cas {
+                    expect: None,
+                    new: format!("v{id}").into_bytes(),
+                    mod_revision: None,
+                }
+            } else {
+                match roll {
+                    0..=49 => OpKind::Get,
+                    50..=84 => OpKind::Set(format!("v{id}").into_bytes()),
+                    _ => OpKind::Delete,
+                }
             };
             let roll = rng.gen_range(0..1_000);
             let (outcome, takes_effect) = if roll < params.unknown_per_mille {
@@ -1565,8 +2093,20 @@ mod tests {
             .collect();
         order.sort_by_key(|&i| (drafts[i].1, i));
         let mut map: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        // The value each key held before its current one, for compare-and-sets that fail.
+        let mut previous: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         for i in order {
             let op = &mut drafts[i].0;
+            if let OpKind::Cas { expect, .. } = &mut op.kind {
+                // Most expect the value the key holds at their point (as a client that just
+                // read it would), the others an older value or the key absent.
+                *expect = match rng.gen_range(0..10) {
+                    0..=5 => map.get(&op.key).cloned(),
+                    6..=8 => previous.get(&op.key).cloned(),
+                    _ => None,
+                };
+            }
+            let before = map.get(&op.key).cloned();
             let answer = match &op.kind {
                 OpKind::Get => OpResult::Read(map.get(&op.key).cloned()),
                 OpKind::Set(value) => {
@@ -1576,7 +2116,28 @@ mod tests {
                 OpKind::Delete => OpResult::Deleted {
                     existed: map.remove(&op.key).is_some(),
                 },
+                OpKind::Cas { expect, new, .. } => {
+                    if map.get(&op.key) == expect.as_ref() {
+                        map.insert(op.key.clone(), new.clone());
+                        OpResult::Cas {
+                            succeeded: true,
+                            current: None,
+                        }
+                    } else {
+                        // Half the failures say what they found instead.
+                        let current = op.id.is_multiple_of(2).then(|| Seen {
+                            value: map.get(&op.key).cloned(),
+                        });
+                        OpResult::Cas {
+                            succeeded: false,
+                            current,
+                        }
+                    }
+                }
             };
+            if let Some(before) = before.filter(|b| map.get(&op.key) != Some(b)) {
+                previous.insert(op.key.clone(), before);
+            }
             if op.outcome != Outcome::Unknown {
                 op.outcome = Outcome::Ok(answer);
             }
@@ -1647,6 +2208,25 @@ mod tests {
                 (OpKind::Delete, Some(OpResult::Deleted { existed })) => {
                     (state.is_some() == *existed).then_some(None)
                 }
+                (OpKind::Cas { expect, new, .. }, None) => Some(if state == expect {
+                    Some(new.clone())
+                } else {
+                    state.clone()
+                }),
+                (
+                    OpKind::Cas { expect, new, .. },
+                    Some(OpResult::Cas {
+                        succeeded: true, ..
+                    }),
+                ) => (state == expect).then(|| Some(new.clone())),
+                (
+                    OpKind::Cas { expect, .. },
+                    Some(OpResult::Cas {
+                        succeeded: false,
+                        current,
+                    }),
+                ) => (state != expect && current.as_ref().is_none_or(|c| c.value == *state))
+                    .then(|| state.clone()),
                 _ => None,
             }
         }
@@ -1685,9 +2265,11 @@ mod tests {
         })
     }
 
-    /// A small arbitrary history (linearizable or not) over few keys and values.
-    fn small_random_history(rng: &mut StdRng) -> Vec<Operation> {
+    /// A small arbitrary history (linearizable or not) over few keys and values, with
+    /// compare-and-sets among its operations when `cas`.
+    fn small_random_history_of(rng: &mut StdRng, cas: bool) -> Vec<Operation> {
         const VALUES: [&str; 3] = ["a", "b", "c"];
+        let kinds = if cas { 4 } else { 3 };
         let len = rng.gen_range(1..=7);
         (0..len)
             .map(|id| {
@@ -1695,7 +2277,7 @@ mod tests {
                 let invoke = rng.gen_range(0..20);
                 let complete = invoke + rng.gen_range(0..10);
                 let value = |rng: &mut StdRng| VALUES[rng.gen_range(0..VALUES.len())];
-                let (kind, answer) = match rng.gen_range(0..3) {
+                let (kind, answer) = match rng.gen_range(0..kinds) {
                     0 => {
                         let seen = rng.gen_bool(0.7).then(|| value(rng).as_bytes().to_vec());
                         (OpKind::Get, OpResult::Read(seen))
@@ -1704,6 +2286,22 @@ mod tests {
                         OpKind::Set(value(rng).as_bytes().to_vec()),
                         OpResult::Written,
                     ),
+                    3 => {
+                        let expect = rng.gen_bool(0.7).then(|| value(rng).as_bytes().to_vec());
+                        let new = value(rng).as_bytes().to_vec();
+                        let succeeded = rng.gen_bool(0.5);
+                        let current = (!succeeded && rng.gen_bool(0.5)).then(|| Seen {
+                            value: rng.gen_bool(0.7).then(|| value(rng).as_bytes().to_vec()),
+                        });
+                        (
+                            OpKind::Cas {
+                                expect,
+                                new,
+                                mod_revision: None,
+                            },
+                            OpResult::Cas { succeeded, current },
+                        )
+                    }
                     _ => (
                         OpKind::Delete,
                         OpResult::Deleted {
@@ -1729,13 +2327,14 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn agrees_with_brute_force_on_small_random_histories() {
+    /// Checks `HISTORIES` small random histories (with compare-and-sets when `cas`) against the
+    /// brute force: no missed violation, no false one, and every minimal sub-history fails.
+    fn agrees_with_brute_force(seed: u64, cas: bool) {
         const HISTORIES: usize = 3_000;
-        let mut rng = StdRng::seed_from_u64(5);
+        let mut rng = StdRng::seed_from_u64(seed);
         let mut violations = 0;
         for round in 0..HISTORIES {
-            let ops = small_random_history(&mut rng);
+            let ops = small_random_history_of(&mut rng, cas);
             let expected = brute_force_linearizable(&ops);
             match verdict(&ops) {
                 Verdict::Linearizable => {
@@ -1764,18 +2363,33 @@ mod tests {
             }
         }
         // The generator makes both kinds often enough for the comparison to mean something.
-        assert!(violations > HISTORIES / 10 && violations < HISTORIES * 9 / 10);
+        assert!(
+            violations > HISTORIES / 10 && violations < HISTORIES * 9 / 10,
+            "{violations} violations in {HISTORIES}"
+        );
     }
 
     #[test]
-    fn shrinking_drops_only_what_no_linearization_needs() {
-        // For linearizable histories X and any drop that `sound_to_drop` allows, what is left
-        // must still be linearizable: that is what makes the shrinker's result a witness.
+    fn agrees_with_brute_force_on_small_random_histories() {
+        agrees_with_brute_force(5, false);
+    }
+
+    /// Proves the compare-and-set model and the prunings that had to change for it (effects
+    /// with a guard, an unknown compare-and-set right after another unknown operation) find
+    /// exactly the linearizations a brute force finds.
+    #[test]
+    fn agrees_with_brute_force_on_small_random_histories_with_cas() {
+        agrees_with_brute_force(15, true);
+    }
+
+    /// For linearizable histories X and any drop that `sound_to_drop` allows, what is left
+    /// must still be linearizable: that is what makes the shrinker's result a witness.
+    fn shrinking_is_sound(seed: u64, cas: bool) {
         const HISTORIES: usize = 3_000;
-        let mut rng = StdRng::seed_from_u64(6);
+        let mut rng = StdRng::seed_from_u64(seed);
         let mut tried = 0;
         for round in 0..HISTORIES {
-            let mut ops = small_random_history(&mut rng);
+            let mut ops = small_random_history_of(&mut rng, cas);
             ops.retain(|op| op.key == b"k" && op.outcome != Outcome::Fail);
             if !brute_force_linearizable(&ops) {
                 continue;
@@ -1799,6 +2413,123 @@ mod tests {
     }
 
     #[test]
+    fn shrinking_drops_only_what_no_linearization_needs() {
+        shrinking_is_sound(6, false);
+    }
+
+    /// Proves the shrinker's rules for compare-and-sets (what they tell apart, what they
+    /// observe) keep its minimal sub-histories witnesses.
+    #[test]
+    fn shrinking_drops_only_what_no_linearization_needs_with_cas() {
+        shrinking_is_sound(16, true);
+    }
+
+    /// Proves the cut at a quiet Delete is sound: in linearizable histories, what is left after
+    /// any quiet Delete is linearizable too.
+    #[test]
+    fn cutting_at_a_quiet_delete_keeps_linearizable_histories_linearizable() {
+        const HISTORIES: usize = 3_000;
+        let mut rng = StdRng::seed_from_u64(17);
+        let mut tried = 0;
+        for round in 0..HISTORIES {
+            let mut ops = small_random_history_of(&mut rng, true);
+            ops.retain(|op| op.key == b"k" && op.outcome != Outcome::Fail);
+            if !brute_force_linearizable(&ops) {
+                continue;
+            }
+            let refs: Vec<&Operation> = ops.iter().collect();
+            for cut in quiet_deletes(&refs) {
+                tried += 1;
+                let rest: Vec<Operation> = after_cut(&refs, cut).into_iter().cloned().collect();
+                assert!(
+                    brute_force_linearizable(&rest),
+                    "round {round}: cutting at #{} left\n{}from\n{}",
+                    refs[cut].id,
+                    summary(&rest),
+                    summary(&ops)
+                );
+            }
+        }
+        assert!(tried > HISTORIES / 20, "only {tried} cuts tried");
+    }
+
+    /// Proves only Deletes that no known operation overlaps (touching included) are cuts, and
+    /// unknown operations do not count.
+    #[test]
+    fn quiet_deletes_are_the_ones_nothing_known_overlaps() {
+        let ops = [
+            set(1, "k", "a", 0, 10),
+            del(2, "k", true, 11, 20),
+            // Touches the next Delete.
+            get(3, "k", None, 21, 30),
+            del(4, "k", false, 30, 40),
+            unknown_set(5, "k", "b", 45),
+            del(6, "k", false, 50, 60),
+            get(7, "k", None, 55, 70),
+            del(8, "k", false, 80, 90),
+        ];
+        let refs: Vec<&Operation> = ops.iter().collect();
+        let quiet: Vec<u64> = quiet_deletes(&refs).iter().map(|&i| ops[i].id).collect();
+        assert_eq!(quiet, vec![8, 2]);
+    }
+
+    /// Proves a witness no longer drags along every write since the start: a stale read at the
+    /// end of a long chain of compare-and-sets shrinks to the chain since the last quiet Delete.
+    #[test]
+    fn stale_read_after_a_long_cas_chain_shrinks_to_the_chain_since_a_quiet_delete() {
+        const OLD_CHAIN: u64 = 300;
+        const NEW_CHAIN: u64 = 20;
+        const STALE: u64 = 10;
+        const STEP: u64 = 10;
+        let mut ops = Vec::new();
+        let mut id = 0;
+        let mut chain = |ops: &mut Vec<Operation>, prefix: &str, len: u64, start: u64| {
+            for i in 0..len {
+                let expect = (i > 0).then(|| format!("{prefix}{}", i - 1));
+                let invoke = start + i * STEP;
+                id += 1;
+                ops.push(cas_ok(
+                    id,
+                    "k",
+                    expect.as_deref(),
+                    &format!("{prefix}{i}"),
+                    invoke,
+                    invoke + STEP - 1,
+                ));
+                // A read overlapping each write, so the history is not all sequential.
+                id += 1;
+                ops.push(get(
+                    id,
+                    "k",
+                    Some(&format!("{prefix}{i}")),
+                    invoke + 5,
+                    invoke + 12,
+                ));
+            }
+            start + len * STEP + STEP
+        };
+        let end = chain(&mut ops, "a", OLD_CHAIN, 0);
+        ops.push(del(1_000_000, "k", true, end, end + 5));
+        let end = chain(&mut ops, "b", NEW_CHAIN, end + STEP);
+        let stale = get(2_000_000, "k", Some(&format!("b{STALE}")), end, end + 5);
+        ops.push(stale.clone());
+        let minimal = assert_violation(&ops, "k");
+        assert!(minimal.contains(&stale), "{}", summary(&minimal));
+        assert!(
+            minimal.iter().all(|op| op.id > 2 * OLD_CHAIN),
+            "the old chain is not needed:\n{}",
+            summary(&minimal)
+        );
+        // The writes b0 to b(STALE + 1), and the read.
+        assert!(
+            minimal.len() as u64 <= STALE + 3,
+            "{} ops:\n{}",
+            minimal.len(),
+            summary(&minimal)
+        );
+    }
+
+    #[test]
     fn long_random_history_is_checked_quickly() {
         let ops = random_linearizable_history(&GeneratorParams {
             seed: 2024,
@@ -1813,6 +2544,90 @@ mod tests {
         eprintln!("checked {} ops over 5 keys in {elapsed:?}", ops.len());
         assert_eq!(v, Verdict::Linearizable);
         assert!(elapsed < LONG_BUDGET);
+    }
+
+    /// Proves the search stays fast with compare-and-sets among many operations, a tenth of
+    /// them with unknown outcomes (the shape of a chaos run's history).
+    #[test]
+    fn long_random_cas_history_with_timeouts_is_checked_quickly() {
+        let ops = random_linearizable_history(&GeneratorParams {
+            seed: 4242,
+            ops: 10_000,
+            keys: 3,
+            clients: 10,
+            unknown_per_mille: 100,
+            cas_percent: 50,
+            ..GeneratorParams::default()
+        });
+        let succeeded = ops
+            .iter()
+            .filter(|op| {
+                matches!(
+                    op.outcome,
+                    Outcome::Ok(OpResult::Cas {
+                        succeeded: true,
+                        ..
+                    })
+                )
+            })
+            .count();
+        let started = Instant::now();
+        let v = check_operations(&ops, LONG_BUDGET);
+        let elapsed = started.elapsed();
+        eprintln!(
+            "checked {} ops ({succeeded} successful compare-and-sets) in {elapsed:?}",
+            ops.len()
+        );
+        assert!(succeeded > ops.len() / 20, "{succeeded} successful CAS");
+        assert_eq!(v, Verdict::Linearizable);
+        assert!(elapsed < LONG_BUDGET);
+    }
+
+    /// Proves random histories with compare-and-sets and unknown outcomes pass, and that
+    /// making one successful compare-and-set answer "failed" instead is caught.
+    #[test]
+    fn random_cas_histories_are_linearizable_and_a_flipped_answer_is_caught() {
+        let mut caught = 0;
+        for seed in 0..20 {
+            let mut ops = random_linearizable_history(&GeneratorParams {
+                seed,
+                ops: 400,
+                keys: 2,
+                unknown_per_mille: 100,
+                cas_percent: 40,
+                ..GeneratorParams::default()
+            });
+            assert_eq!(verdict(&ops), Verdict::Linearizable, "seed {seed}");
+            // The last successful CAS whose new value was read later: it claims it failed.
+            let read_later = |ops: &[Operation], i: usize| {
+                let OpKind::Cas { new, .. } = &ops[i].kind else {
+                    return false;
+                };
+                ops.iter().any(|r| {
+                    r.key == ops[i].key
+                        && r.outcome == Outcome::Ok(OpResult::Read(Some(new.clone())))
+                })
+            };
+            let Some(flip) = (0..ops.len()).rev().find(|&i| {
+                matches!(
+                    ops[i].outcome,
+                    Outcome::Ok(OpResult::Cas {
+                        succeeded: true,
+                        ..
+                    })
+                ) && read_later(&ops, i)
+            }) else {
+                continue;
+            };
+            ops[flip].outcome = Outcome::Ok(OpResult::Cas {
+                succeeded: false,
+                current: None,
+            });
+            let key = String::from_utf8(ops[flip].key.clone()).expect("utf8 key");
+            assert_violation(&ops, &key);
+            caught += 1;
+        }
+        assert!(caught > 10, "only {caught} histories had a CAS to flip");
     }
 
     #[test]

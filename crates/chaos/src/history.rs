@@ -8,7 +8,8 @@
 //!
 //! - [`Outcome::Ok`]: the call returned an answer. The operation took effect exactly once,
 //!   somewhere between `invoke` and `complete`, and its [`OpResult`] is an observation that must
-//!   agree with that point: the value a Get saw, or whether the key existed for a Delete.
+//!   agree with that point: the value a Get saw, whether the key existed for a Delete, whether a
+//!   compare-and-set found the value it expected (and, when it did not, what it found).
 //! - [`Outcome::Fail`]: the call certainly did not take effect (the request was rejected before
 //!   it was proposed). The checker drops it.
 //! - [`Outcome::Unknown`]: the call timed out or the connection broke. It may have taken effect
@@ -31,6 +32,21 @@ pub enum OpKind {
     Set(Vec<u8>),
     /// Remove the key.
     Delete,
+    /// Compare-and-set: if the key holds `expect` (`None`: if it is absent), write `new`;
+    /// otherwise change nothing. Atomic: one linearization point decides and writes.
+    Cas {
+        /// The value the key must hold for the write to happen; `None` for "absent".
+        expect: Option<Vec<u8>>,
+        /// The value written when the comparison holds.
+        new: Vec<u8>,
+        /// When set, the server was asked to compare the key's `mod_revision` with this
+        /// (the revision a read saw together with the value `expect`), not its value. With
+        /// every value written at most once the two conditions are the same — a revision
+        /// names the one write that put the value there — so the checker compares `expect`
+        /// and ignores this; it says what was sent, for whoever reads a failing history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mod_revision: Option<u64>,
+    },
 }
 
 /// What a successful operation answered; the variant must match the operation's [`OpKind`].
@@ -45,6 +61,25 @@ pub enum OpResult {
         /// Whether the key existed when it was deleted; checked like a read.
         existed: bool,
     },
+    /// A compare-and-set's answer.
+    Cas {
+        /// Whether the comparison held, so `new` was written.
+        succeeded: bool,
+        /// For a failed one, what the key held when the comparison failed, when the server
+        /// said (etcd's Txn answers it from its failure branch); checked like a read. `None`
+        /// when not known, and always for one that succeeded (it held `expect`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        current: Option<Seen>,
+    },
+}
+
+/// A value as a read saw it: present with these bytes, or absent (`None`). A struct rather
+/// than a bare `Option`, so that "seen absent" and "not seen" stay apart in JSON (`null` could
+/// mean either).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Seen {
+    /// The value, or `None` when the key was absent.
+    pub value: Option<Vec<u8>>,
 }
 
 /// How an operation ended, as far as the client knows.
@@ -81,8 +116,9 @@ pub struct Operation {
 
 impl Operation {
     /// Whether an `Ok` answer is of the kind this operation can give (a Get answers
-    /// [`OpResult::Read`], a Set [`OpResult::Written`], a Delete [`OpResult::Deleted`]).
-    /// `Fail` and `Unknown` carry no answer and always match.
+    /// [`OpResult::Read`], a Set [`OpResult::Written`], a Delete [`OpResult::Deleted`], a Cas
+    /// [`OpResult::Cas`], with a `current` value only when it failed). `Fail` and `Unknown`
+    /// carry no answer and always match.
     pub fn result_matches_kind(&self) -> bool {
         match &self.outcome {
             Outcome::Ok(result) => matches!(
@@ -90,6 +126,20 @@ impl Operation {
                 (OpKind::Get, OpResult::Read(_))
                     | (OpKind::Set(_), OpResult::Written)
                     | (OpKind::Delete, OpResult::Deleted { .. })
+                    | (
+                        OpKind::Cas { .. },
+                        OpResult::Cas {
+                            succeeded: false,
+                            ..
+                        }
+                    )
+                    | (
+                        OpKind::Cas { .. },
+                        OpResult::Cas {
+                            succeeded: true,
+                            current: None
+                        }
+                    )
             ),
             Outcome::Fail | Outcome::Unknown => true,
         }
@@ -295,6 +345,67 @@ mod tests {
     }
 
     #[test]
+    fn cas_records_round_trip_and_old_records_still_parse() {
+        let cas = |id, mod_revision, outcome| Operation {
+            id,
+            client: 1,
+            key: b"k".to_vec(),
+            kind: OpKind::Cas {
+                expect: None,
+                new: b"n".to_vec(),
+                mod_revision,
+            },
+            invoke: id * 10,
+            complete: Some(id * 10 + 5),
+            outcome,
+        };
+        let history = History::from_ops(vec![
+            cas(
+                1,
+                None,
+                Outcome::Ok(OpResult::Cas {
+                    succeeded: true,
+                    current: None,
+                }),
+            ),
+            cas(
+                2,
+                Some(7),
+                Outcome::Ok(OpResult::Cas {
+                    succeeded: false,
+                    current: Some(Seen { value: None }),
+                }),
+            ),
+            cas(
+                3,
+                None,
+                Outcome::Ok(OpResult::Cas {
+                    succeeded: false,
+                    current: Some(Seen {
+                        value: Some(b"x".to_vec()),
+                    }),
+                }),
+            ),
+            cas(4, None, Outcome::Unknown),
+        ]);
+        let mut buf = Vec::new();
+        history.write_json_lines(&mut buf).expect("write");
+        let text = String::from_utf8(buf.clone()).expect("utf8");
+        // Optional fields stay out of the records that do not need them.
+        let first = text.lines().next().expect("a line");
+        assert!(!first.contains("mod_revision"), "{first}");
+        assert!(!first.contains("current"), "{first}");
+        assert_eq!(History::read_json_lines(&buf[..]).expect("read"), history);
+
+        // A record written before compare-and-set existed reads as it did.
+        let old = "{\"record\":\"op\",\"id\":1,\"client\":7,\"key\":[107],\
+                   \"kind\":{\"Set\":[118]},\"invoke\":10,\"complete\":20,\
+                   \"outcome\":{\"Ok\":\"Written\"}}";
+        let back = History::read_json_lines(old.as_bytes()).expect("old record");
+        assert_eq!(back.ops, vec![sample().ops[0].clone()]);
+    }
+
+    #[test]
     fn result_kind_matching() {
         let mut op = sample().ops[0].clone();
         assert!(op.result_matches_kind());
@@ -307,5 +418,22 @@ mod tests {
         assert!(op.result_matches_kind());
         op.kind = OpKind::Get;
         assert!(!op.result_matches_kind());
+        op.kind = OpKind::Cas {
+            expect: None,
+            new: b"n".to_vec(),
+            mod_revision: None,
+        };
+        assert!(!op.result_matches_kind());
+        let seen = Some(Seen { value: None });
+        for (succeeded, current, matches) in [
+            (true, None, true),
+            (false, None, true),
+            (false, seen.clone(), true),
+            // One that succeeded found what it expected: a `current` would contradict it.
+            (true, seen, false),
+        ] {
+            op.outcome = Outcome::Ok(OpResult::Cas { succeeded, current });
+            assert_eq!(op.result_matches_kind(), matches, "{:?}", op.outcome);
+        }
     }
 }

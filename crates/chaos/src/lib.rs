@@ -5,8 +5,10 @@
 //! - [`history`]: the record of a run — [`Operation`]s (invocation, completion, outcome) and
 //!   [`Fault`]s — and its JSON-lines file format.
 //! - [`checker`]: a WGL (Wing & Gong with Lowe's optimisations) linearizability checker for a
-//!   key-value map seen as one register per key, with a time budget and a shrinker that reports
+//!   key-value map seen as one register per key (get, set, delete, compare-and-set), with a time budget and a shrinker that reports
 //!   the smallest failing per-key sub-history it finds.
+//! - [`etcd_cas`]: the compare-and-set workload over etcd's v3 API, requests to random members,
+//!   and how etcd's errors map to outcomes.
 //! - [`runner`]: a whole run — workload, nemesis, healing, convergence, verdict — as used by
 //!   `kvctl chaos` and the chaos tests.
 //!
@@ -14,8 +16,9 @@
 //! history saved by a failing run can be checked again later, or by hand.
 
 pub mod checker;
+pub mod etcd_cas;
 pub mod history;
 pub mod runner;
 
 pub use checker::{check, check_operations, Verdict};
-pub use history::{Fault, History, OpKind, OpResult, Operation, Outcome, Record};
+pub use history::{Fault, History, OpKind, OpResult, Operation, Outcome, Record, Seen};

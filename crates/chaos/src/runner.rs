@@ -1,10 +1,13 @@
 //! A whole chaos run: a local cluster, a workload, a nemesis, healing, and the verdict.
 //!
 //! 1. Start a [`LocalCluster`] (real processes, proxied peer links).
-//! 2. Clients run the workload: random get/set/delete over a few keys (so keys are contended),
-//!    every value unique, every operation recorded with its invocation and completion times and
-//!    its outcome. A write whose fate the client cannot know (deadline, lost connection,
-//!    leadership lost) is recorded as unknown, never as a failure.
+//! 2. Clients run the workload over a few keys (so keys are contended), every value unique,
+//!    every operation recorded with its invocation and completion times and its outcome. A
+//!    write whose fate the client cannot know (deadline, lost connection, leadership lost) is
+//!    recorded as unknown, never as a failure. The [`Workload`] says which API and operations:
+//!    random get/set/delete over kv.v1 with a leader-following client, or compare-and-sets
+//!    (etcd Txns) and linearizable reads over etcd's v3 API, each request to a random member
+//!    (see [`crate::etcd_cas`]).
 //! 3. Meanwhile the nemesis cycles through the chosen faults — kill -9 and restart, SIGSTOP and
 //!    SIGCONT, a node cut off from the rest, slow links, and power cuts (one node, a minority or
 //!    every node killed at once, with every write they had not synced thrown away) — each held
@@ -26,6 +29,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::checker::{check, Verdict};
+use crate::etcd_cas::{EtcdClient, Members};
 use crate::history::{Fault, History, OpKind, OpResult, Operation, Outcome};
 use kv_api::client::{Client, ClientError};
 use kv_harness::{ClusterOptions, HarnessError, LocalCluster};
@@ -40,6 +44,39 @@ pub const LINK_DELAY: Duration = Duration::from_millis(150);
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout of the final reads.
 const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Which API the clients use, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workload {
+    /// kv.v1 through the leader-following client: get, set, delete.
+    #[default]
+    KvV1,
+    /// etcd's v3 KV API, every request to a random member: linearizable Range reads,
+    /// compare-and-sets as Txns (on the value, or on the `mod_revision` a read saw), and a few
+    /// DeleteRanges ([`crate::etcd_cas`]).
+    EtcdCas,
+}
+
+impl Workload {
+    /// Parses `kv` or `etcd-cas`.
+    pub fn parse(s: &str) -> Result<Workload, String> {
+        match s.trim() {
+            "kv" => Ok(Workload::KvV1),
+            "etcd-cas" => Ok(Workload::EtcdCas),
+            other => Err(format!(
+                "unknown workload `{other}` (expected kv or etcd-cas)"
+            )),
+        }
+    }
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::KvV1 => "kv",
+            Workload::EtcdCas => "etcd-cas",
+        }
+    }
+}
 
 /// A kind of fault the nemesis injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -100,6 +137,8 @@ pub struct ChaosOptions {
     pub output_dir: PathBuf,
     /// Cluster size.
     pub nodes: u64,
+    /// What the clients do.
+    pub workload: Workload,
     /// How long the workload runs.
     pub duration: Duration,
     /// Faults to cycle through; empty for none.
@@ -131,6 +170,10 @@ pub struct ChaosReport {
     pub fail: usize,
     /// Operations whose outcome is unknown.
     pub unknown: usize,
+    /// Compare-and-sets that answered that they succeeded.
+    pub cas_succeeded: usize,
+    /// Compare-and-sets that answered that they failed (the key held another value).
+    pub cas_failed: usize,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, usize>,
     /// (applied index, hash) all nodes agreed on, or why they did not.
@@ -180,11 +223,22 @@ impl fmt::Display for ChaosReport {
         };
         write!(
             f,
-            "ops={} ok={} fail={} unknown={} faults={faults} converged={converged} verdict={verdict} check_time={:.2}s",
+            "ops={} ok={} fail={} unknown={} ",
             self.ok + self.fail + self.unknown,
             self.ok,
             self.fail,
             self.unknown,
+        )?;
+        if self.cas_succeeded + self.cas_failed > 0 {
+            write!(
+                f,
+                "cas_succeeded={} cas_failed={} ",
+                self.cas_succeeded, self.cas_failed
+            )?;
+        }
+        write!(
+            f,
+            "faults={faults} converged={converged} verdict={verdict} check_time={:.2}s",
             self.check_time.as_secs_f64()
         )?;
         for file in &self.files {
@@ -196,13 +250,14 @@ impl fmt::Display for ChaosReport {
 
 /// Shared recording of a run, timed from `start`.
 #[derive(Clone)]
-struct Recorder {
+pub(crate) struct Recorder {
     start: Instant,
     history: Arc<Mutex<History>>,
 }
 
 impl Recorder {
-    fn now(&self) -> u64 {
+    /// Nanoseconds since the start of the run.
+    pub(crate) fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
 
@@ -216,12 +271,13 @@ impl Recorder {
             .push(Fault { time, description });
     }
 
-    fn op(&self, op: Operation) {
+    pub(crate) fn op(&self, op: Operation) {
         self.history.lock().expect("history").ops.push(op);
     }
 }
 
-fn key_name(i: usize) -> Vec<u8> {
+/// The name of key number `i`.
+pub(crate) fn key_name(i: usize) -> Vec<u8> {
     format!("k{i}").into_bytes()
 }
 
@@ -248,6 +304,9 @@ async fn one_op(
                 .await
                 .map(|existed| OpResult::Deleted { existed }),
         ),
+        // kv.v1 has no compare-and-set and its workload never asks for one; not sent, it
+        // did not take effect.
+        OpKind::Cas { .. } => Outcome::Fail,
     };
     let complete = Some(rec.now());
     rec.op(Operation {
@@ -298,6 +357,19 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
     // The workload.
     let mut workers = Vec::new();
     for c in 0..opts.clients {
+        if opts.workload == Workload::EtcdCas {
+            let client = EtcdClient {
+                rec: rec.clone(),
+                members: Members::new(&endpoints, opts.op_timeout)?,
+                client: c as u64,
+                first_id: c as u64 * ids_per_client,
+                keys: opts.keys,
+                stop: stop.clone(),
+                rng: StdRng::seed_from_u64(opts.seed.wrapping_add(c as u64 + 1)),
+            };
+            workers.push(tokio::spawn(client.run()));
+            continue;
+        }
         // Each client starts at a different node; reads and writes have their own connection,
         // so a client keeps reading where it started unless that node redirects it.
         let mut eps = endpoints.clone();
@@ -444,6 +516,26 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
         count(|o| matches!(o, Outcome::Fail)),
         count(|o| matches!(o, Outcome::Unknown)),
     );
+    let (cas_succeeded, cas_failed) = (
+        count(|o| {
+            matches!(
+                o,
+                Outcome::Ok(OpResult::Cas {
+                    succeeded: true,
+                    ..
+                })
+            )
+        }),
+        count(|o| {
+            matches!(
+                o,
+                Outcome::Ok(OpResult::Cas {
+                    succeeded: false,
+                    ..
+                })
+            )
+        }),
+    );
     let started = Instant::now();
     let verdict = check(&history, opts.check_budget);
     let check_time = started.elapsed();
@@ -473,6 +565,8 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
         ok,
         fail,
         unknown,
+        cas_succeeded,
+        cas_failed,
         faults,
         converged,
         verdict,

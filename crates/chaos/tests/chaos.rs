@@ -9,6 +9,13 @@
 //! reads from local state without ReadIndex, partitions nodes, and requires the checker to find
 //! a violation. A suite that cannot fail proves nothing.
 //!
+//! Compare-and-set over etcd's API (issue 10): `cas_over_etcd_under_faults_is_linearizable`
+//! runs the etcd-cas workload — linearizable Ranges and compare-and-set Txns, each request to a
+//! random member, so followers forward writes and ask for read indexes — through kills, pauses
+//! and partitions, and checks it against a compare-and-set register.
+//! `stale_reads_over_etcd_are_caught` is its twin with reads answered from local state (a
+//! partitioned follower's too), which the checker must catch.
+//!
 //! Power cuts: each node's data dir lies on its own power-cut filesystem (`powerfs`), which on a
 //! cut throws away every write and every directory change not yet made durable by fsync.
 //! `power_cuts_keep_the_history_linearizable` runs the workload through cuts of every node at
@@ -28,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use kv_api::client::{Client, ClientError};
 use kv_api::proto::{Role, StatusResponse};
-use kv_chaos::runner::{run, ChaosOptions, FaultKind};
-use kv_chaos::Verdict;
+use kv_chaos::runner::{run, ChaosOptions, FaultKind, Workload};
+use kv_chaos::{check_operations, OpKind, Outcome, Verdict};
 use kv_harness::timing::{POLL_INTERVAL, PROBE_TIMEOUT};
 use kv_harness::{node_bin, ClusterOptions, LocalCluster};
 
@@ -39,6 +46,13 @@ const FAULT_HOLD: Duration = Duration::from_secs(3);
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The checker's time budget.
 const CHECK_BUDGET: Duration = Duration::from_secs(60);
+/// Length of the etcd-cas run under faults: room for one kill, one pause and one partition,
+/// each held for [`FAULT_HOLD`] after as long healthy.
+const CAS_RUN: Duration = Duration::from_secs(27);
+/// Length of the etcd-cas run with stale reads: a few partitions.
+const STALE_RUN: Duration = Duration::from_secs(20);
+/// Fewest compare-and-sets that must succeed, and fail, for the etcd-cas run to mean anything.
+const MIN_CAS_EACH_WAY: usize = 20;
 /// Distinct keys of the power-cut runs: enough that many keys are not written again between a
 /// cut and the next read of them, so a lost write is seen.
 const POWER_KEYS: usize = 20;
@@ -89,6 +103,7 @@ fn options(
         work_dir: dir.path().join("cluster"),
         output_dir: dir.path().join("out"),
         nodes: 3,
+        workload: Workload::KvV1,
         duration,
         faults,
         clients: 6,
@@ -156,6 +171,101 @@ async fn stale_reads_are_caught() {
         }
         other => panic!("stale reads under partitions must be caught, got {other:?}: {report}"),
     }
+}
+
+/// Proves: compare-and-sets (Txns on the value or the mod_revision) and linearizable reads
+/// over etcd's API, each sent to a random member, stay linearizable through kills, pauses and
+/// partitions, and the nodes converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cas_over_etcd_under_faults_is_linearizable() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = vec![FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
+    let report = run(ChaosOptions {
+        workload: Workload::EtcdCas,
+        ..options(&dir, CAS_RUN, faults, Unsafe::No)
+    })
+    .await
+    .expect("harness: the run");
+    println!("chaos (etcd-cas): {report}");
+    assert!(report.verdict.is_linearizable(), "{report}");
+    assert!(report.converged.is_ok(), "{report}");
+    for kind in ["kill", "pause", "partition"] {
+        assert!(
+            report.faults.get(kind).copied().unwrap_or(0) >= 1,
+            "no {kind} fault was injected: {report}"
+        );
+    }
+    assert!(
+        report.cas_succeeded >= MIN_CAS_EACH_WAY && report.cas_failed >= MIN_CAS_EACH_WAY,
+        "compare-and-sets must both succeed and fail often enough to mean anything: {report}"
+    );
+    assert!(report.files.is_empty());
+}
+
+/// Proves the etcd-cas run has teeth: with reads answered from each member's local state (no
+/// read index, on followers too) and a member cut off, the checker finds a read of a stale
+/// value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_reads_over_etcd_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run(ChaosOptions {
+        workload: Workload::EtcdCas,
+        ..options(
+            &dir,
+            STALE_RUN,
+            vec![FaultKind::Partition],
+            Unsafe::StaleReads,
+        )
+    })
+    .await
+    .expect("harness: the run");
+    println!("chaos (etcd-cas, unsafe_stale_reads): {report}");
+    let Verdict::NotLinearizable {
+        key,
+        minimal_subhistory,
+    } = &report.verdict
+    else {
+        panic!("stale reads under partitions must be caught: {report}");
+    };
+    for op in minimal_subhistory {
+        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        let kind = match &op.kind {
+            OpKind::Cas { expect, new, .. } => {
+                format!("cas {:?} -> {}", expect.as_deref().map(text), text(new))
+            }
+            other => format!("{other:?}"),
+        };
+        println!(
+            "  client {} {kind} [{}, {:?}] {:?}",
+            op.client, op.invoke, op.complete, op.outcome
+        );
+    }
+    // Only reads can be stale here (a Txn, its failure branch's Range too, runs on the
+    // leader): the witness must hold a read that answered, and without its reads the rest of
+    // it — compare-and-sets and deletes — must be linearizable.
+    assert!(
+        minimal_subhistory
+            .iter()
+            .any(|op| op.kind == OpKind::Get && matches!(op.outcome, Outcome::Ok(_))),
+        "key {:?}: a violation without a read is not the stale read sought: {report}",
+        String::from_utf8_lossy(key)
+    );
+    let writes: Vec<_> = minimal_subhistory
+        .iter()
+        .filter(|op| op.kind != OpKind::Get)
+        .cloned()
+        .collect();
+    assert_eq!(
+        check_operations(&writes, CHECK_BUDGET),
+        Verdict::Linearizable,
+        "the violation must be in what the reads saw: {report}"
+    );
+    assert_eq!(
+        report.files.len(),
+        3,
+        "history, minimal sub-history and the cluster dir: {report}"
+    );
+    assert!(report.files.iter().all(|f| f.exists()));
 }
 
 /// Proves: through power cuts of every node at once, of one node and of a minority, no

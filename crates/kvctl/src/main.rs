@@ -155,6 +155,11 @@ struct ChaosArgs {
     /// Cluster size.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
+    /// What the clients do: kv (get/set/delete over kv.v1, following the leader) or etcd-cas
+    /// (compare-and-set Txns and linearizable Ranges over etcd's API, each request to a random
+    /// member).
+    #[arg(long, default_value = "kv")]
+    workload: String,
     /// How long each fault lasts, and the healthy time between faults, in seconds.
     #[arg(long, default_value_t = 4)]
     fault_hold: u64,
@@ -228,8 +233,9 @@ const EXIT_UNDECIDED: u8 = 7;
 const CHAOS_OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn chaos(args: ChaosArgs) -> Result<ExitCode, ClientError> {
-    use kv_chaos::runner::{run, ChaosOptions, FaultKind};
+    use kv_chaos::runner::{run, ChaosOptions, FaultKind, Workload};
     let faults = FaultKind::parse_list(&args.faults).map_err(ClientError::Invalid)?;
+    let workload = Workload::parse(&args.workload).map_err(ClientError::Invalid)?;
     let node_binary = match args.node_binary {
         Some(p) => p,
         None => std::env::current_exe()
@@ -257,6 +263,7 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, ClientError> {
         work_dir,
         output_dir: args.output,
         nodes: args.nodes,
+        workload,
         duration: Duration::from_secs(args.duration),
         faults,
         clients: args.clients,
