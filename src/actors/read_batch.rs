@@ -80,7 +80,9 @@ impl<R> ReadBatch<R> {
             waiting: HashMap::new(),
             count: 0,
             node_id,
-            next_ctx: 1,
+            // A random start, as for command sequence numbers: an answer to a request of an
+            // earlier run of this node, still on its way, must not match a batch of this one.
+            next_ctx: rand::random::<u64>() >> 1,
         }
     }
 

@@ -55,8 +55,8 @@ pub struct StorageActor {
     /// A [`CompactionStep`] is in the mailbox: at most one at a time.
     compaction_scheduled: bool,
     /// Reads waiting for physical compaction to reach a revision (etcd's `physical`
-    /// compactions), answered after the step that gets there. Bounded with the parked reads
-    /// by [`MAX_PARKED_READS`].
+    /// compactions), answered after the step that gets there. At most [`MAX_PARKED_READS`]
+    /// of them; those whose caller has gone are dropped when that limit is reached.
     compaction_waiters: Vec<(i64, Reply<ReadAnswer>)>,
 }
 
@@ -251,6 +251,10 @@ impl Handler<Read> for StorageActor {
     fn handle(&mut self, msg: Read, _: &mut Self::Context) {
         if let ReadQuery::PhysicallyCompacted { revision } = msg.query {
             if revision > self.sm.physically_compacted() {
+                if self.compaction_waiters.len() >= MAX_PARKED_READS {
+                    self.compaction_waiters
+                        .retain(|(_, reply)| !reply.is_closed());
+                }
                 if self.compaction_waiters.len() >= MAX_PARKED_READS {
                     let _ = msg.reply.send(Err(Error::Overloaded(format!(
                         "{MAX_PARKED_READS} calls already wait for compaction"

@@ -28,13 +28,19 @@
 //! - `MsgTransferLeader` at a node that is not the leader (a follower forwards it with its
 //!   term still set, which raft-rs's send treats as a `fatal!`);
 //! - `MsgTimeoutNow` from anyone but the leader this node follows (when it knows one), and
-//!   `MsgReadIndexResp` from anyone but its leader.
+//!   `MsgReadIndexResp` from anyone but its leader;
+//! - a read-index request or answer that does not carry exactly one entry (its context) of at
+//!   most [`MAX_READ_CONTEXT_BYTES`]: raft-rs reads the first entry unchecked.
 //!
 //! A correct peer never sends any of these, so refusing them changes nothing for a healthy
 //! cluster; the in-process cluster tests step every message through this check and fail on any
 //! refusal, which keeps it from refusing what a correct peer sends.
 
 use raft::prelude::{ConfState, EntryType, Message, MessageType};
+
+/// Largest read-index context a peer may send, in bytes; this cluster's are 16 (node id and
+/// counter, `actors::read_batch`), and the leader keeps each pending one until answered.
+pub const MAX_READ_CONTEXT_BYTES: usize = 64;
 
 /// Terms and indexes at or above this are refused: no real cluster gets near it, and raft-rs
 /// adds to them unchecked.
@@ -138,6 +144,13 @@ pub fn check(m: &Message, view: &LogView) -> Result<(), Refusal> {
         // A follower would forward it to its leader with the term still set: a `fatal!`.
         MsgTransferLeader if !view.is_leader => {
             Err("a leadership transfer request reached a node that is not the leader".into())
+        }
+        MsgReadIndex | MsgReadIndexResp
+            if m.entries.len() != 1 || m.entries[0].data.len() > MAX_READ_CONTEXT_BYTES =>
+        {
+            Err(format!(
+                "{t:?} must carry one context entry of at most {MAX_READ_CONTEXT_BYTES} bytes"
+            ))
         }
         MsgReadIndexResp if m.from != view.leader_id => Err(format!(
             "{t:?} from node {}, which is not the leader",
@@ -263,6 +276,27 @@ mod tests {
             term,
             ..Default::default()
         }
+    }
+
+    /// raft-rs indexes a read-index message's first entry unchecked: one without, or with an
+    /// oversized context, never reaches it; the one a follower really sends does.
+    #[test]
+    fn a_read_index_request_without_its_context_is_refused() {
+        let mut ri = msg(MessageType::MsgReadIndex);
+        ri.term = 0;
+        assert!(check(&ri, &view()).unwrap_err().contains("context"));
+        ri.entries = vec![Entry {
+            data: vec![0; MAX_READ_CONTEXT_BYTES + 1].into(),
+            ..Default::default()
+        }]
+        .into();
+        assert!(check(&ri, &view()).unwrap_err().contains("context"));
+        ri.entries = vec![Entry {
+            data: vec![0; 16].into(),
+            ..Default::default()
+        }]
+        .into();
+        assert_eq!(check(&ri, &view()), Ok(()));
     }
 
     #[test]

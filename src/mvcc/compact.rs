@@ -9,9 +9,10 @@
 //! place in it. A step may be interrupted anywhere, and resumes after a restart from the
 //! cursor; a later compaction simply moves the goal further.
 //!
-//! For each record `(K, rev)` with `rev.main <= C` it reaches, a step removes every older
-//! record of `K` (they are superseded by this one, which is itself at or below `C`), and the
-//! record itself if it is a tombstone. So once the cursor passes `C`, at most one record per
+//! For each record `(K, rev)` with `rev.main <= C` it reaches, a step removes the record of
+//! `K` just before it (superseded by this one, which is itself at or below `C`; every record
+//! before that one went when its own successor was reached), and the record itself if it is
+//! a tombstone. So once the cursor passes `C`, at most one record per
 //! key remains at or below `C`: its newest, a put. A record kept by an earlier compaction is
 //! removed when a later one reaches the record that superseded it.
 //!
@@ -77,12 +78,15 @@ pub fn step(
             break;
         }
         let rec = Record::decode(&v).ok_or_else(|| corrupt("revision-log", &k))?;
+        // Only the change just before this one goes: every earlier one went when its own
+        // successor was stepped over (this step or an earlier compaction's), so one seek per
+        // record does it however long the key's history — a scan of all older entries would
+        // make a hot key's step quadratic.
         let own = hist_key(rec.key, rev);
-        for older in view.scan(&hist_prefix(rec.key), &own, false) {
-            let (hk, _) = older?;
+        if let Some((hk, _)) = view.last(&hist_prefix(rec.key), &own)? {
             let (_, old) = split_hist_key(&hk).ok_or_else(|| corrupt("history key", &hk))?;
-            batch.remove(hk);
             batch.remove(&rev_key(old)[..]);
+            batch.remove(hk);
         }
         if rec.meta.tombstone {
             batch.remove(own);

@@ -1,4 +1,12 @@
 //! `EtcdKv`: etcd's KV service (`etcdserverpb.KV`) — Range, Put, DeleteRange, Txn, Compact.
+//!
+//! Each call is checked as etcd checks it (message size first, then the request's own checks,
+//! then the request size), then becomes one ClientApiActor message. Writes that this member
+//! cannot propose because it is not the leader are forwarded to the leader **at most once**:
+//! the local refusal means nothing was proposed here, and a forwarded request that reaches a
+//! member which is not the leader either is refused there too ("leader changed"). So a client
+//! told "no leader" or "leader changed" knows its write was not applied; every answer that
+//! leaves the outcome open says "request timed out" in one of etcd's forms.
 
 use etcd_api::etcdserverpb::kv_client::KvClient;
 use etcd_api::etcdserverpb::kv_server::Kv;
