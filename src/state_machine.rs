@@ -922,7 +922,11 @@ mod tests {
         // Every `d` key becomes live at revision 2, sub-revisions in key order, version 1.
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = sled::Config::new()
+                .path(dir.path())
+                .flush_every_ms(None)
+                .open()
+                .unwrap();
             let tree = db.open_tree(SM_TREE).unwrap();
             tree.insert(b"db", b"2").unwrap();
             tree.insert(b"da", b"1").unwrap();
@@ -959,6 +963,9 @@ mod tests {
             "the old keys are gone"
         );
         sm.apply(&[set(8, "a", "new")]).unwrap();
+        // Synced before the drop, as the node does at shutdown: sled's writer threads let go
+        // of the database only once its writes are done, and the reopen below needs its lock.
+        sm.sync().unwrap();
         drop(sm);
         let sm = StateMachine::open(dir.path()).unwrap();
         assert_eq!(

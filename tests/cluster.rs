@@ -393,10 +393,12 @@ impl SimCluster {
             .peers
             .get_mut(&id)
             .unwrap_or_else(|| panic!("no peer {id}"));
+        let mut restored_to = None;
         if let Some(snap) = &out.snapshot {
             if snap.get_metadata().index > peer.sm.applied().index {
                 peer.sm.restore(snap).expect("restore a snapshot");
                 *self.snapshots_restored.entry(id).or_default() += 1;
+                restored_to = Some(snap.get_metadata().index);
             }
         }
         let applied = peer.sm.apply(&out.committed).expect("apply");
@@ -409,6 +411,10 @@ impl SimCluster {
                 "node {id} applied term {} at index {}, another node applied term {term}",
                 e.term, e.index
             );
+        }
+        if let Some(index) = restored_to {
+            let answers = self.tracker(id).restored(index);
+            self.record(id, answers);
         }
         let answers = self.tracker(id).applied(applied, applied_index);
         self.record(id, answers);

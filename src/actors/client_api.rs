@@ -400,6 +400,9 @@ impl Handler<ClientHash> for ClientApiActor {
 impl Handler<Applied> for ClientApiActor {
     type Result = ();
     fn handle(&mut self, msg: Applied, _: &mut Context<Self>) {
+        if let Some(index) = msg.restored_to {
+            send_writes(self.proposals.restored(index));
+        }
         send_writes(self.proposals.applied(msg.entries, msg.applied_index));
     }
 }

@@ -369,6 +369,9 @@ pub struct Applied {
     /// The applied index after them: a pending write placed at or below it that no entry
     /// matched was overwritten.
     pub applied_index: u64,
+    /// The index of a snapshot from the leader restored before these entries, if one was:
+    /// the writes it covers cannot be matched to entries.
+    pub restored_to: Option<u64>,
 }
 
 /// RaftActor → ClientApiActor: role, leader or term changed.

@@ -42,6 +42,9 @@ use etcd_api::etcdserverpb::DeleteRangeResponse;
 
 /// Why a write overwritten by another leader's entry is not applied.
 const OVERWRITTEN: &str = "a new leader overwrote the entry";
+/// Why a write is in doubt when a snapshot from the leader replaced the log around it.
+const COVERED_BY_SNAPSHOT: &str = "a snapshot from the leader replaced this node's log past \
+                                   the write's entry; it may or may not have taken effect";
 /// Why a write is in doubt once its leader is deposed.
 const LEADERSHIP_LOST: &str =
     "this node lost leadership before the write was applied; it may or may not take effect";
@@ -173,6 +176,30 @@ impl<R: ReplyHandle> Proposals<R> {
     pub fn refused(&mut self, seq: u64, error: Error) -> Option<WriteAnswer<R>> {
         let p = self.pending.remove(&seq)?;
         Some((p.reply, Err(error)))
+    }
+
+    /// The state machine restored a snapshot from the leader up to `index` (a node that
+    /// handed leadership over keeps its writes pending, and may be sent one). The entries it
+    /// covers are never reported one by one, so a write placed at or below it cannot be told
+    /// applied or overwritten: it fails as outcome unknown — never "not applied", which would
+    /// invite a retry of a write that may be in the snapshot.
+    pub fn restored(&mut self, index: u64) -> Vec<WriteAnswer<R>> {
+        let covered: Vec<u64> = self
+            .by_index
+            .range(..=index)
+            .map(|(index, _)| *index)
+            .collect();
+        let mut answers = Vec::new();
+        for at in covered {
+            if let Some(seq) = self.by_index.remove(&at) {
+                if let Some(p) = self.pending.remove(&seq) {
+                    let e = Error::OutcomeUnknown(COVERED_BY_SNAPSHOT.into());
+                    answers.push((p.reply, Err(e)));
+                }
+            }
+        }
+        self.applied = self.applied.max(index);
+        answers
     }
 
     /// The state machine applied `entries`, reaching `applied_index`. Our entries answer their
@@ -442,6 +469,26 @@ mod tests {
                 ("del", "applied at 8/4, existed".into()),
                 ("bad", "invalid argument: command has no operation".into()),
             ]
+        );
+    }
+
+    /// A snapshot restored past a pending write's index leaves its fate unknown: it fails as
+    /// outcome unknown, not "not applied"; a write placed after the snapshot stays pending.
+    #[test]
+    fn a_write_covered_by_a_restored_snapshot_has_an_unknown_outcome() {
+        let mut p = table();
+        let a = submit(&mut p, "a");
+        let b = submit(&mut p, "b");
+        assert!(p.placed(a, at(5, 2)).is_none());
+        assert!(p.placed(b, at(9, 2)).is_none());
+        let told = show(p.restored(7));
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].0, "a");
+        assert!(told[0].1.starts_with("outcome unknown"), "{}", told[0].1);
+        assert_eq!(
+            p.len(),
+            1,
+            "b, placed after the snapshot, waits for its entry"
         );
     }
 

@@ -213,11 +213,13 @@ impl Handler<CompactionStep> for StorageActor {
 impl Handler<Apply> for StorageActor {
     type Result = ();
     fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) {
+        let mut restored_to = None;
         if let Some(snap) = &msg.snapshot {
             if snap.get_metadata().index > self.sm.applied().index {
                 if let Err(e) = self.sm.restore(snap) {
                     self.fatal("restoring a snapshot", &e);
                 }
+                restored_to = Some(snap.get_metadata().index);
                 tracing::info!(
                     index = snap.get_metadata().index,
                     "state restored from the leader's snapshot"
@@ -233,6 +235,7 @@ impl Handler<Apply> for StorageActor {
             to.do_send(Applied {
                 entries,
                 applied_index,
+                restored_to,
             });
         }
         if let Some(to) = &self.progress_to {

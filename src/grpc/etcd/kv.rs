@@ -58,10 +58,15 @@ impl EtcdKv {
                 ..
             }) if !forwarded => {
                 let f = &self.front;
-                let r = f
+                let mut r = f
                     .forwarder
                     .forward(&addr, original, f.timeout, forward)
                     .await?;
+                // The answer is this member's, as a follower's is in etcd: the leader's
+                // revision and term, this member's id.
+                if let Some(h) = header(&mut r) {
+                    h.member_id = f.member_id;
+                }
                 Ok(Response::new(r))
             }
             Err(e) => Err(status_of(e)),
