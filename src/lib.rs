@@ -24,12 +24,13 @@
 //!   [`consensus`] (the WAL, the Raft log store, the snapshot file, `RaftNode`), [`mvcc`]
 //!   (etcd's multi-version store over sled: revisions, history, compaction, Txn, the
 //!   request checks), [`state_machine`] (log entries applied to it, the applied index, its
-//!   trust marker), [`recovery`] (opening a data dir's stores and
-//!   repairing what a crash left out of step), [`durable`] (file steps that survive a power cut),
-//!   [`error`] (the one error type and its gRPC mapping);
-//! - the runtime around them: [`actors`] (the actor shells, their wiring, and the plain structs that track their pending
-//!   writes and read-index batches), [`grpc`] (tonic
-//!   services), [`node`] (starting and stopping a node), [`proto`] (generated code).
+//!   trust marker), [`recovery`] (opening a data dir's stores and repairing what a crash
+//!   left out of step), [`durable`] (file steps that survive a power cut), [`fnv`] (the
+//!   digest every member computes alike), [`error`] (the one error type and its gRPC
+//!   mapping);
+//! - the runtime around them: [`actors`] (the actor shells, their wiring, and the plain
+//!   structs that track their pending writes and read-index batches), [`grpc`] (tonic
+//!   services: kv.v1 and etcd's API), [`node`] (starting and stopping a node), [`proto`] (generated code).
 //!
 //! The client API's wire types and the shared client are the `kv_api` crate; the tools — the
 //! GUI, kvctl, kvbench, the cluster harness, the chaos suite, powerfs — are the other members
@@ -41,6 +42,7 @@ pub mod config;
 pub mod consensus;
 pub mod durable;
 pub mod error;
+pub mod fnv;
 pub mod grpc;
 pub mod mvcc;
 pub mod node;

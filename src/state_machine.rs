@@ -509,18 +509,15 @@ impl StateMachine {
     /// compact revision — and the applied index (FNV-1a), so nodes can be compared. It does
     /// not depend on how far physical compaction has got.
     pub fn hash(&self) -> Result<u64> {
-        const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const FNV_PRIME: u64 = 0x0100_0000_01b3;
-        let mut h = FNV_OFFSET;
+        let mut h = crate::fnv::Fnv1a::new();
+        // Each part length-prefixed, so two different sequences of parts never read the same.
         let mut eat = |bytes: &[u8]| {
-            for b in (bytes.len() as u64).to_be_bytes().iter().chain(bytes) {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(FNV_PRIME);
-            }
+            h.write(&(bytes.len() as u64).to_be_bytes());
+            h.write(bytes);
         };
         self.store.digest(&mut eat)?;
         eat(&self.applied.index.to_be_bytes());
-        Ok(h)
+        Ok(h.finish())
     }
 
     /// A snapshot of everything applied so far, with `conf_state` as its configuration:

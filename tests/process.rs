@@ -416,14 +416,7 @@ fn kvctl_commands_output_and_exit_codes() {
     let run = |args: &[&str]| cluster.kvctl(&follower, args);
 
     // The commands and their output, as a user would see them: tests/cmd/kvctl.md.
-    clear_kv_env();
-    trycmd::TestCases::new()
-        .register_bin("kvctl", kvctl_bin())
-        .env("KV_ENDPOINTS", follower.clone())
-        .env("NO_COLOR", "1")
-        .timeout(KVCTL_TIMEOUT)
-        .case("tests/cmd/kvctl.md")
-        .run();
+    play_kvctl_transcript(&follower, "tests/cmd/kvctl.md");
 
     // Every endpoint given: the same answer.
     let out = cluster.kvctl(&all, &["get", "apple"]);
@@ -531,14 +524,7 @@ fn kvctl_etcd_commands_match_etcd() {
     let leader = cluster.wait_leader();
     let follower = cluster.client_addr(cluster.follower_of(leader)).to_string();
 
-    clear_kv_env();
-    trycmd::TestCases::new()
-        .register_bin("kvctl", kvctl_bin())
-        .env("KV_ENDPOINTS", follower.clone())
-        .env("NO_COLOR", "1")
-        .timeout(KVCTL_TIMEOUT)
-        .case("tests/cmd/kvctl-etcd.md")
-        .run();
+    play_kvctl_transcript(&follower, "tests/cmd/kvctl-etcd.md");
 
     // The transcript leaves greeting created at revision 2 and last put at 3, its second put.
     let out = cluster.kvctl(&follower, &["get", "greeting", "--show-revisions"]);
@@ -912,6 +898,19 @@ fn clear_kv_env() {
 /// The node's answers to bad configuration, as the transcript `tests/cmd/config-errors.md`
 /// shows them: one line naming the file (and line) and the field, exit 2 (exit 1 for a data
 /// dir that cannot be created), and no port bound.
+/// Plays the kvctl transcript `case` (trycmd) against the nodes at `endpoints`, with no
+/// `KV_*` variable of the test's own environment leaking in.
+fn play_kvctl_transcript(endpoints: &str, case: &str) {
+    clear_kv_env();
+    trycmd::TestCases::new()
+        .register_bin("kvctl", kvctl_bin())
+        .env("KV_ENDPOINTS", endpoints)
+        .env("NO_COLOR", "1")
+        .timeout(KVCTL_TIMEOUT)
+        .case(case)
+        .run();
+}
+
 #[test]
 fn bad_config_transcript() {
     clear_kv_env();

@@ -74,12 +74,9 @@ pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The cluster id every member derives from the cluster's name: FNV-1a over it, never 0
 /// (etcd's clients treat 0 as "unknown").
 pub fn cluster_id(cluster_name: &str) -> u64 {
-    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const FNV_PRIME: u64 = 0x0100_0000_01b3;
-    let h = cluster_name.bytes().fold(FNV_OFFSET, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
-    });
-    h.max(1)
+    let mut h = crate::fnv::Fnv1a::new();
+    h.write(cluster_name.as_bytes());
+    h.finish().max(1)
 }
 
 /// What every etcd service of one member shares.
