@@ -61,7 +61,12 @@ pub struct NodeConfig {
     pub heartbeat_ticks: usize,
     /// Ticks without a leader before a follower campaigns (randomised up to twice this).
     pub election_ticks: usize,
-    /// Applied entries between two snapshots; each snapshot lets the log be compacted.
+    /// Applied entries between two snapshots; each snapshot lets the log be compacted. A
+    /// snapshot serializes the whole MVCC state, history included, while applies wait, so
+    /// its cost grows with the store: the default is etcd's `--snapshot-count` (100 000),
+    /// which at 10 000 made a snapshot every few seconds under load and put 0.3–0.9 s into
+    /// put p99 at 256 clients (BENCHMARKS.md). The price is a longer log to replay after a
+    /// crash.
     pub snapshot_threshold: u64,
     /// Entries kept in the log behind a snapshot, so briefly lagging followers catch up
     /// from the log rather than by a full snapshot.
@@ -116,7 +121,7 @@ impl Default for NodeConfig {
             tick_interval_ms: 100,
             heartbeat_ticks: 1,
             election_ticks: 10,
-            snapshot_threshold: 10_000,
+            snapshot_threshold: 100_000,
             log_retain_entries: 5_000,
             max_key_bytes: 4 * 1024,
             max_value_bytes: 1024 * 1024,
@@ -170,7 +175,7 @@ pub struct ConfigOverrides {
     /// Election timeout in ticks [default: 10].
     #[arg(long, env = "KV_ELECTION_TICKS")]
     pub election_ticks: Option<usize>,
-    /// Applied entries between snapshots [default: 10000].
+    /// Applied entries between snapshots [default: 100000].
     #[arg(long, env = "KV_SNAPSHOT_THRESHOLD")]
     pub snapshot_threshold: Option<u64>,
     /// Log entries kept behind a snapshot [default: 5000].

@@ -9,6 +9,13 @@ use distributed_kv::config::{ConfigOverrides, NodeConfig, FLAGS_SOURCE};
 use distributed_kv::node::Node;
 use distributed_kv::Error;
 
+/// mimalloc instead of glibc's malloc: a put allocates and frees dozens of small buffers on
+/// several threads (gRPC frames, protobuf messages, sled nodes), and glibc's per-arena
+/// locking and chunk consolidation took about a fifth of the node's CPU in a put profile
+/// (BENCHMARKS.md). Only the node binary chooses; the library leaves it to its users.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A Raft-replicated, strongly consistent key-value store node.
 ///
 /// Every setting can come from the config file, an environment variable (KV_*) or a flag;

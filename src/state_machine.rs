@@ -543,14 +543,14 @@ impl StateMachine {
         for kv in self.tree.iter() {
             batch.remove(kv?.0);
         }
-        let state = MvccStore::restore_into(&snap.data, &mut batch)?;
+        let (state, index) = MvccStore::restore_into(&snap.data, &mut batch)?;
         let m = snap.get_metadata();
         batch.insert(APPLIED_KEY, &applied_value(m.index, m.term));
         self.trust.set_dirty()?;
         self.tree.apply_batch(batch)?;
         self.sync()?;
         self.applied = LogId::of(m);
-        self.store.set_state(state);
+        self.store.install(state, index);
         Ok(())
     }
 }

@@ -16,46 +16,26 @@
 //! key remains at or below `C`: its newest, a put. A record kept by an earlier compaction is
 //! removed when a later one reaches the record that superseded it.
 //!
+//! The key index loses the same changes in the same step ([`KeyIndex::compact_at`]), before
+//! the step's batch is written; a failed write stops the node, and a restart rebuilds the
+//! index from the records that are really there.
+//!
 //! Until a step has removed them, unreachable records are still in the tree, so whatever
-//! must not depend on how far removal has got (HashKV, the state hash, snapshots) reads
-//! through [`visible`], which says whether a record survives compaction at `C`.
+//! must not depend on how far removal has got (HashKV, the state hash, snapshots) asks
+//! [`KeyIndex::survives`] whether a record survives compaction at `C`.
 
-use super::keys::{hist_key, hist_prefix, rev_key, rev_of_key, split_hist_key, Record, Revision};
-use super::overlay::View;
+use super::index::KeyIndex;
+use super::keys::{rev_key, rev_of_key, Record, Revision};
 use super::read::corrupt;
 use super::store::{StoreState, CURSOR_KEY};
 use crate::error::Result;
-
-/// Whether the record at `rev` survives compaction at `compact`: anything above it does;
-/// at or below it, only a key's newest record there, and only if it is a put.
-pub fn visible(view: &View<'_>, rev: Revision, rec: &Record<'_>, compact: i64) -> Result<bool> {
-    if rev.main > compact {
-        return Ok(true);
-    }
-    if rec.meta.tombstone {
-        return Ok(false);
-    }
-    let mut from = hist_key(rec.key, rev);
-    // Just after this entry: every history key of the same key at a later revision.
-    from.push(0);
-    let prefix = hist_prefix(rec.key);
-    let Some(to) = super::keys::after_prefix(&prefix) else {
-        return Ok(true);
-    };
-    match view.first(&from, &to)? {
-        None => Ok(true),
-        Some((k, _)) => {
-            let (_, next) = split_hist_key(&k).ok_or_else(|| corrupt("history key", &k))?;
-            Ok(next.main > compact)
-        }
-    }
-}
 
 /// One step of removal: at most `max_records` records of the revision log, from the
 /// cursor. Returns the batch to write (the cursor's new place included), the state after
 /// it, and whether records at or below the compact revision remain to be looked at.
 pub fn step(
     tree: &sled::Tree,
+    index: &mut KeyIndex,
     state: &StoreState,
     max_records: usize,
 ) -> Result<(sled::Batch, StoreState, bool)> {
@@ -64,11 +44,10 @@ pub fn step(
     if state.cursor.main > state.compact {
         return Ok((batch, after, false));
     }
-    let view = View::tree(tree);
     let goal = Revision::after_main(state.compact);
     let mut next = goal;
     let mut more = false;
-    let scan = view.scan(&rev_key(state.cursor), &rev_key(goal), false);
+    let scan = tree.range(rev_key(state.cursor)..rev_key(goal));
     for (seen, item) in scan.enumerate() {
         let (k, v) = item?;
         let rev = rev_of_key(&k).ok_or_else(|| corrupt("revision-log key", &k))?;
@@ -79,18 +58,10 @@ pub fn step(
         }
         let rec = Record::decode(&v).ok_or_else(|| corrupt("revision-log", &k))?;
         // Only the change just before this one goes: every earlier one went when its own
-        // successor was stepped over (this step or an earlier compaction's), so one seek per
-        // record does it however long the key's history — a scan of all older entries would
-        // make a hot key's step quadratic.
-        let own = hist_key(rec.key, rev);
-        if let Some((hk, _)) = view.last(&hist_prefix(rec.key), &own)? {
-            let (_, old) = split_hist_key(&hk).ok_or_else(|| corrupt("history key", &hk))?;
-            batch.remove(&rev_key(old)[..]);
-            batch.remove(hk);
-        }
-        if rec.meta.tombstone {
-            batch.remove(own);
-            batch.remove(k);
+        // successor was stepped over (this step or an earlier compaction's), so the work
+        // per record is constant however long the key's history.
+        for gone in index.compact_at(rec.key, rev) {
+            batch.remove(&rev_key(gone)[..]);
         }
     }
     after.cursor = next;

@@ -24,33 +24,33 @@
 //! key's newest, which goes too if it is a tombstone) happens afterwards in bounded steps
 //! ([`compact`]); everything that must agree between replicas reads as if it were done.
 //!
-//! # Layout in the `sm` tree
+//! # Layout in the `sm` tree, and the key index in memory
 //!
 //! | prefix | key | value |
 //! |---|---|---|
-//! | `r` | revision (main, sub: 8 bytes each) | meta, key length, key, value: the revision log, the only place a value is stored |
-//! | `h` | escaped key, revision | meta (tombstone flag, create revision, version, lease: 25 bytes): the history of each key |
-//! | `k` | key | create, mod (main, sub), version, lease (40 bytes): the keys alive now |
+//! | `r` | revision (main, sub: 8 bytes each) | meta (tombstone flag, create revision, version, lease: 25 bytes), key length, key, value: the revision log |
 //! | `m` | `mrev`, `mcompact`, `mcount`, `mcompacted` | revision, compact revision, live keys, physical-compaction cursor |
 //!
 //! (`mapplied`, the applied log index, is the state machine's, in the same batches.)
 //!
-//! Why three records for a put: each answers one kind of question without reading values.
-//! The live index answers reads at the current revision — a count walks 40-byte entries, and
-//! a value is fetched from `r` only for key-values returned. The history index answers reads
-//! at a past revision the same way, key by key. The revision log is in revision order, which
-//! HashKV, physical compaction (work proportional to the revisions compacted) and a later
-//! Watch replay need; it holds the value once. Folding `h` into `r` would save a write but
-//! make past counts read values; storing the value in `k` too would write it twice.
+//! The revision log is the only durable record: each change once, in revision order, with
+//! its key and meta. What reads need to find — for each key, the revisions that changed it
+//! and their metas — is the key index ([`index`]), built by one walk of the log at open and
+//! kept in step with it after, as etcd keeps its `treeIndex` beside bbolt. A put so writes
+//! one sled record; a read fetches one record per key-value it returns; a count reads none.
+//! The revision order is what HashKV, physical compaction (work proportional to the
+//! revisions compacted) and a later Watch replay need.
 //!
-//! Keys in `h` are escaped (`keys::escape_into`) so that one key's entries are contiguous,
-//! in revision order, and sort before every greater key's.
+//! An earlier layout also kept the index in sled, as a history (`h`) and a live (`k`) index:
+//! three records per put, which made writes CPU-bound on sled. Opening such a database
+//! removes them; the revision log has everything they had.
 //!
 //! # Invariants
 //!
-//! - Every `r` record has its `h` entry and the other way round; a key is in `k` exactly
-//!   when its newest `h` entry is a put, and `k` points at that put.
-//! - `mcount` is the number of `k` entries; `mrev` is at least the newest `r` revision.
+//! - Every `r` record has its change in the key index and the other way round (within an
+//!   apply batch, the batch's records are staged in its overlay).
+//! - `mcount` is the number of keys whose newest change is a put (checked at open);
+//!   `mrev` is at least the newest `r` revision.
 //! - Everything one apply batch changes, `m` keys and applied index included, is written in
 //!   one `sled::Batch`, so a restart sees all of a batch or none of it.
 //! - Physical compaction only ever removes records at or below `mcompact` that no read at or
@@ -63,6 +63,7 @@
 
 pub mod check;
 pub mod compact;
+pub mod index;
 pub mod keys;
 pub mod overlay;
 pub mod read;

@@ -340,8 +340,19 @@ fn the_store_agrees_with_a_model_of_etcd() {
                 assert_eq!(a.store.key_count(), b.store.key_count());
             }
         }
+        // A store reopened (its key index rebuilt from the revision log) and one restored
+        // from a snapshot read as the store that wrote them, at every revision.
+        let reopened = b.reopened();
+        let restored = b.restored_elsewhere();
+        assert_eq!(reopened.every_revision(), b.every_revision(), "seed {seed}");
+        assert_eq!(restored.every_revision(), b.every_revision(), "seed {seed}");
         while a.commit_step(50) {}
         assert_eq!(a.every_revision(), b.every_revision(), "seed {seed}");
+        assert_eq!(
+            a.reopened().every_revision(),
+            b.every_revision(),
+            "seed {seed}"
+        );
         assert_eq!(a.store.hash_kv(0).unwrap(), b.store.hash_kv(0).unwrap());
         assert_eq!(a.store.physically_compacted(), model.compact.max(-1));
     }

@@ -1,11 +1,9 @@
 //! Reads at a revision: etcd's Range, and the lookups writes and compares make.
 //!
-//! At the current revision a read walks the live index (`k`): one small entry per key,
-//! so counting a range reads no value. At a past revision `R` it uses the history index
-//! (`h`) instead: for each key, a seek to its newest entry with `main <= R` (skipped if a
-//! tombstone), then a seek past the key's entries to the next key, so a long history costs
-//! nothing extra. Either way a value is fetched from the revision
-//! log (`r`) only for the key-values actually returned.
+//! Which keys a read returns, and their revisions and versions, come from the key index in
+//! memory ([`super::index`]): at revision `R`, each key's newest change with `main <= R`,
+//! unless it is a tombstone; counting a range reads no value. A value is fetched from the
+//! revision log (`r`) only for the key-values actually returned.
 //!
 //! Range follows etcd 3.4's `applierV3backend.Range` and `rangeKeys` step by step:
 //! `revision > current` is `FutureRevision`; `revision <= 0` means current; a revision
@@ -21,10 +19,8 @@ use etcd_api::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use etcd_api::mvccpb::KeyValue;
 use etcd_api::EtcdError;
 
-use super::keys::{
-    after_prefix, hist_key, hist_prefix, live_key, rev_key, split_hist_key, KeyRange,
-};
-use super::keys::{Live, Meta, Record, Revision};
+use super::index::KeyIndex;
+use super::keys::{rev_key, KeyRange, Live, Record, Revision};
 use super::overlay::View;
 use crate::error::{Error, Result};
 
@@ -33,11 +29,12 @@ pub fn corrupt(what: &str, key: &[u8]) -> Error {
     Error::Disk(format!("corrupt {what} record at tree key {key:?}"))
 }
 
-/// A consistent read of the store: the tree (and the batch being applied, if any) as of
-/// `current`, with `compact` as the compact revision.
+/// A consistent read of the store: the key index, and the values in the tree (and in the
+/// batch being applied, if any), as of `current`, with `compact` as the compact revision.
 #[derive(Clone, Copy)]
 pub struct Reader<'a> {
     pub view: View<'a>,
+    pub index: &'a KeyIndex,
     pub current: i64,
     pub compact: i64,
 }
@@ -45,13 +42,7 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// The live state of `key`.
     pub fn live(&self, key: &[u8]) -> Result<Option<Live>> {
-        let k = live_key(key);
-        match self.view.get(&k)? {
-            None => Ok(None),
-            Some(v) => Live::decode(&v)
-                .map(Some)
-                .ok_or_else(|| corrupt("live", &k)),
-        }
+        Ok(self.index.live(key))
     }
 
     /// The value written at `rev` (a put's revision, from a live or history entry).
@@ -96,67 +87,15 @@ impl<'a> Reader<'a> {
         &self,
         range: KeyRange<'_>,
         rev: i64,
-        mut f: impl FnMut(&[u8], Live) -> Result<bool>,
+        f: impl FnMut(&[u8], Live) -> Result<bool>,
     ) -> Result<()> {
-        if rev >= self.current {
-            if let KeyRange::Single(key) = range {
-                if let Some(live) = self.live(key)? {
-                    f(key, live)?;
-                }
-                return Ok(());
-            }
-            let Some((lo, hi)) = range.live_bounds() else {
-                return Ok(());
-            };
-            for item in self.view.scan(&lo, &hi, false) {
-                let (k, v) = item?;
-                let live = Live::decode(&v).ok_or_else(|| corrupt("live", &k))?;
-                if !f(&k[1..], live)? {
-                    break;
-                }
-            }
-            return Ok(());
-        }
-        if let KeyRange::Single(key) = range {
-            if let Some(live) = self.at(key, rev)? {
-                f(key, live)?;
-            }
-            return Ok(());
-        }
-        let Some((mut lo, hi)) = range.hist_bounds() else {
-            return Ok(());
-        };
-        // Two seeks a key, however long its history: the first entry at or after `lo`
-        // names the next key, its newest entry at or before `rev` is a seek back from
-        // `rev`, and the key after it starts past every entry of this one.
-        while let Some((k, _)) = self.view.first(&lo, &hi)? {
-            let (key, _) = split_hist_key(&k).ok_or_else(|| corrupt("history key", &k))?;
-            if let Some(live) = self.at(&key, rev)? {
-                if !f(&key, live)? {
-                    break;
-                }
-            }
-            match after_prefix(&hist_prefix(&key)) {
-                Some(next) => lo = next,
-                None => break,
-            }
-        }
-        Ok(())
+        self.index.visit(range, rev, f)
     }
 
-    /// The state of `key` at a past revision `rev`: its newest history entry at or before
-    /// `rev`, unless that is a tombstone.
+    /// The state of `key` at a past revision `rev`: its newest change at or before `rev`,
+    /// unless that is a tombstone.
     pub fn at(&self, key: &[u8], rev: i64) -> Result<Option<Live>> {
-        let lo = hist_prefix(key);
-        let hi = hist_key(key, Revision::after_main(rev));
-        match self.view.last(&lo, &hi)? {
-            None => Ok(None),
-            Some((k, v)) => {
-                let (_, at) = split_hist_key(&k).ok_or_else(|| corrupt("history key", &k))?;
-                let meta = Meta::decode(&v).ok_or_else(|| corrupt("history", &k))?;
-                Ok(alive(&meta, at))
-            }
-        }
+        Ok(self.index.at(key, rev))
     }
 
     /// Every key-value in `range` now (compares read these), with values if `with_values`.
@@ -272,14 +211,4 @@ impl<'a> Reader<'a> {
             count,
         })
     }
-}
-
-/// The state a history entry at `at` leaves its key in: alive, unless a tombstone.
-fn alive(meta: &Meta, at: Revision) -> Option<Live> {
-    (!meta.tombstone).then_some(Live {
-        create: meta.create,
-        modified: at,
-        version: meta.version,
-        lease: meta.lease,
-    })
 }

@@ -1,18 +1,15 @@
 //! The MVCC store over the state machine's sled tree: its state (revision, compact
-//! revision, key count, physical-compaction cursor), the reads served outside an apply, the
-//! digests, snapshots, and the migration of data written before revisions existed.
-
-use std::collections::BTreeMap;
+//! revision, key count, physical-compaction cursor), the key index built from the revision
+//! log at open, the reads served outside an apply, the digests, snapshots, and the
+//! migration of data written in earlier layouts.
 
 use etcd_api::etcdserverpb::{HashKvResponse, RangeRequest, RangeResponse};
 use etcd_api::mvccpb::KeyValue;
 use etcd_api::EtcdError;
 
-use super::compact::{self, visible};
-use super::keys::{
-    after_prefix, be_i64, hist_key, live_key, rev_key, rev_of_key, Live, Record, Revision,
-    LIVE_PREFIX, REV_PREFIX,
-};
+use super::compact;
+use super::index::{Change, KeyIndex};
+use super::keys::{be_i64, rev_key, rev_of_key, KeyRange, Live, Record, Revision, REV_PREFIX};
 use super::overlay::View;
 use super::read::{corrupt, Reader};
 use super::snapshot::{self, SnapshotRecord};
@@ -23,12 +20,15 @@ use crate::error::{Error, Result};
 pub const REVISION_KEY: &[u8] = b"mrev";
 /// `mcompact`: the compact revision (absent: -1, never compacted).
 pub const COMPACT_KEY: &[u8] = b"mcompact";
-/// `mcount`: the number of live keys (kept because sled's `len()` walks the tree).
+/// `mcount`: the number of live keys, checked against the key index built at open.
 pub const COUNT_KEY: &[u8] = b"mcount";
 /// `mcompacted`: the first revision-log position physical compaction has not looked at.
 pub const CURSOR_KEY: &[u8] = b"mcompacted";
 /// Prefix of the data written before revisions existed: `d` + key → value.
 pub const OLD_DATA_PREFIX: u8 = b'd';
+/// Prefixes of the history and live indexes an earlier layout kept in the tree, beside the
+/// revision log; the key index in memory replaced both, and opening removes them.
+pub const OLD_INDEX_PREFIXES: [u8; 2] = [b'h', b'k'];
 /// The revision of an empty store (etcd's: the first write makes revision 2).
 pub const FIRST_REVISION: i64 = 1;
 /// The compact revision of a store never compacted.
@@ -87,15 +87,19 @@ impl StoreState {
     }
 }
 
-/// The MVCC data of one node: the records are in the tree, the state also in memory.
+/// The MVCC data of one node: the records are in the tree, the state and the key index
+/// also in memory.
 pub struct MvccStore {
     tree: sled::Tree,
     state: StoreState,
+    index: KeyIndex,
 }
 
 impl MvccStore {
-    /// Opens the store in `tree`, converting data from before revisions first (in one
-    /// batch: every key becomes live at revision 2, sub-revisions in key order).
+    /// Opens the store in `tree`: converts data from before revisions first (in one batch:
+    /// every key becomes live at revision 2, sub-revisions in key order), removes the
+    /// on-disk indexes of the layout before the key index, then builds the key index from
+    /// the revision log and checks it against the key count.
     pub fn open(tree: sled::Tree) -> Result<MvccStore> {
         let meta = |key: &[u8]| -> Result<Option<i64>> {
             match tree.get(key)? {
@@ -127,7 +131,7 @@ impl MvccStore {
             }
             if !old.is_empty() {
                 let pairs = old.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
-                state = import_unversioned(pairs, &mut batch);
+                state = import_unversioned(pairs, &mut batch).0;
                 state.write_all(&mut batch);
                 tree.apply_batch(batch)?;
                 tracing::info!(
@@ -136,7 +140,17 @@ impl MvccStore {
                 );
             }
         }
-        Ok(MvccStore { tree, state })
+        remove_old_indexes(&tree)?;
+        let index = build_index(&tree)?;
+        if index.live_count() != state.key_count {
+            return Err(Error::Disk(format!(
+                "state machine data is corrupt: the key count says {} live keys, the revision \
+                 log has {}",
+                state.key_count,
+                index.live_count()
+            )));
+        }
+        Ok(MvccStore { tree, state, index })
     }
 
     /// Whether `tree` holds data from before revisions, which [`MvccStore::open`] converts.
@@ -177,13 +191,19 @@ impl MvccStore {
     }
 
     /// A writer for one apply batch.
-    pub fn writer(&self) -> Writer<'_> {
-        Writer::new(&self.tree, self.state)
+    pub fn writer(&mut self) -> Writer<'_> {
+        Writer::new(&self.tree, &mut self.index, self.state)
+    }
+
+    /// The key index (read by tests and the state machine's checks).
+    pub fn index(&self) -> &KeyIndex {
+        &self.index
     }
 
     fn reader(&self) -> Reader<'_> {
         Reader {
             view: View::tree(&self.tree),
+            index: &self.index,
             current: self.state.revision,
             compact: self.state.compact,
         }
@@ -205,16 +225,19 @@ impl MvccStore {
         from: &[u8],
         mut f: impl FnMut(&[u8], Live) -> Result<bool>,
     ) -> Result<()> {
-        let lo = live_key(if from > prefix { from } else { prefix });
-        let hi = after_prefix(&live_key(prefix)).unwrap_or_else(|| vec![LIVE_PREFIX + 1]);
-        for item in View::tree(&self.tree).scan(&lo, &hi, false) {
-            let (k, v) = item?;
-            let live = Live::decode(&v).ok_or_else(|| corrupt("live", &k))?;
-            if !f(&k[1..], live)? {
-                break;
+        let start = if from > prefix { from } else { prefix };
+        let end = etcd_api::range::prefix_end(prefix);
+        let range = if prefix.is_empty() || end == etcd_api::range::FROM_KEY {
+            KeyRange::Span(start, None)
+        } else {
+            KeyRange::Span(start, Some(&end))
+        };
+        self.index.visit(range, self.state.revision, |k, live| {
+            if !k.starts_with(prefix) {
+                return Ok(false);
             }
-        }
-        Ok(())
+            f(k, live)
+        })
     }
 
     /// The value a live key's state points at.
@@ -229,13 +252,15 @@ impl MvccStore {
         upto: i64,
         mut f: impl FnMut(Revision, &Record<'_>, &[u8]),
     ) -> Result<()> {
-        let view = View::tree(&self.tree);
         let hi = rev_key(Revision::after_main(upto));
-        for item in view.scan(&[REV_PREFIX], &hi, false) {
+        for item in self.tree.range(&[REV_PREFIX][..]..&hi[..]) {
             let (k, v) = item?;
             let rev = rev_of_key(&k).ok_or_else(|| corrupt("revision-log key", &k))?;
             let rec = Record::decode(&v).ok_or_else(|| corrupt("revision-log", &k))?;
-            if visible(&view, rev, &rec, self.state.compact)? {
+            if self
+                .index
+                .survives(rec.key, rev, &rec.meta, self.state.compact)
+            {
                 f(rev, &rec, &v);
             }
         }
@@ -284,8 +309,8 @@ impl MvccStore {
     /// One bounded step of physical compaction (`compact.rs`): the batch to write and
     /// whether more remains. The caller writes the batch, then calls [`MvccStore::set_state`]
     /// with the state returned.
-    pub fn compact_step(&self, max_records: usize) -> Result<(sled::Batch, StoreState, bool)> {
-        compact::step(&self.tree, &self.state, max_records)
+    pub fn compact_step(&mut self, max_records: usize) -> Result<(sled::Batch, StoreState, bool)> {
+        compact::step(&self.tree, &mut self.index, &self.state, max_records)
     }
 
     /// The snapshot data of the whole logical state.
@@ -298,8 +323,9 @@ impl MvccStore {
     }
 
     /// Fills `batch` (which already removes everything in the tree) with the state of
-    /// snapshot `data`, new format or old, and returns that state.
-    pub fn restore_into(data: &[u8], batch: &mut sled::Batch) -> Result<StoreState> {
+    /// snapshot `data`, new format or old, and returns that state and its key index, for
+    /// [`MvccStore::install`] once the batch is written.
+    pub fn restore_into(data: &[u8], batch: &mut sled::Batch) -> Result<(StoreState, KeyIndex)> {
         let state = match snapshot::parse(data)? {
             snapshot::Parsed::Unversioned(pairs) => {
                 let mut pairs = pairs;
@@ -316,74 +342,119 @@ impl MvccStore {
                 records,
             } => import_records(revision, compact, records, batch)?,
         };
-        state.write_all(batch);
+        state.0.write_all(batch);
         Ok(state)
+    }
+
+    /// Takes the state and index of a restored snapshot (after [`MvccStore::restore_into`]'s
+    /// batch is written).
+    pub fn install(&mut self, state: StoreState, index: KeyIndex) {
+        self.state = state;
+        self.index = index;
     }
 }
 
+/// Removes the history (`h`) and live (`k`) indexes of the layout before the key index, in
+/// one batch; the revision log holds everything they did.
+fn remove_old_indexes(tree: &sled::Tree) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    let mut removed = 0usize;
+    for prefix in OLD_INDEX_PREFIXES {
+        for kv in tree.scan_prefix([prefix]) {
+            batch.remove(kv?.0);
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tree.apply_batch(batch)?;
+        tracing::info!(
+            records = removed,
+            "on-disk key indexes replaced by the key index"
+        );
+    }
+    Ok(())
+}
+
+/// The key index of the revision log in `tree`: one walk, in revision order.
+fn build_index(tree: &sled::Tree) -> Result<KeyIndex> {
+    let mut index = KeyIndex::default();
+    for item in tree.scan_prefix([REV_PREFIX]) {
+        let (k, v) = item?;
+        let rev = rev_of_key(&k).ok_or_else(|| corrupt("revision-log key", &k))?;
+        let rec = Record::decode(&v).ok_or_else(|| corrupt("revision-log", &k))?;
+        index.record(
+            rec.key,
+            Change {
+                rev,
+                meta: rec.meta,
+            },
+        );
+    }
+    Ok(index)
+}
+
 /// Writes keys without history as live at revision 2 (sub-revisions in the order given,
-/// which is key order), each a first version; returns the state. No keys: an empty store.
+/// which is key order), each a first version; returns the state and the key index. No
+/// keys: an empty store.
 fn import_unversioned<'a>(
     pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     batch: &mut sled::Batch,
-) -> StoreState {
+) -> (StoreState, KeyIndex) {
     const MIGRATED_REVISION: i64 = FIRST_REVISION + 1;
     let mut state = StoreState::default();
+    let mut index = KeyIndex::default();
     for (sub, (key, value)) in pairs.enumerate() {
         let rev = Revision {
             main: MIGRATED_REVISION,
             sub: sub as i64,
         };
-        let live = Live {
+        let meta = Live {
             create: rev.main,
             modified: rev,
             version: 1,
             lease: 0,
-        };
-        let meta = live.meta();
+        }
+        .meta();
         batch.insert(&rev_key(rev)[..], Record::encode(&meta, key, value));
-        batch.insert(hist_key(key, rev), meta.to_bytes());
-        batch.insert(live_key(key), &live.to_bytes()[..]);
+        index.record(key, Change { rev, meta });
         state.key_count += 1;
         state.revision = MIGRATED_REVISION;
     }
-    state
+    (state, index)
 }
 
-/// Writes a versioned snapshot's records, rebuilding the history and live indexes.
+/// Writes a versioned snapshot's records and builds their key index. The records must be
+/// in revision order, as [`MvccStore::snapshot_data`] writes them: a snapshot from a peer
+/// is not trusted to be.
 fn import_records(
     revision: i64,
     compact: i64,
     records: Vec<SnapshotRecord<'_>>,
     batch: &mut sled::Batch,
-) -> Result<StoreState> {
-    // Each key's newest record, to build the live index from.
-    let mut newest: BTreeMap<&[u8], (Revision, Record<'_>)> = BTreeMap::new();
+) -> Result<(StoreState, KeyIndex)> {
+    let bad = |what: &str| Error::Disk(format!("snapshot data is corrupt: {what}"));
+    let mut index = KeyIndex::default();
+    let mut last: Option<Revision> = None;
     for r in &records {
-        let rec = Record::decode(r.bytes)
-            .ok_or_else(|| Error::Disk("snapshot data is corrupt: a bad record".into()))?;
+        let rec = Record::decode(r.bytes).ok_or_else(|| bad("a bad record"))?;
+        if last.is_some_and(|l| l >= r.rev) || r.rev.main > revision {
+            return Err(bad("records out of revision order"));
+        }
+        last = Some(r.rev);
         batch.insert(&rev_key(r.rev)[..], r.bytes);
-        batch.insert(hist_key(rec.key, r.rev), rec.meta.to_bytes());
-        newest.insert(rec.key, (r.rev, rec));
+        index.record(
+            rec.key,
+            Change {
+                rev: r.rev,
+                meta: rec.meta,
+            },
+        );
     }
-    let mut state = StoreState {
+    let state = StoreState {
         revision,
         compact,
-        key_count: 0,
+        key_count: index.live_count(),
         cursor: Revision::after_main(compact),
     };
-    for (key, (rev, rec)) in newest {
-        if rec.meta.tombstone {
-            continue;
-        }
-        let live = Live {
-            create: rec.meta.create,
-            modified: rev,
-            version: rec.meta.version,
-            lease: rec.meta.lease,
-        };
-        batch.insert(live_key(key), &live.to_bytes()[..]);
-        state.key_count += 1;
-    }
-    Ok(state)
+    Ok((state, index))
 }

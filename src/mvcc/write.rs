@@ -1,17 +1,19 @@
 //! Applying etcd's write commands: Put, DeleteRange, Txn (in `txn.rs`) and Compaction.
 //!
-//! A [`Writer`] stages one apply batch: the writes go into an [`Overlay`] and the revision,
-//! compact revision and key count into a copy of the store's state, so nothing reaches sled
-//! until the state machine writes the whole batch, applied index included, at once.
+//! A [`Writer`] stages one apply batch: the records go into an [`Overlay`], the revision,
+//! compact revision and key count into a copy of the store's state, and each change into
+//! the key index at once (later commands read it there), so nothing reaches sled until the
+//! state machine writes the whole batch, applied index included, at once.
 //!
 //! Each command runs atomically: a state-dependent failure (`Error::Etcd`) undoes whatever
-//! the command wrote and leaves the state as it was, and the command is reported as failed.
+//! the command wrote, records and index changes, and leaves the state as it was, and the
+//! command is reported as failed.
 //!
 //! Revisions: a command starts at the store's revision `begin`; its changes (each put, each
 //! deleted key) get `(begin + 1, 0)`, `(begin + 1, 1)`, … in execution order, and the store
-//! moves to `begin + 1` only if there was at least one. A Put writes three small records and
-//! its value once: the revision log `r` (meta, key, value), the history entry `h` (meta), the
-//! live entry `k`. A deleted key gets a tombstone in `r` and `h`, and leaves `k`.
+//! moves to `begin + 1` only if there was at least one. A Put writes one record, to the
+//! revision log `r` (meta, key, value), and appends its change to the key index; a deleted
+//! key gets a tombstone record and change.
 
 use etcd_api::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
@@ -19,7 +21,8 @@ use etcd_api::etcdserverpb::{
 };
 use etcd_api::EtcdError;
 
-use super::keys::{hist_key, live_key, rev_key, KeyRange, Live, Meta, Record, Revision};
+use super::index::{Change, KeyIndex};
+use super::keys::{rev_key, KeyRange, Live, Meta, Record, Revision};
 use super::overlay::{Overlay, View};
 use super::read::Reader;
 use super::store::StoreState;
@@ -71,7 +74,13 @@ pub fn header(revision: i64) -> Option<ResponseHeader> {
 /// One apply batch being staged.
 pub struct Writer<'a> {
     tree: &'a sled::Tree,
+    index: &'a mut KeyIndex,
     overlay: Overlay,
+    /// The keys the current undoable command changed in the index, in order, so a failure
+    /// part-way takes their changes back (newest first).
+    index_undo: Vec<Vec<u8>>,
+    /// Whether the current command may fail after writing (a Txn).
+    undoable: bool,
     /// The store's state before the batch, to write only the `m` keys that changed.
     base: StoreState,
     /// The state as the batch so far leaves it.
@@ -82,10 +91,13 @@ pub struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    pub fn new(tree: &'a sled::Tree, state: StoreState) -> Writer<'a> {
+    pub fn new(tree: &'a sled::Tree, index: &'a mut KeyIndex, state: StoreState) -> Writer<'a> {
         Writer {
             tree,
+            index,
             overlay: Overlay::default(),
+            index_undo: Vec::new(),
+            undoable: false,
             base: state,
             state,
             largest_value: 0,
@@ -96,6 +108,7 @@ impl<'a> Writer<'a> {
     pub(super) fn reader(&self, current: i64) -> Reader<'_> {
         Reader {
             view: View::with(self.tree, &self.overlay),
+            index: self.index,
             current,
             compact: self.state.compact,
         }
@@ -120,10 +133,15 @@ impl<'a> Writer<'a> {
     ) -> Result<Result<T, EtcdError>> {
         let before = self.state;
         self.overlay.begin(undoable);
+        self.undoable = undoable;
+        self.index_undo.clear();
         match command(self) {
             Ok(answer) => Ok(Ok(answer)),
             Err(Error::Etcd(e)) => {
                 self.overlay.rollback();
+                while let Some(key) = self.index_undo.pop() {
+                    self.index.unrecord(&key);
+                }
                 self.state = before;
                 Ok(Err(e))
             }
@@ -189,6 +207,14 @@ impl<'a> Writer<'a> {
         })
     }
 
+    /// Appends a change to the index, remembering it if the command may yet fail.
+    fn record(&mut self, key: &[u8], change: Change) {
+        self.index.record(key, change);
+        if self.undoable {
+            self.index_undo.push(key.to_vec());
+        }
+    }
+
     /// A Put as one change of a command (etcd's `applierV3backend.Put` inside a write txn).
     pub(super) fn put_in(
         &mut self,
@@ -229,10 +255,7 @@ impl<'a> Writer<'a> {
             rev_key(rev).to_vec(),
             Record::encode(&meta, &req.key, value),
         );
-        self.overlay
-            .insert(hist_key(&req.key, rev), meta.to_bytes());
-        self.overlay
-            .insert(live_key(&req.key), live.to_bytes().to_vec());
+        self.record(&req.key, Change { rev, meta });
         if old.is_none() {
             self.state.key_count += 1;
         }
@@ -269,9 +292,13 @@ impl<'a> Writer<'a> {
                 rev_key(rev).to_vec(),
                 Record::encode(&Meta::TOMBSTONE, key, &[]),
             );
-            self.overlay
-                .insert(hist_key(key, rev), Meta::TOMBSTONE.to_bytes());
-            self.overlay.remove(live_key(key));
+            self.record(
+                key,
+                Change {
+                    rev,
+                    meta: Meta::TOMBSTONE,
+                },
+            );
             self.state.key_count = self.state.key_count.saturating_sub(1);
         }
         Ok(DeleteRangeResponse {
