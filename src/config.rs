@@ -62,11 +62,11 @@ pub struct NodeConfig {
     /// Ticks without a leader before a follower campaigns (randomised up to twice this).
     pub election_ticks: usize,
     /// Applied entries between two snapshots; each snapshot lets the log be compacted. A
-    /// snapshot serializes the whole MVCC state, history included, while applies wait, so
-    /// its cost grows with the store: the default is etcd's `--snapshot-count` (100 000),
-    /// which at 10 000 made a snapshot every few seconds under load and put 0.3–0.9 s into
-    /// put p99 at 256 clients (BENCHMARKS.md). The price is a longer log to replay after a
-    /// crash.
+    /// snapshot serializes the whole MVCC state, history included, so its cost grows with
+    /// the store; it is built beside the applies, but takes CPU and disk from them. The
+    /// default is etcd's `--snapshot-count` (100 000): at 10 000, with the build still on
+    /// the apply thread, it put 0.3–0.9 s into put p99 at 256 clients (BENCHMARKS.md). The
+    /// price is a longer log to replay after a crash.
     pub snapshot_threshold: u64,
     /// Entries kept in the log behind a snapshot, so briefly lagging followers catch up
     /// from the log rather than by a full snapshot.

@@ -5,6 +5,14 @@
 //! the applied index to the RaftActor, answers reads once the state machine has caught up with
 //! their read index, and makes a snapshot every `snapshot_threshold` applied entries.
 //!
+//! Snapshots: taking one (a sync, and noting the applied index and revision) is done here;
+//! building it (reading and serializing the whole revision log, in time proportional to the
+//! history) is done on a thread of its own, one at a time, while applies and reads go on.
+//! The built snapshot comes back as [`SnapshotBuilt`], and only then is the RaftActor told
+//! it may compact its log. Until then physical compaction is held back, because it is the
+//! one thing that removes records the build may still have to read; a snapshot from the
+//! leader waits for the build to end before it replaces the state.
+//!
 //! Compaction: applying a Compact only moves the compacted revision (reads below it fail at
 //! once); removing the history it made unreadable is done here afterwards, one bounded step
 //! ([`COMPACTION_STEP_RECORDS`] records) per [`CompactionStep`] message. Each step sends the
@@ -12,6 +20,8 @@
 //! arrive meanwhile wait for at most one step, never for the whole removal.
 
 use std::collections::BTreeMap;
+use std::thread::JoinHandle;
+use std::time::Instant;
 
 use actix::prelude::*;
 
@@ -30,6 +40,20 @@ pub const MAX_PARKED_READS: usize = 8_192;
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct CompactionStep;
+
+/// The snapshot builder thread → StorageActor: the snapshot of `index` is built, and saved
+/// (`Ok(true)`), or found older than the stored one (`Ok(false)`), or failed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SnapshotBuilt {
+    pub index: u64,
+    pub result: crate::Result<bool>,
+    /// Time the build took, for the log.
+    pub took: std::time::Duration,
+}
+
+/// The name of the snapshot builder thread.
+const SNAPSHOT_THREAD: &str = "snapshot";
 
 /// A read waiting for the applied index to reach its read index.
 type ParkedRead = (ReadQuery, Reply<ReadAnswer>);
@@ -58,6 +82,12 @@ pub struct StorageActor {
     /// compactions), answered after the step that gets there. At most [`MAX_PARKED_READS`]
     /// of them; those whose caller has gone are dropped when that limit is reached.
     compaction_waiters: Vec<(i64, Reply<ReadAnswer>)>,
+    /// The thread building a snapshot, if one is, and the index of that snapshot; at most
+    /// one at a time.
+    snapshot_build: Option<(u64, JoinHandle<()>)>,
+    /// A compaction step was due while a snapshot was being built; it runs once the build
+    /// is done.
+    compaction_deferred: bool,
 }
 
 impl StorageActor {
@@ -79,6 +109,8 @@ impl StorageActor {
             parked_count: 0,
             compaction_scheduled: false,
             compaction_waiters: Vec::new(),
+            snapshot_build: None,
+            compaction_deferred: false,
         }
     }
 
@@ -142,6 +174,10 @@ impl StorageActor {
     /// Removes one step of compacted history, schedules the next if more remains, and
     /// answers the waiters it has satisfied.
     fn compaction_step(&mut self, ctx: &mut SyncContext<Self>) {
+        if self.snapshot_build.is_some() {
+            self.compaction_deferred = true;
+            return;
+        }
         match self.sm.compact_step(COMPACTION_STEP_RECORDS) {
             Ok(true) if !self.compaction_scheduled => {
                 self.compaction_scheduled = true;
@@ -164,34 +200,94 @@ impl StorageActor {
         }
     }
 
-    fn maybe_snapshot(&mut self, conf_state: &raft::prelude::ConfState) {
+    /// Takes a snapshot once `snapshot_threshold` entries were applied since the stored one,
+    /// unless one is being built, and starts its build on a thread of its own.
+    fn maybe_snapshot(&mut self, conf_state: &raft::prelude::ConfState, ctx: &SyncContext<Self>) {
         let applied = self.sm.applied().index;
-        if applied < self.snapshots.current().index + self.snapshot_threshold {
+        if self.snapshot_build.is_some()
+            || applied < self.snapshots.current().index + self.snapshot_threshold
+        {
             return;
         }
-        let result = self
-            .sm
-            .snapshot(conf_state)
-            .and_then(|snap| self.snapshots.save(&snap));
-        match result {
-            Ok(true) => {
-                tracing::info!(
-                    index = applied,
-                    keys = self.sm.key_count(),
-                    "snapshot stored"
+        let job = match self.sm.snapshot_job(conf_state) {
+            Ok(job) => job,
+            Err(e) => self.fatal("taking a snapshot", &e),
+        };
+        let (snapshots, to) = (self.snapshots.clone(), ctx.address());
+        let spawned = std::thread::Builder::new()
+            .name(SNAPSHOT_THREAD.into())
+            .spawn(move || {
+                let started = Instant::now();
+                let index = job.index();
+                let result = job.build().and_then(|snap| snapshots.save(&snap));
+                to.do_send(SnapshotBuilt {
+                    index,
+                    result,
+                    took: started.elapsed(),
+                });
+            });
+        match spawned {
+            Ok(handle) => self.snapshot_build = Some((applied, handle)),
+            Err(e) => self.fatal("starting the snapshot thread", &Error::Disk(e.to_string())),
+        }
+    }
+
+    /// Waits for the snapshot being built, if any (its [`SnapshotBuilt`] still arrives).
+    fn finish_snapshot_build(&mut self) {
+        if let Some((_, handle)) = self.snapshot_build.take() {
+            if handle.join().is_err() {
+                self.fatal(
+                    "building a snapshot",
+                    &Error::Disk("the snapshot thread panicked".into()),
                 );
-                if let Some(to) = &self.snapshot_to {
-                    to.do_send(SnapshotCreated { index: applied });
-                }
             }
-            Ok(false) => {}
-            Err(e) => self.fatal("creating a snapshot", &e),
         }
     }
 }
 
 impl Actor for StorageActor {
     type Context = SyncContext<Self>;
+
+    /// A snapshot being built is finished before the actor goes: the file it writes is
+    /// replaced atomically, so stopping half-way would lose nothing, but a node that stops
+    /// should leave no thread of its own behind.
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.finish_snapshot_build();
+    }
+}
+
+impl Handler<SnapshotBuilt> for StorageActor {
+    type Result = ();
+    fn handle(&mut self, msg: SnapshotBuilt, ctx: &mut Self::Context) {
+        // The build restoring a leader's snapshot waited for is over already, and a later
+        // one may be running: only this message's own build is joined (it has ended).
+        if self
+            .snapshot_build
+            .as_ref()
+            .is_some_and(|(i, _)| *i == msg.index)
+        {
+            self.finish_snapshot_build();
+        }
+        match msg.result {
+            // Tell the RaftActor only if this is still the newest snapshot: one received from
+            // the leader meanwhile covers more, and the log is already compacted to it.
+            Ok(true) if self.snapshots.current().index == msg.index => {
+                tracing::info!(
+                    index = msg.index,
+                    took_ms = msg.took.as_millis() as u64,
+                    "snapshot stored"
+                );
+                if let Some(to) = &self.snapshot_to {
+                    to.do_send(SnapshotCreated { index: msg.index });
+                }
+            }
+            Ok(_) => {}
+            Err(e) => self.fatal("creating a snapshot", &e),
+        }
+        if std::mem::take(&mut self.compaction_deferred) {
+            self.compaction_step(ctx);
+        }
+    }
 }
 
 impl Handler<Connect> for StorageActor {
@@ -216,6 +312,8 @@ impl Handler<Apply> for StorageActor {
         let mut restored_to = None;
         if let Some(snap) = &msg.snapshot {
             if snap.get_metadata().index > self.sm.applied().index {
+                // The build reads the tree the restore is about to replace.
+                self.finish_snapshot_build();
                 if let Err(e) = self.sm.restore(snap) {
                     self.fatal("restoring a snapshot", &e);
                 }
@@ -244,7 +342,7 @@ impl Handler<Apply> for StorageActor {
             });
         }
         self.wake_parked();
-        self.maybe_snapshot(&msg.conf_state);
+        self.maybe_snapshot(&msg.conf_state, ctx);
         self.compaction_step(ctx);
     }
 }

@@ -78,7 +78,7 @@ mod model_tests;
 mod tests;
 
 pub use check::{check_delete_range, check_put, check_range, check_txn, MAX_TXN_OPS};
-pub use store::MvccStore;
+pub use store::{MvccStore, SnapshotSource};
 
 /// Records of the revision log one physical-compaction step looks at: small enough that a
 /// step (one sled batch, while applies wait) takes a few milliseconds.

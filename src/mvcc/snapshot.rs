@@ -7,9 +7,10 @@
 //!
 //! - **Versioned** (this store): the first pair is an empty part and a header:
 //!   [`SNAPSHOT_MAGIC`], the format byte [`SNAPSHOT_FORMAT`], then the revision and the compact
-//!   revision (8 bytes each). Every other pair is one revision-log record that compaction
-//!   leaves, in revision order: the 16-byte revision and the record's bytes. The history
-//!   and live indexes are rebuilt from them, so a restored store is fully compacted.
+//!   revision (8 bytes each). Every other pair is one revision-log record up to the
+//!   revision, in revision order: the 16-byte revision and the record's bytes. Records that
+//!   compaction made unreachable may be among them if physical compaction had not removed
+//!   them yet; the receiver rebuilds its key index from the records and removes those itself.
 //! - **Unversioned** (old): every pair is a key and its value, in key order. Imported as a
 //!   migration: every key live at revision 2. An old snapshot is taken for a versioned one
 //!   only if its first key is empty and its value is exactly a header, which no old store

@@ -313,13 +313,19 @@ impl MvccStore {
         compact::step(&self.tree, &mut self.index, &self.state, max_records)
     }
 
-    /// The snapshot data of the whole logical state.
+    /// What a snapshot of the store as it is now reads, detached from the store so that it
+    /// can be built on another thread while applies go on ([`SnapshotSource::data`]).
+    pub fn snapshot_source(&self) -> SnapshotSource {
+        SnapshotSource {
+            tree: self.tree.clone(),
+            revision: self.state.revision,
+            compact: self.state.compact,
+        }
+    }
+
+    /// The snapshot data of the store as it is now, built here and now.
     pub fn snapshot_data(&self) -> Result<Vec<u8>> {
-        let mut out = snapshot::header(self.state.revision, self.state.compact);
-        self.visible_records(self.state.revision, |rev, _, bytes| {
-            snapshot::push_record(&mut out, rev, bytes);
-        })?;
-        Ok(out)
+        self.snapshot_source().data()
     }
 
     /// Fills `batch` (which already removes everything in the tree) with the state of
@@ -351,6 +357,34 @@ impl MvccStore {
     pub fn install(&mut self, state: StoreState, index: KeyIndex) {
         self.state = state;
         self.index = index;
+    }
+}
+
+/// A snapshot's view of the store: the tree, and the revision and compact revision when the
+/// snapshot was taken.
+pub struct SnapshotSource {
+    tree: sled::Tree,
+    revision: i64,
+    compact: i64,
+}
+
+impl SnapshotSource {
+    /// The snapshot data: the header, then every revision-log record up to `revision`, in
+    /// revision order. A record at or below `revision` never changes once written; only
+    /// physical compaction removes such records, and the caller must hold it back while this
+    /// runs (the StorageActor does). So the data is the store as it was at `revision`,
+    /// however far applies have got meanwhile. It may hold records compaction has made
+    /// unreachable and not yet removed: the receiver's own physical compaction removes them
+    /// (its cursor starts at the beginning).
+    pub fn data(&self) -> Result<Vec<u8>> {
+        let mut out = snapshot::header(self.revision, self.compact);
+        let hi = rev_key(Revision::after_main(self.revision));
+        for item in self.tree.range(&[REV_PREFIX][..]..&hi[..]) {
+            let (k, v) = item?;
+            let rev = rev_of_key(&k).ok_or_else(|| corrupt("revision-log key", &k))?;
+            snapshot::push_record(&mut out, rev, &v);
+        }
+        Ok(out)
     }
 }
 
@@ -450,11 +484,13 @@ fn import_records(
             },
         );
     }
+    // Physical compaction starts from the beginning: the snapshot may hold records that
+    // compaction made unreachable (`SnapshotSource::data`).
     let state = StoreState {
         revision,
         compact,
         key_count: index.live_count(),
-        cursor: Revision::after_main(compact),
+        cursor: Revision::default(),
     };
     Ok((state, index))
 }

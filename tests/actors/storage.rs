@@ -508,3 +508,64 @@ async fn storage_lists_big_values_in_pages_within_the_byte_bound() {
     );
     assert_eq!(value(&s.addr, &key(0)).await, Some(b"new".to_vec()));
 }
+
+/// A snapshot is built while applies and compaction are pending: it holds the state at its
+/// own index (not what was applied while it was being built), physical compaction held back
+/// for it still completes afterwards, and a node restored from it compacts what it brought.
+#[actix_rt::test]
+async fn a_snapshot_built_beside_applies_and_compaction_holds_its_own_index() {
+    const THRESHOLD: u64 = 4;
+    let mut s = start_storage(THRESHOLD);
+    let compact = |index, revision| {
+        command(
+            index,
+            Op::Compaction(etcd_api::etcdserverpb::CompactionRequest {
+                revision,
+                physical: false,
+            }),
+        )
+    };
+    // Revisions 2, 3, 4; then a compaction at 4, which makes a@2 unreachable.
+    s.addr.do_send(apply(vec![
+        set(1, "a", "1"),
+        set(2, "a", "2"),
+        set(3, "b", "1"),
+        compact(4, 4),
+    ]));
+    // Applied while the snapshot of index 4 may still be being built.
+    s.addr.do_send(apply(vec![set(5, "a", "3")]));
+    assert_eq!(next(&mut s.created, "SnapshotCreated").await.index, 4);
+    let compacted = read(&s.addr, 0, ReadQuery::PhysicallyCompacted { revision: 4 }).await;
+    assert!(
+        matches!(compacted.result, ReadResult::PhysicallyCompacted(r) if r >= 4),
+        "compaction held back for the build completes: {:?}",
+        compacted.result
+    );
+
+    let snap = s.snapshots.load().unwrap().expect("a snapshot is stored");
+    assert_eq!(snap.get_metadata().index, 4);
+    let mut fresh = start_storage(NO_SNAPSHOTS);
+    fresh.addr.do_send(Apply {
+        snapshot: Some(snap),
+        entries: vec![],
+        conf_state: voters(&[1]),
+    });
+    assert_eq!(next(&mut fresh.progress, "ApplyProgress").await.index, 4);
+    assert_eq!(
+        value(&fresh.addr, "a").await,
+        Some(b"2".to_vec()),
+        "a at index 4"
+    );
+    fresh.addr.do_send(apply(vec![set(5, "a", "3")]));
+    assert_eq!(next(&mut fresh.progress, "ApplyProgress").await.index, 5);
+    let restored = read(
+        &fresh.addr,
+        0,
+        ReadQuery::PhysicallyCompacted { revision: 4 },
+    )
+    .await;
+    assert!(matches!(restored.result, ReadResult::PhysicallyCompacted(r) if r >= 4));
+    let h1 = ask(&s.addr, GetStateHash).await.expect("hash");
+    let h2 = ask(&fresh.addr, GetStateHash).await.expect("hash");
+    assert_eq!(h1, h2, "the same state at index 5");
+}
