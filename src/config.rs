@@ -61,12 +61,14 @@ pub struct NodeConfig {
     pub heartbeat_ticks: usize,
     /// Ticks without a leader before a follower campaigns (randomised up to twice this).
     pub election_ticks: usize,
-    /// Applied entries between two snapshots; each snapshot lets the log be compacted. A
-    /// snapshot serializes the whole MVCC state, history included, so its cost grows with
-    /// the store; it is built beside the applies, but takes CPU and disk from them. The
-    /// default is etcd's `--snapshot-count` (100 000): at 10 000, with the build still on
-    /// the apply thread, it put 0.3–0.9 s into put p99 at 256 clients (BENCHMARKS.md). The
-    /// price is a longer log to replay after a crash.
+    /// Applied entries between two snapshots, at least; each snapshot lets the log be
+    /// compacted. A snapshot serializes the whole MVCC state, history included, so its cost
+    /// grows with the store; it is built beside the applies, but takes CPU and disk from
+    /// them. So once the last snapshot held more records than this, the next waits for that
+    /// many entries instead (its cost per write stays constant). The default is etcd's
+    /// `--snapshot-count` (100 000): at 10 000, with the build still on the apply thread, it
+    /// put 0.3–0.9 s into put p99 at 256 clients (BENCHMARKS.md). The price is a longer log
+    /// to replay after a crash.
     pub snapshot_threshold: u64,
     /// Entries kept in the log behind a snapshot, so briefly lagging followers catch up
     /// from the log rather than by a full snapshot.
@@ -175,7 +177,7 @@ pub struct ConfigOverrides {
     /// Election timeout in ticks [default: 10].
     #[arg(long, env = "KV_ELECTION_TICKS")]
     pub election_ticks: Option<usize>,
-    /// Applied entries between snapshots [default: 100000].
+    /// Applied entries between snapshots, at least [default: 100000].
     #[arg(long, env = "KV_SNAPSHOT_THRESHOLD")]
     pub snapshot_threshold: Option<u64>,
     /// Log entries kept behind a snapshot [default: 5000].

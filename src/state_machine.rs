@@ -332,6 +332,11 @@ impl StateMachine {
         self.store.key_count()
     }
 
+    /// The records of history the state machine holds (a snapshot writes every one).
+    pub fn record_count(&self) -> usize {
+        self.store.record_count()
+    }
+
     /// The store's revision (1 when nothing was ever written).
     pub fn revision(&self) -> i64 {
         self.store.revision()

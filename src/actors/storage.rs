@@ -3,7 +3,8 @@
 //! It applies committed entries in the order the RaftActor sends them (a sync actor on exactly
 //! one thread: more threads would reorder them), reports each batch to the ClientApiActor and
 //! the applied index to the RaftActor, answers reads once the state machine has caught up with
-//! their read index, and makes a snapshot every `snapshot_threshold` applied entries.
+//! their read index, and makes a snapshot every `snapshot_threshold` applied entries, or
+//! every as many entries as there are records of history if that is more.
 //!
 //! Snapshots: taking one (a sync, and noting the applied index and revision) is done here;
 //! building it (reading and serializing the whole revision log, in time proportional to the
@@ -88,6 +89,14 @@ pub struct StorageActor {
     /// A compaction step was due while a snapshot was being built; it runs once the build
     /// is done.
     compaction_deferred: bool,
+    /// Records of history when the last snapshot was taken (at start: now), which sets the
+    /// interval to the next ([`StorageActor::snapshot_interval`]).
+    snapshot_records: u64,
+}
+
+/// The records of history `sm` holds.
+fn record_count(sm: &StateMachine) -> u64 {
+    u64::try_from(sm.record_count()).unwrap_or(u64::MAX)
 }
 
 impl StorageActor {
@@ -99,6 +108,7 @@ impl StorageActor {
         applied_to: Option<Recipient<Applied>>,
     ) -> StorageActor {
         StorageActor {
+            snapshot_records: record_count(&sm),
             sm,
             snapshots,
             snapshot_threshold,
@@ -200,12 +210,13 @@ impl StorageActor {
         }
     }
 
-    /// Takes a snapshot once `snapshot_threshold` entries were applied since the stored one,
-    /// unless one is being built, and starts its build on a thread of its own.
+    /// Takes a snapshot once [`StorageActor::snapshot_interval`] entries were applied since
+    /// the stored one, unless one is being built, and starts its build on a thread of its
+    /// own.
     fn maybe_snapshot(&mut self, conf_state: &raft::prelude::ConfState, ctx: &SyncContext<Self>) {
         let applied = self.sm.applied().index;
         if self.snapshot_build.is_some()
-            || applied < self.snapshots.current().index + self.snapshot_threshold
+            || applied < self.snapshots.current().index + self.snapshot_interval()
         {
             return;
         }
@@ -213,6 +224,7 @@ impl StorageActor {
             Ok(job) => job,
             Err(e) => self.fatal("taking a snapshot", &e),
         };
+        self.snapshot_records = record_count(&self.sm);
         let (snapshots, to) = (self.snapshots.clone(), ctx.address());
         let spawned = std::thread::Builder::new()
             .name(SNAPSHOT_THREAD.into())
@@ -230,6 +242,16 @@ impl StorageActor {
             Ok(handle) => self.snapshot_build = Some((applied, handle)),
             Err(e) => self.fatal("starting the snapshot thread", &Error::Disk(e.to_string())),
         }
+    }
+
+    /// Entries between two snapshots: `snapshot_threshold`, or as many as the records of
+    /// history the last snapshot wrote, whichever is more. A snapshot costs time in
+    /// proportion to the whole history, so waiting for at least that many entries keeps its
+    /// cost per write constant however large the store grows (intervals at most double while
+    /// every write adds a record); the price is a log, and a replay after a crash, at most
+    /// about as long as the history itself.
+    fn snapshot_interval(&self) -> u64 {
+        self.snapshot_threshold.max(self.snapshot_records)
     }
 
     /// Waits for the snapshot being built, if any (its [`SnapshotBuilt`] still arrives).

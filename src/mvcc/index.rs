@@ -54,6 +54,8 @@ pub struct KeyIndex {
     /// key's history may be long.
     keys: BTreeMap<Vec<u8>, VecDeque<Change>>,
     live: u64,
+    /// Changes held, over every key: the length of the revision log.
+    changes: usize,
 }
 
 impl KeyIndex {
@@ -62,9 +64,9 @@ impl KeyIndex {
         self.live
     }
 
-    /// The number of changes held, over every key.
+    /// The number of changes held, over every key: the records in the revision log.
     pub fn change_count(&self) -> usize {
-        self.keys.values().map(VecDeque::len).sum()
+        self.changes
     }
 
     /// The state of `key` now.
@@ -118,6 +120,7 @@ impl KeyIndex {
         debug_assert!(changes.back().is_none_or(|c| c.rev < change.rev));
         let was_alive = changes.back().is_some_and(|c| !c.meta.tombstone);
         changes.push_back(change);
+        self.changes += 1;
         self.live = self.live + u64::from(!change.meta.tombstone) - u64::from(was_alive);
     }
 
@@ -129,6 +132,7 @@ impl KeyIndex {
         let Some(gone) = changes.pop_back() else {
             return;
         };
+        self.changes -= 1;
         let now_alive = changes.back().is_some_and(|c| !c.meta.tombstone);
         self.live = self.live + u64::from(now_alive) - u64::from(!gone.meta.tombstone);
         if changes.is_empty() {
@@ -177,6 +181,7 @@ impl KeyIndex {
             changes.remove(at);
             removed.push(rev);
         }
+        self.changes -= removed.len();
         // Neither removal changes whether the key is alive: a removed predecessor is not
         // the newest change, and a removed tombstone leaves the key as dead as it was.
         if changes.is_empty() {
@@ -289,6 +294,7 @@ mod tests {
         let mains: Vec<i64> = removed.iter().map(|r| r.main).collect();
         assert_eq!(mains, vec![2, 3, 4], "a's puts 2 and 3, then its tombstone");
         assert_eq!(ix.change_count(), 2, "a@6 and b@5 remain");
+        assert_eq!(ix.keys.values().map(VecDeque::len).sum::<usize>(), 2);
         assert_eq!(ix.live(b"a").map(|l| l.modified.main), Some(6));
     }
 

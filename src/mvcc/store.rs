@@ -180,6 +180,11 @@ impl MvccStore {
         self.state.key_count
     }
 
+    /// The records in the revision log: what a snapshot holds, so what it costs.
+    pub fn record_count(&self) -> usize {
+        self.index.change_count()
+    }
+
     /// The revision up to which unreachable history has been removed (-1: never compacted).
     pub fn physically_compacted(&self) -> i64 {
         let s = &self.state;

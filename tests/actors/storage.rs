@@ -569,3 +569,26 @@ async fn a_snapshot_built_beside_applies_and_compaction_holds_its_own_index() {
     let h2 = ask(&fresh.addr, GetStateHash).await.expect("hash");
     assert_eq!(h1, h2, "the same state at index 5");
 }
+
+/// Snapshots come every `snapshot_threshold` entries while the history is small, and then
+/// only after as many entries as the last snapshot wrote records, so their cost per write
+/// stays constant as the store grows.
+#[actix_rt::test]
+async fn snapshots_grow_apart_as_the_history_grows() {
+    const THRESHOLD: u64 = 2;
+    let mut s = start_storage(THRESHOLD);
+    let mut snapshots = Vec::new();
+    for index in 1..=8 {
+        s.addr
+            .do_send(apply(vec![set(index, &format!("k{index}"), "v")]));
+        assert_eq!(next(&mut s.progress, "ApplyProgress").await.index, index);
+        // Where a snapshot is due, wait for its build (on its own thread) before the next
+        // entry; a snapshot anywhere else would be the next one received here.
+        if [2, 4, 8].contains(&index) {
+            snapshots.push(next(&mut s.created, "SnapshotCreated").await.index);
+        }
+    }
+    assert_eq!(snapshots, vec![2, 4, 8], "intervals 2, 2 (threshold), then 4 records");
+    let status = ask(&s.addr, GetStorageStatus).await;
+    assert_eq!(status.snapshot_index, 8);
+}
