@@ -588,7 +588,11 @@ async fn snapshots_grow_apart_as_the_history_grows() {
             snapshots.push(next(&mut s.created, "SnapshotCreated").await.index);
         }
     }
-    assert_eq!(snapshots, vec![2, 4, 8], "intervals 2, 2 (threshold), then 4 records");
+    assert_eq!(
+        snapshots,
+        vec![2, 4, 8],
+        "intervals 2, 2 (threshold), then 4 records"
+    );
     let status = ask(&s.addr, GetStorageStatus).await;
     assert_eq!(status.snapshot_index, 8);
 }
