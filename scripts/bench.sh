@@ -15,6 +15,10 @@
 # every member: followers forward writes and serve reads with a read index from the leader),
 # etcd-leader (etcd's API, every client on the leader: leader-only reads), kv (kv.v1, clients
 # following the leader).
+# MEMBER_CPU=40 caps every server process (each member of both stores) at 40 % of one core, in
+# a cgroup of its own (cgroup v1 cpu controller, as root), as if each member had a small machine
+# of its own: on this 2-core machine the three members otherwise share the same cores, so
+# spreading load over them (follower reads) cannot show.
 # Data dirs live under the repository's .bench/ (a real disk: /tmp may be a RAM disk, where
 # fsync costs nothing).
 set -euo pipefail
@@ -26,6 +30,9 @@ VALUE="${VALUE:-256}"
 KEYS="${KEYS:-10000}"
 KV_VARIANTS="${KV_VARIANTS:-distributed_kv=./target/release}"
 KV_MODES="${KV_MODES:-etcd-api}"
+MEMBER_CPU="${MEMBER_CPU:-}"
+CGROUP_CPU=/sys/fs/cgroup/cpu
+CGROUPS=()
 
 if ! command -v etcd >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -44,10 +51,28 @@ stop_all() {
   for p in "${PIDS[@]}"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
   PIDS=()
 }
-trap 'stop_all; rm -rf "$WORK"' EXIT
+remove_cgroups() {
+  for g in "${CGROUPS[@]}"; do rmdir "$g" 2>/dev/null || true; done
+}
+trap 'stop_all; remove_cgroups; rm -rf "$WORK"' EXIT
+# Puts each of the comma-separated pids $2 in a cpu cgroup of its own, named after $1, capped at
+# MEMBER_CPU % of one core.
+cap_members() {
+  local i=0 p g
+  for p in ${2//,/ }; do
+    i=$((i + 1)); g="$CGROUP_CPU/kvbench-$$-$1-$i"
+    mkdir -p "$g"; CGROUPS+=("$g")
+    echo 100000 >"$g/cpu.cfs_period_us"
+    echo $((MEMBER_CPU * 1000)) >"$g/cpu.cfs_quota_us"
+    echo "$p" >"$g/cgroup.procs"
+  done
+}
+if [ -n "$MEMBER_CPU" ] && [ ! -w "$CGROUP_CPU" ]; then
+  echo "MEMBER_CPU needs root and the cgroup v1 cpu controller at $CGROUP_CPU" >&2; exit 2
+fi
 BENCH="./target/release/kvbench --value-size $VALUE --keys $KEYS --duration-secs $DURATION"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(etcd --version | head -1)"
-echo "points: $POINTS; $DURATION s each; $ROUNDS rounds; $VALUE-byte values over $KEYS keys; distributed_kv modes: $KV_MODES"
+echo "points: $POINTS; $DURATION s each; $ROUNDS rounds; $VALUE-byte values over $KEYS keys; distributed_kv modes: $KV_MODES${MEMBER_CPU:+; every member capped at $MEMBER_CPU % of a core}"
 
 # distributed_kv variants: each a kvcluster of 3 nodes on free ports, data and logs in $WORK/<name>.
 # kvcluster prints the client endpoints, then the nodes' pids, once every node answers.
@@ -89,6 +114,10 @@ for _ in $(seq 1 100); do
   if ./target/release/kvbench --target etcd --endpoints "${EPS[etcd]}" --clients 1 --ops 1 --workload put 2>/dev/null | grep -q "errors=0"; then break; fi
   sleep 0.2
 done
+
+if [ -n "$MEMBER_CPU" ]; then
+  for name in "${NAMES[@]}"; do cap_members "$name" "${SERVER_PIDS[$name]}"; done
+fi
 
 # The client address of the leader of the distributed_kv cluster at endpoints $1.
 leader_of() {
