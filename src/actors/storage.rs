@@ -4,7 +4,7 @@
 //! one thread: more threads would reorder them), reports each batch to the ClientApiActor and
 //! the applied index to the RaftActor, answers reads once the state machine has caught up with
 //! their read index, and makes a snapshot every `snapshot_threshold` applied entries, or
-//! every as many entries as there are records of history if that is more.
+//! after as many entries as the last snapshot held records of history, if that is more.
 //!
 //! Snapshots: taking one (a sync, and noting the applied index and revision) is done here;
 //! building it (reading and serializing the whole revision log, in time proportional to the
