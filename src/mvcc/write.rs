@@ -1,8 +1,8 @@
 //! Applying etcd's write commands: Put, DeleteRange, Txn (in `txn.rs`) and Compaction.
 //!
-//! A [`Writer`] stages one apply batch: the records go into an [`Overlay`], the revision,
-//! compact revision and key count into a copy of the store's state, and each change into
-//! the key index at once (later commands read it there), so nothing reaches sled until the
+//! A [`Writer`] stages one apply batch: the records go into an [`Overlay`], the revision and
+//! compact revision into a copy of the store's state (the key count is the index's), and
+//! each change into the key index at once (later commands read it there), so nothing reaches sled until the
 //! state machine writes the whole batch, applied index included, at once.
 //!
 //! Each command runs atomically: a state-dependent failure (`Error::Etcd`) undoes whatever
@@ -117,7 +117,9 @@ impl<'a> Writer<'a> {
     /// The staged writes as one batch (with the `m` keys that changed), the state after
     /// them, and the length of the largest value written. Once the batch is written, the
     /// store takes the state ([`MvccStore::set_state`](super::MvccStore::set_state)).
-    pub fn finish(self) -> (sled::Batch, StoreState, usize) {
+    /// The key count is the index's: it counts live keys as changes are recorded and undone.
+    pub fn finish(mut self) -> (sled::Batch, StoreState, usize) {
+        self.state.key_count = self.index.live_count();
         let mut batch = self.overlay.into_batch();
         self.state.write_changes(&self.base, &mut batch);
         (batch, self.state, self.largest_value)
@@ -256,9 +258,6 @@ impl<'a> Writer<'a> {
             Record::encode(&meta, &req.key, value),
         );
         self.record(&req.key, Change { rev, meta });
-        if old.is_none() {
-            self.state.key_count += 1;
-        }
         Ok(PutResponse {
             header: header(rev.main),
             prev_kv: if req.prev_kv { prev } else { None },
@@ -299,7 +298,6 @@ impl<'a> Writer<'a> {
                     meta: Meta::TOMBSTONE,
                 },
             );
-            self.state.key_count = self.state.key_count.saturating_sub(1);
         }
         Ok(DeleteRangeResponse {
             header: header(changes.current()),
