@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Measures distributed_kv and etcd side by side on this machine, in one run: a local 3-node
 # cluster of each, both up for the whole run, and the same kvbench load against one at a time,
-# interleaved point by point (distributed_kv, then etcd, then the next point), every point held
-# for DURATION seconds, the whole sequence ROUNDS times. Each line also gives the servers' CPU
-# time per operation (user + system, from /proc, all three processes of the store under load).
+# interleaved point by point (distributed_kv, then etcd, then the next point; the reverse order
+# in even rounds), every point held for DURATION seconds, the whole sequence ROUNDS times. Each
+# line also gives the servers' CPU time per operation (user + system, from /proc, all three
+# processes of the store under load).
 # Installs etcd-server (Debian's package) if it is missing.
 #   scripts/bench.sh                                      put at 1, 64, 256 clients; 15 s; 2 rounds
 #   POINTS="put:64 get:64 mixed:64" DURATION=20 scripts/bench.sh
@@ -127,12 +128,26 @@ nodes = json.load(sys.stdin)
 print(next(n["client_addr"] for n in nodes if n.get("role") == "leader"))'
 }
 
+# Every line of a point, as store:mode.
+LINES=()
+for name in "${NAMES[@]}"; do
+  if [ "$name" = etcd ]; then modes=etcd; else modes=$KV_MODES; fi
+  for mode in $modes; do LINES+=("$name:$mode"); done
+done
+# The lines of a point run in this order in odd rounds and in the reverse order in even ones:
+# whatever a point leaves running behind it (a snapshot build after many puts, physical
+# compaction) then slows the first line of the next point in one round and the last in the
+# other, not the same line every time.
 for round in $(seq 1 "$ROUNDS"); do
+  order=("${LINES[@]}")
+  if [ $((round % 2)) = 0 ]; then
+    order=(); for ((i = ${#LINES[@]} - 1; i >= 0; i--)); do order+=("${LINES[$i]}"); done
+  fi
   for point in $POINTS; do
     workload="${point%%:*}"; clients="${point#*:}"
-    for name in "${NAMES[@]}"; do
-      if [ "$name" = etcd ]; then modes=etcd; else modes=$KV_MODES; fi
-      for mode in $modes; do
+    for line in "${order[@]}"; do
+      name="${line%%:*}"; mode="${line#*:}"
+      {
         case "$mode" in
           etcd|etcd-api) target=etcd; eps="${EPS[$name]}" ;;
           etcd-leader) target=etcd; eps=$(leader_of "${EPS[$name]}") ;;
@@ -142,7 +157,7 @@ for round in $(seq 1 "$ROUNDS"); do
         printf 'round=%s store=%s mode=%s ' "$round" "$name" "$mode"
         $BENCH --target "$target" --endpoints "$eps" --server-pids "${SERVER_PIDS[$name]}" \
           --clients "$clients" --workload "$workload"
-      done
+      }
     done
   done
 done

@@ -89,6 +89,11 @@ pub struct NodeConfig {
     /// so any positive value works; above 4 MiB, clients with gRPC's default decode limit
     /// cannot receive full pages.
     pub max_list_bytes: usize,
+    /// How often a watcher that asked for progress notices (`progress_notify`) and was sent
+    /// nothing meanwhile is sent an empty answer with the current revision, in
+    /// milliseconds. etcd's default (`--experimental-watch-progress-notify-interval`): 10
+    /// minutes.
+    pub watch_progress_notify_interval_ms: u64,
     /// Deliberate faults for proving the test suites have teeth. Not part of the config file
     /// (a file naming them is refused as naming an unknown field) nor of the environment: only
     /// the hidden `--unsafe-*` flags set them.
@@ -131,6 +136,7 @@ impl Default for NodeConfig {
             max_pending_requests: 4_096,
             max_list_limit: 1_000,
             max_list_bytes: DEFAULT_MAX_LIST_BYTES,
+            watch_progress_notify_interval_ms: 600_000,
             testing: TestingFaults::default(),
         }
     }
@@ -198,6 +204,9 @@ pub struct ConfigOverrides {
     /// Largest List page in keys [default: 1000].
     #[arg(long, env = "KV_MAX_LIST_LIMIT")]
     pub max_list_limit: Option<u32>,
+    /// Interval of watch progress notices in milliseconds [default: 600000].
+    #[arg(long, env = "KV_WATCH_PROGRESS_NOTIFY_INTERVAL_MS")]
+    pub watch_progress_notify_interval_ms: Option<u64>,
     /// Largest List page in bytes; its first key always comes [default: 3145728].
     #[arg(long, env = "KV_MAX_LIST_BYTES")]
     pub max_list_bytes: Option<usize>,
@@ -280,7 +289,8 @@ impl NodeConfig {
             request_timeout_ms,
             max_pending_requests,
             max_list_limit,
-            max_list_bytes
+            max_list_bytes,
+            watch_progress_notify_interval_ms
         );
         self.testing.stale_reads |= o.unsafe_stale_reads;
         self.testing.no_fsync |= o.unsafe_no_fsync;
@@ -414,6 +424,12 @@ impl NodeConfig {
         if self.max_list_bytes == 0 {
             return err("max_list_bytes", "must be at least 1".into());
         }
+        if self.watch_progress_notify_interval_ms == 0 {
+            return err(
+                "watch_progress_notify_interval_ms",
+                "must be at least 1".into(),
+            );
+        }
         if self
             .log_level
             .parse::<tracing_subscriber::EnvFilter>()
@@ -511,6 +527,11 @@ impl NodeConfig {
     /// `request_timeout_ms` as a `Duration`.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// `watch_progress_notify_interval_ms` as a `Duration`.
+    pub fn watch_progress_notify_interval(&self) -> Duration {
+        Duration::from_millis(self.watch_progress_notify_interval_ms)
     }
 }
 

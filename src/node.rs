@@ -12,7 +12,8 @@
 //! 5. serves gRPC on the bound listeners.
 //!
 //! [`Node::shutdown`] is designed so that stopping a leader costs its clients nothing:
-//! 1. stop accepting client requests (those in flight go on);
+//! 1. stop accepting client requests (those in flight go on), and end every watch stream
+//!    (clients resume on another member);
 //! 2. if this node leads, hand leadership to the most up-to-date follower — raft-rs sends it
 //!    the rest of the log first, so every write pending here is in the new leader's log;
 //! 3. wait (at most [`DRAIN_TIMEOUT`]) for the requests in flight: pending writes complete as
@@ -33,14 +34,16 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::actors::messages::{FlushStorage, GetRaftStatus, TransferLeadership};
+use crate::actors::messages::{EndWatchStreams, FlushStorage, GetRaftStatus, TransferLeadership};
 use crate::actors::wiring::Settings;
-use crate::actors::{Actors, ClientApiActor, ClientLimits, RaftActor, StorageActor, Wiring};
+use crate::actors::{
+    Actors, ClientApiActor, ClientLimits, RaftActor, StorageActor, WatchHubActor, Wiring,
+};
 use crate::config::NodeConfig;
 use crate::consensus::LogOptions;
 use crate::durable::{sync_dir, write_durably};
 use crate::error::{Error, Result};
-use crate::grpc::etcd::{self, EtcdCluster, EtcdFront, EtcdKv, EtcdMaintenance};
+use crate::grpc::etcd::{self, EtcdCluster, EtcdFront, EtcdKv, EtcdMaintenance, EtcdWatch};
 use crate::grpc::{KvService, RaftService};
 use crate::proto::kv::kv_server::KvServer;
 use crate::proto::raftpb::raft_transport_server::RaftTransportServer;
@@ -48,6 +51,7 @@ use crate::recovery::recover;
 use etcd_api::etcdserverpb::cluster_server::ClusterServer;
 use etcd_api::etcdserverpb::kv_server::KvServer as EtcdKvServer;
 use etcd_api::etcdserverpb::maintenance_server::MaintenanceServer;
+use etcd_api::etcdserverpb::watch_server::WatchServer;
 
 /// Name of the lock file in the data dir.
 pub const LOCK_FILE: &str = "LOCK";
@@ -82,6 +86,10 @@ pub struct Node {
     peer_server: JoinHandle<()>,
     /// The state machine actor, flushed on shutdown.
     storage: Addr<StorageActor>,
+    /// Told at shutdown to end every watch stream (they would keep the client server open).
+    watch_hub: Addr<WatchHubActor>,
+    /// The WatchHubActor's thread, stopped with the client server.
+    watch_arbiter: Arbiter,
     /// The RaftActor's thread, stopped after the peer server.
     raft_arbiter: Arbiter,
     /// Asked at shutdown to hand leadership over, then polled until it has.
@@ -202,6 +210,8 @@ impl Node {
             heartbeat_ticks: config.heartbeat_ticks,
             log_retain_entries: config.log_retain_entries,
             snapshot_threshold: config.snapshot_threshold,
+            cluster_id: etcd::cluster_id(&config.cluster_name),
+            watch_progress_interval: config.watch_progress_notify_interval(),
             limits: ClientLimits {
                 max_key_bytes: config.max_key_bytes,
                 max_value_bytes: config.max_value_bytes,
@@ -230,6 +240,8 @@ impl Node {
         }
         let Actors {
             storage,
+            watch_hub,
+            watch_arbiter,
             client_api,
             raft,
             raft_arbiter,
@@ -285,6 +297,11 @@ impl Node {
             .add_service(
                 ClusterServer::new(EtcdCluster::new(etcd)).max_decoding_message_size(etcd_max_msg),
             )
+            .add_service(
+                WatchServer::new(EtcdWatch::new(watch_hub.clone()))
+                    .max_decoding_message_size(etcd_max_msg)
+                    .max_encoding_message_size(usize::MAX),
+            )
             .add_service(reflection)
             .add_service(reflection_alpha)
             .serve_with_incoming_shutdown(nodelay(client_listener), wait_stop(client_stop_rx));
@@ -313,6 +330,8 @@ impl Node {
             client_server,
             peer_server,
             storage,
+            watch_hub,
+            watch_arbiter,
             raft_arbiter,
             raft,
             client_api,
@@ -353,8 +372,10 @@ impl Node {
     /// Stops the node in the order the module docs give.
     pub async fn shutdown(self) -> Result<()> {
         let node = self.config.node_id;
-        // 1. No new client requests.
+        // 1. No new client requests, and no more watch streams: each ends with "server
+        //    stopped", and its client goes on with another member.
         let _ = self.client_stop.send(true);
+        let _ = self.watch_hub.send(EndWatchStreams).await;
         // 2. Hand leadership over, and wait until it has gone (or give up).
         if let Ok(Some(to)) = self.raft.send(TransferLeadership).await {
             let deadline = tokio::time::Instant::now() + TRANSFER_TIMEOUT;
@@ -389,6 +410,7 @@ impl Node {
             );
             client_server.abort();
         }
+        self.watch_arbiter.stop();
         // 4. Peers, Raft, storage.
         let _ = self.peer_stop.send(true);
         let _ = self.peer_server.await;

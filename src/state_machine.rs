@@ -45,15 +45,15 @@ use raft::prelude::{ConfState, Entry, EntryType, Snapshot};
 use crate::consensus::LogId;
 use crate::durable::sync_parent;
 use crate::error::{Error, Result};
-use crate::mvcc::keys::be_i64;
-use crate::mvcc::write::Writer;
-use crate::mvcc::{check_delete_range, check_put, check_txn, MvccStore};
+use crate::mvcc::keys::{be_i64, Revision};
+use crate::mvcc::write::{Finished, Writer};
+use crate::mvcc::{check_delete_range, check_put, check_txn, History, MvccStore};
 use crate::proto::raftpb::{log_command::Op, LogCommand};
 use etcd_api::etcdserverpb::{
     CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnResponse,
 };
-use etcd_api::mvccpb::KeyValue;
+use etcd_api::mvccpb::{Event, KeyValue};
 use etcd_api::EtcdError;
 use trust::{Trust, TrustMarker};
 
@@ -185,6 +185,9 @@ pub struct StateMachine {
     applied: LogId,
     /// The MVCC store over `tree`.
     store: MvccStore,
+    /// The revision-log records the last apply batch wrote, until [`StateMachine::events`]
+    /// takes them (the next batch replaces them): the watch events of that batch.
+    written: Vec<(Revision, sled::IVec)>,
 }
 
 fn applied_value(index: u64, term: u64) -> [u8; 16] {
@@ -297,6 +300,7 @@ impl StateMachine {
             tree,
             applied,
             store,
+            written: Vec::new(),
         };
         // The database directory's own name, when sled has just created it.
         sync_parent(path)?;
@@ -407,16 +411,35 @@ impl StateMachine {
         if out.is_empty() {
             return Ok(out);
         }
-        let (mut batch, state, largest_value) = writer.finish();
+        let Finished {
+            mut batch,
+            state,
+            largest_value,
+            records,
+        } = writer.finish();
         batch.insert(APPLIED_KEY, &applied_value(applied.index, applied.term));
         self.trust.set_dirty()?;
         self.tree.apply_batch(batch)?;
         self.applied = applied;
         self.store.set_state(state);
+        self.written = records;
         if largest_value >= SLED_BLOB_BYTES {
             self.sync()?;
         }
         Ok(out)
+    }
+
+    /// The watch events of the last apply batch, each with the key as it was before if
+    /// `with_prev`; empty once taken, or when the batch changed nothing.
+    pub fn events(&mut self, with_prev: bool) -> Result<Vec<Event>> {
+        let written = std::mem::take(&mut self.written);
+        self.store.events_of(&written, with_prev)
+    }
+
+    /// The events of the history from revision `from` on, one bounded batch
+    /// ([`crate::mvcc::history`]).
+    pub fn history(&self, from: i64, with_prev: bool) -> Result<History> {
+        self.store.history(from, with_prev)
     }
 
     /// One bounded step of physical compaction: looks at up to `max_records` records of
@@ -561,6 +584,7 @@ impl StateMachine {
         self.sync()?;
         self.applied = LogId::of(m);
         self.store.install(state, index);
+        self.written.clear();
         Ok(())
     }
 }

@@ -12,11 +12,11 @@
 //!   HashKV on every member.
 //! - Bad input: what etcd answers to requests it refuses, or takes although they look wrong,
 //!   and that nothing changed afterwards — checked against etcd, and asserted of distributed_kv.
+//! - Watch: `tests/cmd/etcdctl-watch.md` (`etcdctl watch` replaying history: a key, a prefix,
+//!   a range, `--prev-kv`, the output formats, a compacted start, an empty range) against a
+//!   real etcd and through a follower of three nodes.
 //!
-//! The tests that target distributed_kv are `#[ignore]`d until it serves etcd's API (issue
-//! 10); to run them, delete every line `#[ignore = "needs the etcd API on distributed_kv
-//! (issue 10)"]` in this file (or run `cargo test --test etcd -- --include-ignored`). The
-//! etcd-against-etcd checks run now. etcd and etcdctl come from Debian's `etcd-server` and
+//! etcd and etcdctl come from Debian's `etcd-server` and
 //! `etcd-client` (`.ci/run` installs them). `COMPAT_SEED=n` replays another seed,
 //! `COMPAT_OPS=n` sets a differential run's length, `COMPAT_TRACE=1` prints every op and both
 //! replies.
@@ -48,6 +48,8 @@ const SEED: u64 = 0xe7cd_0010;
 const KV_TRANSCRIPT: &str = "tests/cmd/etcdctl.md";
 /// The transcript of the 3-node cluster's identity.
 const CLUSTER_TRANSCRIPT: &str = "tests/cmd/etcdctl-cluster.md";
+/// `etcdctl watch`, played against etcd and through a follower.
+const WATCH_TRANSCRIPT: &str = "tests/cmd/etcdctl-watch.md";
 /// Bytes of a value over etcd's request limit (1.5 MiB) but under its gRPC limit (2 MiB).
 const TOO_LARGE_VALUE_BYTES: usize = 1_600_000;
 /// Bytes of a value over etcd's gRPC message limit (2 MiB).
@@ -129,6 +131,23 @@ fn etcdctl_transcript_is_what_etcd_prints() {
     let etcd = harness(rt.block_on(EtcdCluster::start(1)));
     let ep = etcd.client_addr(0).to_string();
     play(KV_TRANSCRIPT, &ep, &[("[EP]", ep.clone())]);
+}
+
+/// Proves the watch transcript is what etcd 3.4.23 prints.
+#[test]
+fn etcdctl_watch_transcript_is_what_etcd_prints() {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let etcd = harness(rt.block_on(EtcdCluster::start(1)));
+    let ep = etcd.client_addr(0).to_string();
+    play(WATCH_TRANSCRIPT, &ep, &[("[EP]", ep.clone())]);
+}
+
+/// Proves a follower replays history to `etcdctl watch` as etcd does: the same events,
+/// formats, compaction error and refusal.
+#[test]
+fn etcdctl_watch_transcript_through_a_follower_of_three_nodes() {
+    let (_cluster, follower) = three_nodes_and_a_follower();
+    play(WATCH_TRANSCRIPT, &follower, &[("[EP]", follower.clone())]);
 }
 
 /// Three nodes whose leader is known, and a follower's client address.

@@ -11,7 +11,12 @@
 //!   [`SnapshotCreated`].
 //! - `StorageActor` → `ClientApiActor`: [`Applied`]; `RaftActor` → `ClientApiActor`:
 //!   [`RoleChanged`].
-//! - node start-up → all: [`Connect`], wiring in the `RaftActor`'s address once it exists.
+//! - `StorageActor` → `WatchHubActor`: [`LiveEvents`]; `WatchHubActor` → `StorageActor`:
+//!   [`ReadHistory`], [`GetRevision`], [`WantPrevKv`].
+//! - etcd Watch service → `WatchHubActor`: [`OpenWatchStream`], [`WatchStreamRequest`],
+//!   [`CloseWatchStream`].
+//! - node start-up → all: [`Connect`], wiring in the `RaftActor`'s address once it exists;
+//!   → `StorageActor`: [`ConnectWatch`], the hub's.
 //!
 //! Requests that may complete much later (a read parked until its index is applied, a read
 //! index waiting for a quorum) carry a [`Reply`] instead of using actix's return value, so the
@@ -395,3 +400,70 @@ pub struct RoleChanged {
 pub struct Connect {
     pub raft: Addr<crate::actors::RaftActor>,
 }
+
+/// WatchHubActor → StorageActor: one bounded batch of history from revision `from` on.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<crate::mvcc::History>")]
+pub struct ReadHistory {
+    pub from: i64,
+    /// Whether each event carries the key as it was before it.
+    pub with_prev: bool,
+}
+
+/// WatchHubActor → StorageActor: the store's current revision, for a new watcher.
+#[derive(Debug, Message)]
+#[rtype(result = "i64")]
+pub struct GetRevision;
+
+/// WatchHubActor → StorageActor: whether live events must carry `prev_kv` (some watcher
+/// wants it); sent when that changes.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WantPrevKv(pub bool);
+
+/// Start-up → StorageActor: where the events of every apply batch go.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectWatch {
+    pub events_to: Recipient<LiveEvents>,
+}
+
+/// StorageActor → WatchHubActor: the events of one apply batch. Sent with `try_send`:
+/// dropped when the hub's mailbox is full (the next batch shows the gap).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct LiveEvents {
+    pub batch: crate::watch::LiveBatch,
+    /// The Raft term of the last entry applied, for the answers' headers.
+    pub term: u64,
+}
+
+/// etcd Watch service → WatchHubActor: a new stream, answered through `outbox`.
+#[derive(Message)]
+#[rtype(result = "crate::watch::StreamId")]
+pub struct OpenWatchStream {
+    pub outbox: crate::actors::watch_hub::ChannelOutbox,
+}
+
+/// etcd Watch service → WatchHubActor: a request the client sent on a stream. Answered
+/// once the hub has acted on it, so the service sends the stream's next one only then and
+/// a stream's requests keep their order.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WatchStreamRequest {
+    pub stream: crate::watch::StreamId,
+    pub request: etcd_api::etcdserverpb::watch_request::RequestUnion,
+}
+
+/// etcd Watch service → WatchHubActor: the client has gone.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CloseWatchStream {
+    pub stream: crate::watch::StreamId,
+}
+
+/// Node shutdown → WatchHubActor: end every stream, so that their clients go on with
+/// another member and the client server can finish.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct EndWatchStreams;

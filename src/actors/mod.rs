@@ -11,6 +11,9 @@
 //!   with its own connection.
 //! - [`inbox`]: the budget of peer messages waiting for the RaftActor, apart from client load.
 //! - [`ClientApiActor`]: validates client requests, tracks pending writes, gives leader hints.
+//! - [`WatchHubActor`]: owns the [`WatchHub`](crate::watch::WatchHub); fed the events of
+//!   every apply batch by the StorageActor and history batches on request, it sends each
+//!   watch stream what its watchers are owed. On an arbiter of its own.
 //! - [`wiring`]: starts a node's actors from its recovered storage and connects them.
 //! - [`proposals`]: the pending writes and the rule that settles each (applied, not applied,
 //!   outcome unknown); [`read_batch`]: reads waiting for a read index. Plain structs the
@@ -26,10 +29,12 @@ pub mod proposals;
 pub mod raft;
 pub mod read_batch;
 pub mod storage;
+pub mod watch_hub;
 pub mod wiring;
 
 pub use client_api::{ClientApiActor, ClientLimits};
 pub use peer::PeerActor;
 pub use raft::RaftActor;
 pub use storage::StorageActor;
+pub use watch_hub::WatchHubActor;
 pub use wiring::{Actors, Wiring};

@@ -92,6 +92,11 @@ pub struct StorageActor {
     /// Records of history when the last snapshot was taken (at start: now), which sets the
     /// interval to the next ([`StorageActor::snapshot_interval`]).
     snapshot_records: u64,
+    /// Gets the events of every apply batch that changed the store (the WatchHubActor).
+    events_to: Option<Recipient<LiveEvents>>,
+    /// Whether those events carry `prev_kv`, which costs a read of each old value: only
+    /// while some watcher wants it.
+    prev_kv_wanted: bool,
 }
 
 /// The records of history `sm` holds.
@@ -121,6 +126,8 @@ impl StorageActor {
             compaction_waiters: Vec::new(),
             snapshot_build: None,
             compaction_deferred: false,
+            events_to: None,
+            prev_kv_wanted: false,
         }
     }
 
@@ -254,6 +261,35 @@ impl StorageActor {
         self.snapshot_threshold.max(self.snapshot_records)
     }
 
+    /// Hands the events of the entries just applied, which follow revision `after`, to the
+    /// watch hub, if they changed the store or a restore came first. After a restore `after`
+    /// is the restored revision, so the hub sees the revisions the snapshot skipped as a gap
+    /// and catches its watchers up from history.
+    fn send_events(&mut self, after: i64, restored: bool) {
+        let revision = self.sm.revision();
+        if self.events_to.is_none() || (revision == after && !restored) {
+            return;
+        }
+        let events = match self.sm.events(self.prev_kv_wanted) {
+            Ok(events) => events,
+            Err(e) => self.fatal("reading the events of applied entries", &e),
+        };
+        let Some(to) = &self.events_to else {
+            return;
+        };
+        let batch = LiveEvents {
+            batch: crate::watch::LiveBatch {
+                after,
+                revision,
+                events,
+                with_prev: self.prev_kv_wanted,
+            },
+            term: self.sm.applied().term,
+        };
+        // A full hub drops the batch: the next one shows it the gap.
+        let _ = to.try_send(batch);
+    }
+
     /// Waits for the snapshot being built, if any (its [`SnapshotBuilt`] still arrives).
     fn finish_snapshot_build(&mut self) {
         if let Some((_, handle)) = self.snapshot_build.take() {
@@ -332,6 +368,8 @@ impl Handler<Apply> for StorageActor {
     type Result = ();
     fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) {
         let mut restored_to = None;
+        // The revision the applied entries' events follow: the restored one after a restore.
+        let mut events_after = self.sm.revision();
         if let Some(snap) = &msg.snapshot {
             if snap.get_metadata().index > self.sm.applied().index {
                 // The build reads the tree the restore is about to replace.
@@ -340,6 +378,7 @@ impl Handler<Apply> for StorageActor {
                     self.fatal("restoring a snapshot", &e);
                 }
                 restored_to = Some(snap.get_metadata().index);
+                events_after = self.sm.revision();
                 tracing::info!(
                     index = snap.get_metadata().index,
                     "state restored from the leader's snapshot"
@@ -358,6 +397,7 @@ impl Handler<Apply> for StorageActor {
                 restored_to,
             });
         }
+        self.send_events(events_after, restored_to.is_some());
         if let Some(to) = &self.progress_to {
             to.do_send(ApplyProgress {
                 index: applied_index,
@@ -442,5 +482,33 @@ impl Handler<FlushStorage> for StorageActor {
     type Result = crate::Result<()>;
     fn handle(&mut self, _: FlushStorage, _: &mut Self::Context) -> Self::Result {
         self.sm.sync()
+    }
+}
+
+impl Handler<ConnectWatch> for StorageActor {
+    type Result = ();
+    fn handle(&mut self, msg: ConnectWatch, _: &mut Self::Context) {
+        self.events_to = Some(msg.events_to);
+    }
+}
+
+impl Handler<WantPrevKv> for StorageActor {
+    type Result = ();
+    fn handle(&mut self, msg: WantPrevKv, _: &mut Self::Context) {
+        self.prev_kv_wanted = msg.0;
+    }
+}
+
+impl Handler<GetRevision> for StorageActor {
+    type Result = i64;
+    fn handle(&mut self, _: GetRevision, _: &mut Self::Context) -> i64 {
+        self.sm.revision()
+    }
+}
+
+impl Handler<ReadHistory> for StorageActor {
+    type Result = crate::Result<crate::mvcc::History>;
+    fn handle(&mut self, msg: ReadHistory, _: &mut Self::Context) -> Self::Result {
+        self.sm.history(msg.from, msg.with_prev)
     }
 }

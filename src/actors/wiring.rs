@@ -11,7 +11,8 @@
 //!    wait in its mailbox until step 3.
 //! 2. **The StorageActor** starts on a `SyncArbiter` of exactly one thread ([`start_storage`]):
 //!    its sled calls block, so they stay off the async threads, and one thread keeps the order
-//!    in which committed entries are applied.
+//!    in which committed entries are applied. The **WatchHubActor** starts beside it, on an
+//!    arbiter of its own, and the StorageActor is told where applied events go.
 //! 3. **The ClientApiActor** starts on that context, reading from the StorageActor.
 //! 4. **One PeerActor per other member**, before the RaftActor, which is given their addresses
 //!    when it is made.
@@ -37,7 +38,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::messages::{Apply, Connect, GetStorageStatus, Read, RoleChanged, SendToPeer};
+use crate::actors::messages::{
+    Apply, Connect, ConnectWatch, GetStorageStatus, Read, RoleChanged, SendToPeer,
+};
+use crate::actors::watch_hub::{start_hub, HubStorage, WatchHubActor};
 use crate::actors::{ClientApiActor, ClientLimits, PeerActor, RaftActor, StorageActor};
 use crate::consensus::{RaftNode, RaftParams, SnapshotStore};
 use crate::error::Result;
@@ -64,11 +68,18 @@ pub struct Settings {
     pub snapshot_threshold: u64,
     /// What the ClientApiActor accepts.
     pub limits: ClientLimits,
+    /// The cluster id in etcd's answer headers.
+    pub cluster_id: u64,
+    /// How often watchers that asked for progress notices get one.
+    pub watch_progress_interval: Duration,
 }
 
 /// The running actors of a node.
 pub struct Actors {
     pub storage: Addr<StorageActor>,
+    pub watch_hub: Addr<WatchHubActor>,
+    /// The WatchHubActor's thread; `Node::shutdown` stops it.
+    pub watch_arbiter: Arbiter,
     pub client_api: Addr<ClientApiActor>,
     pub raft: Addr<RaftActor>,
     /// The RaftActor's thread; `Node::shutdown` stops it last.
@@ -176,14 +187,36 @@ impl Wiring {
             roles_to,
             peers_to,
         } = self;
-        // 2. The StorageActor, reporting to the ClientApiActor's address.
+        // 2. The StorageActor, reporting to the ClientApiActor's address, and the
+        //    WatchHubActor it feeds, connected before anything can be applied (the RaftActor,
+        //    the only sender of entries, starts in step 5).
         let applied_to = api_ctx.address().recipient();
+        let revision = sm.revision();
         let storage = start_storage(StorageActor::new(
             sm,
             snapshots,
             s.snapshot_threshold,
             Some(applied_to),
         ));
+        let header = etcd_api::etcdserverpb::ResponseHeader {
+            cluster_id: s.cluster_id,
+            member_id: s.id,
+            ..Default::default()
+        };
+        let hub_storage = HubStorage {
+            history: storage.clone().recipient(),
+            revision: storage.clone().recipient(),
+            prev_kv: storage.clone().recipient(),
+        };
+        let (watch_hub, watch_arbiter) = start_hub(WatchHubActor::new(
+            header,
+            revision,
+            hub_storage,
+            s.watch_progress_interval,
+        ));
+        storage.do_send(ConnectWatch {
+            events_to: watch_hub.clone().recipient(),
+        });
         // 3. The ClientApiActor.
         let api = match reads_from {
             Some((read, status)) => ClientApiActor::new(s.id, s.limits, read, status),
@@ -236,6 +269,8 @@ impl Wiring {
         client_api.do_send(Connect { raft: raft.clone() });
         Ok(Actors {
             storage,
+            watch_hub,
+            watch_arbiter,
             client_api,
             raft,
             raft_arbiter,

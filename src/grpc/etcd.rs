@@ -27,6 +27,7 @@ pub mod cluster;
 pub mod forward;
 pub mod kv;
 pub mod maintenance;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,7 @@ pub use cluster::EtcdCluster;
 pub use forward::Forwarder;
 pub use kv::EtcdKv;
 pub use maintenance::EtcdMaintenance;
+pub use watch::EtcdWatch;
 
 /// Metadata a forwarding member puts on a request it passes to the leader (its member id).
 pub const FORWARDED_METADATA: &str = "x-kv-forwarded-by";

@@ -39,7 +39,7 @@
 //! kept in step with it after, as etcd keeps its `treeIndex` beside bbolt. A put so writes
 //! one sled record; a read fetches one record per key-value it returns; a count reads none.
 //! The revision order is what HashKV, physical compaction (work proportional to the
-//! revisions compacted) and a later Watch replay need.
+//! revisions compacted) and a watch replay ([`history`]) need.
 //!
 //! An earlier layout also kept the index in sled, as a history (`h`) and a live (`k`) index:
 //! three records per put, which made writes CPU-bound on sled. Opening such a database
@@ -63,6 +63,7 @@
 
 pub mod check;
 pub mod compact;
+pub mod history;
 pub mod index;
 pub mod keys;
 pub mod overlay;
@@ -78,6 +79,7 @@ mod model_tests;
 mod tests;
 
 pub use check::{check_delete_range, check_put, check_range, check_txn, MAX_TXN_OPS};
+pub use history::{History, HISTORY_BATCH_BYTES, HISTORY_BATCH_EVENTS};
 pub use store::{MvccStore, SnapshotSource};
 
 /// Records of the revision log one physical-compaction step looks at: small enough that a

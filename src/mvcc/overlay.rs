@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use sled::IVec;
 
+use super::keys::{rev_of_key, Revision};
 use crate::error::Result;
 
 /// The pending writes of an apply batch, keyed by tree key.
@@ -67,16 +68,23 @@ impl Overlay {
         self.writes.is_empty()
     }
 
-    /// The writes as one sled batch.
-    pub fn into_batch(self) -> sled::Batch {
+    /// The writes as one sled batch, and the revision-log records among them in revision
+    /// order (each value shared with the batch, not copied): the batch's watch events.
+    pub fn into_batch(self) -> (sled::Batch, Vec<(Revision, IVec)>) {
         let mut batch = sled::Batch::default();
+        let mut records = Vec::new();
         for (k, v) in self.writes {
             match v {
-                Some(v) => batch.insert(k, v),
+                Some(v) => {
+                    if let Some(rev) = rev_of_key(&k) {
+                        records.push((rev, v.clone()));
+                    }
+                    batch.insert(k, v)
+                }
                 None => batch.remove(k),
             }
         }
-        batch
+        (batch, records)
     }
 }
 

@@ -200,6 +200,11 @@ impl MvccStore {
         Writer::new(&self.tree, &mut self.index, self.state)
     }
 
+    /// The tree the records are in (for the history reads of `history.rs`).
+    pub(super) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
     /// The key index (read by tests and the state machine's checks).
     pub fn index(&self) -> &KeyIndex {
         &self.index

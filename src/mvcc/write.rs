@@ -71,6 +71,20 @@ pub fn header(revision: i64) -> Option<ResponseHeader> {
     })
 }
 
+/// A staged apply batch, ready to be written.
+pub struct Finished {
+    /// Every write of the batch, `m` keys included.
+    pub batch: sled::Batch,
+    /// The store's state once the batch is written.
+    pub state: StoreState,
+    /// Length of the largest value written, so the caller knows whether sled may have put
+    /// one in a blob file of its own.
+    pub largest_value: usize,
+    /// The revision-log records the batch writes, in revision order: its watch events
+    /// ([`MvccStore::events_of`](super::MvccStore::events_of)).
+    pub records: Vec<(Revision, sled::IVec)>,
+}
+
 /// One apply batch being staged.
 pub struct Writer<'a> {
     tree: &'a sled::Tree,
@@ -118,11 +132,16 @@ impl<'a> Writer<'a> {
     /// them, and the length of the largest value written. Once the batch is written, the
     /// store takes the state ([`MvccStore::set_state`](super::MvccStore::set_state)).
     /// The key count is the index's: it counts live keys as changes are recorded and undone.
-    pub fn finish(mut self) -> (sled::Batch, StoreState, usize) {
+    pub fn finish(mut self) -> Finished {
         self.state.key_count = self.index.live_count();
-        let mut batch = self.overlay.into_batch();
+        let (mut batch, records) = self.overlay.into_batch();
         self.state.write_changes(&self.base, &mut batch);
-        (batch, self.state, self.largest_value)
+        Finished {
+            batch,
+            state: self.state,
+            largest_value: self.largest_value,
+            records,
+        }
     }
 
     /// Runs one command: its answer, or the etcd failure that made it change nothing.

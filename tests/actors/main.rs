@@ -234,6 +234,8 @@ fn fresh_wiring(dir: &TempDir, ids: &[u64], tick: Duration, election_ticks: usiz
         log_retain_entries: LOG_RETAIN_ENTRIES,
         snapshot_threshold: NO_SNAPSHOTS,
         limits: limits(),
+        cluster_id: 1,
+        watch_progress_interval: Duration::from_secs(600),
     };
     Wiring::new(recovered, settings).expect("wiring")
 }

@@ -1,0 +1,266 @@
+//! `WatchHubActor`: the [`WatchHub`] behind a mailbox, on an arbiter of its own so that
+//! matching events against many watchers stays off the thread that serves gRPC.
+//!
+//! It adds to the hub:
+//! - **the feeds**: [`LiveEvents`] from the StorageActor after every apply batch, and the
+//!   history reads the hub asks for, one at a time ([`ReadHistory`]: each a bounded batch,
+//!   so the StorageActor's applies wait for at most one);
+//! - **the timers**: every [`SYNC_INTERVAL`] it retries what waited for room in a stream's
+//!   outbox, sweeps streams whose client has gone, and reads history for watchers that can
+//!   take it again; every `progress_interval` it ticks progress notices;
+//! - **the revision of a new watcher**: a create request first asks the StorageActor for
+//!   its current revision ([`GetRevision`]), so that "from now on" means after every write
+//!   acknowledged before the request, as in etcd;
+//! - **`prev_kv` on demand**: it tells the StorageActor ([`WantPrevKv`]) whether live
+//!   events must carry the old values, so a store with no such watcher never reads them.
+//!
+//! Mailbox: at most [`HUB_MAILBOX`] messages wait. The StorageActor's events are offered
+//! with `try_send` and dropped when it is full (the next batch shows the gap, and the
+//! watchers concerned catch up from history); the Watch service's requests wait for room,
+//! which holds back the client that sends them.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use etcd_api::etcdserverpb::watch_request::RequestUnion;
+use etcd_api::etcdserverpb::{ResponseHeader, WatchResponse};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::actors::messages::{
+    CloseWatchStream, EndWatchStreams, GetRevision, LiveEvents, OpenWatchStream, ReadHistory,
+    WantPrevKv, WatchStreamRequest,
+};
+use crate::watch::{HubLimits, Offer, Outbox, StreamEnd, StreamId, WatchHub};
+
+/// Messages waiting for the hub at most (see the module docs for what happens past it).
+pub const HUB_MAILBOX: usize = 1_024;
+
+/// How often the hub retries answers and history reads that waited for room, and looks for
+/// streams whose client has gone: etcd's `syncWatchers` runs every 100 ms too.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Answers one stream's outbox holds for its client; with each at most one apply batch's
+/// events or one history batch, this bounds the memory a slow client can take.
+pub const WATCH_STREAM_QUEUE: usize = 64;
+
+/// Answers to a stream's own requests held while its outbox is full; past it the stream is
+/// ended ([`HubLimits::max_backlog`]).
+pub const MAX_CONTROL_BACKLOG: usize = 1_024;
+
+/// The answers of one stream, on their way to the gRPC response stream. The channel has
+/// one slot more than [`WATCH_STREAM_QUEUE`], kept for the error that ends the stream, so
+/// ending it never needs room that a slow client has not made.
+pub struct ChannelOutbox {
+    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+}
+
+impl ChannelOutbox {
+    /// A new outbox, and the receiving half the response stream reads.
+    pub fn channel() -> (ChannelOutbox, mpsc::Receiver<Result<WatchResponse, Status>>) {
+        let (tx, rx) = mpsc::channel(WATCH_STREAM_QUEUE + 1);
+        (ChannelOutbox { tx }, rx)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+impl Outbox for ChannelOutbox {
+    fn offer(&mut self, answer: WatchResponse) -> Offer {
+        if self.tx.is_closed() {
+            return Offer::Closed;
+        }
+        if self.room() == 0 {
+            return Offer::Full(answer);
+        }
+        match self.tx.try_send(Ok(answer)) {
+            Ok(()) => Offer::Queued,
+            Err(mpsc::error::TrySendError::Full(Ok(answer))) => Offer::Full(answer),
+            Err(mpsc::error::TrySendError::Full(Err(_))) => Offer::Closed,
+            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+        }
+    }
+
+    fn room(&self) -> usize {
+        self.tx.capacity().saturating_sub(1)
+    }
+
+    fn end(&mut self, why: StreamEnd) {
+        let status = match why {
+            StreamEnd::Overflow { backlog } => {
+                let reason = format!(
+                    "etcdserver: watch stream ended: more than {backlog} answers to its requests waited for the client to read them"
+                );
+                tracing::warn!("{reason}");
+                Status::resource_exhausted(reason)
+            }
+            StreamEnd::Stopping => etcd_api::EtcdError::Stopped.status(),
+        };
+        let _ = self.tx.try_send(Err(status));
+    }
+}
+
+/// Where the hub reads from the StorageActor.
+pub struct HubStorage {
+    pub history: Recipient<ReadHistory>,
+    pub revision: Recipient<GetRevision>,
+    pub prev_kv: Recipient<WantPrevKv>,
+}
+
+/// The watch hub of one member (see the module docs).
+pub struct WatchHubActor {
+    hub: WatchHub<ChannelOutbox>,
+    storage: HubStorage,
+    /// What the StorageActor was last told about `prev_kv`.
+    prev_kv_told: bool,
+    /// How often watchers that asked for them get progress notices.
+    progress_interval: Duration,
+}
+
+impl WatchHubActor {
+    /// A hub whose answers carry `header` (cluster and member id), for a store at `revision`.
+    pub fn new(
+        header: ResponseHeader,
+        revision: i64,
+        storage: HubStorage,
+        progress_interval: Duration,
+    ) -> WatchHubActor {
+        let limits = HubLimits {
+            max_backlog: MAX_CONTROL_BACKLOG,
+            fragment_bytes: crate::grpc::etcd::MAX_REQUEST_BYTES,
+        };
+        WatchHubActor {
+            hub: WatchHub::new(header, limits, revision),
+            storage,
+            prev_kv_told: false,
+            progress_interval,
+        }
+    }
+
+    /// After every change: tell the StorageActor whether `prev_kv` is wanted, and start the
+    /// history read the hub wants, if any.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let wanted = self.hub.wants_prev_kv();
+        if wanted != self.prev_kv_told {
+            self.prev_kv_told = wanted;
+            // The StorageActor's mailbox is unbounded: this always arrives.
+            self.storage.prev_kv.do_send(WantPrevKv(wanted));
+        }
+        let Some(read) = self.hub.history_wanted() else {
+            return;
+        };
+        self.storage
+            .history
+            .send(ReadHistory {
+                from: read.from,
+                with_prev: read.with_prev,
+            })
+            .into_actor(self)
+            .map(|answer, act, ctx| match answer {
+                Ok(Ok(history)) => {
+                    act.hub.feed_history(history);
+                    act.pump(ctx);
+                }
+                // Tried again at the next sync tick, not at once: a failing read would
+                // otherwise spin.
+                Ok(Err(e)) => {
+                    tracing::warn!("reading history for watchers: {e}");
+                    act.hub.history_failed();
+                }
+                Err(e) => {
+                    tracing::warn!("reading history for watchers: {e}");
+                    act.hub.history_failed();
+                }
+            })
+            .spawn(ctx);
+    }
+}
+
+impl Actor for WatchHubActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(HUB_MAILBOX);
+        ctx.run_interval(SYNC_INTERVAL, |act, ctx| {
+            act.hub.sweep(|outbox| outbox.is_closed());
+            act.hub.flush();
+            act.pump(ctx);
+        });
+        ctx.run_interval(self.progress_interval, |act, ctx| {
+            act.hub.progress_tick();
+            act.pump(ctx);
+        });
+    }
+}
+
+impl Handler<LiveEvents> for WatchHubActor {
+    type Result = ();
+    fn handle(&mut self, msg: LiveEvents, ctx: &mut Self::Context) {
+        self.hub.set_term(msg.term);
+        self.hub.feed(msg.batch);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<EndWatchStreams> for WatchHubActor {
+    type Result = ();
+    fn handle(&mut self, _: EndWatchStreams, _: &mut Self::Context) {
+        self.hub.end_all();
+    }
+}
+
+impl Handler<OpenWatchStream> for WatchHubActor {
+    type Result = MessageResult<OpenWatchStream>;
+    fn handle(&mut self, msg: OpenWatchStream, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.hub.open(msg.outbox))
+    }
+}
+
+impl Handler<CloseWatchStream> for WatchHubActor {
+    type Result = ();
+    fn handle(&mut self, msg: CloseWatchStream, ctx: &mut Self::Context) {
+        self.hub.close(msg.stream);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<WatchStreamRequest> for WatchHubActor {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, msg: WatchStreamRequest, ctx: &mut Self::Context) -> Self::Result {
+        let stream: StreamId = msg.stream;
+        match msg.request {
+            RequestUnion::CreateRequest(req) => Box::pin(
+                self.storage
+                    .revision
+                    .send(GetRevision)
+                    .into_actor(self)
+                    .map(move |current, act, ctx| {
+                        // Without the StorageActor the node is stopping; the stream goes
+                        // with it.
+                        if let Ok(current) = current {
+                            act.hub.create(stream, &req, current);
+                            act.pump(ctx);
+                        }
+                    }),
+            ),
+            RequestUnion::CancelRequest(req) => {
+                self.hub.cancel(stream, req.watch_id);
+                self.pump(ctx);
+                Box::pin(fut::ready(()))
+            }
+            RequestUnion::ProgressRequest(_) => {
+                self.hub.request_progress(stream);
+                Box::pin(fut::ready(()))
+            }
+        }
+    }
+}
+
+/// Starts the hub on an arbiter of its own; the arbiter is stopped at node shutdown.
+pub fn start_hub(actor: WatchHubActor) -> (Addr<WatchHubActor>, Arbiter) {
+    let arbiter = Arbiter::new();
+    let addr = WatchHubActor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+    (addr, arbiter)
+}

@@ -1,0 +1,682 @@
+//! [`WatchHub`]: every watch stream of a member, and which events each watcher is owed.
+//! The protocol and its invariants are in the [module docs](super).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use etcd_api::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
+use etcd_api::mvccpb::Event;
+use prost::Message as _;
+
+use super::watcher::{Keys, Watcher};
+use crate::mvcc::History;
+
+/// Names a watch stream within one hub.
+pub type StreamId = u64;
+
+/// A watcher: its stream, and its id there.
+type Ref = (StreamId, i64);
+
+/// The watch id of a create request that leaves the choice to the server (etcd's
+/// `AutoWatchID`), and of an answer that concerns no watcher (etcd's `InvalidWatchID`).
+pub const AUTO_WATCH_ID: i64 = 0;
+pub const NO_WATCH_ID: i64 = -1;
+
+/// etcd's reasons for refusing a create request, as its clients see them.
+pub const EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+pub const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+
+/// What an outbox did with an answer.
+#[derive(Debug)]
+pub enum Offer {
+    Queued,
+    /// The outbox is full; the answer comes back.
+    Full(WatchResponse),
+    /// The client has gone.
+    Closed,
+}
+
+/// Why the hub ends a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// More than this many answers to the client's requests waited for it to read.
+    Overflow { backlog: usize },
+    /// The member is stopping.
+    Stopping,
+}
+
+/// Where a stream's answers wait for its client: a bounded queue the hub never waits on.
+pub trait Outbox {
+    fn offer(&mut self, answer: WatchResponse) -> Offer;
+    /// How many answers it would take now.
+    fn room(&self) -> usize;
+    /// Ends the stream, after what is queued, with an error saying why.
+    fn end(&mut self, why: StreamEnd);
+}
+
+/// A history read the hub wants: the events from `from` on, for its unsynced watchers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryRead {
+    pub from: i64,
+    pub with_prev: bool,
+}
+
+/// The events of one apply batch, as the state machine hands them over.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveBatch {
+    /// The store's revision before the batch.
+    pub after: i64,
+    /// The store's revision after it: the batch's events are all in `after + 1..=revision`.
+    pub revision: i64,
+    pub events: Vec<Event>,
+    /// Whether the events carry `prev_kv`.
+    pub with_prev: bool,
+}
+
+/// Limits of one hub.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    /// Answers to a stream's own requests (created, canceled, progress) held while its
+    /// outbox is full; one more and the stream is ended (the client is not reading).
+    pub max_backlog: usize,
+    /// An answer larger than this is split for a watcher that allows fragments.
+    pub fragment_bytes: usize,
+}
+
+struct Stream<O> {
+    outbox: O,
+    watchers: HashMap<i64, Watcher>,
+    /// The next id to try for a watcher whose client leaves the choice to the server.
+    next_id: i64,
+    /// Answers to the client's requests not yet in the outbox, oldest first. While any
+    /// wait, no event goes out on the stream, so a watcher's `created` comes first.
+    backlog: VecDeque<WatchResponse>,
+    /// A progress request waits for every watcher of the stream to be synced.
+    progress_wanted: bool,
+}
+
+/// Every watch stream of one member (see the module docs).
+pub struct WatchHub<O> {
+    /// Cluster id, member id and Raft term of every answer; the revision is set per answer.
+    header: ResponseHeader,
+    limits: HubLimits,
+    streams: HashMap<StreamId, Stream<O>>,
+    next_stream: StreamId,
+    /// The revision up to which every live event has been fed to the hub.
+    fed: i64,
+    /// Synced single-key watchers, by their key.
+    by_key: HashMap<Vec<u8>, BTreeSet<Ref>>,
+    /// Synced watchers of a range.
+    ranges: BTreeSet<Ref>,
+    unsynced: BTreeSet<Ref>,
+    /// A history read is out (at most one at a time).
+    reading: bool,
+    /// Watchers that want `prev_kv`, so live events must carry it.
+    prev_kv_watchers: usize,
+}
+
+impl<O: Outbox> WatchHub<O> {
+    /// A hub whose answers carry `header`, for a store at revision `fed`.
+    pub fn new(header: ResponseHeader, limits: HubLimits, fed: i64) -> WatchHub<O> {
+        WatchHub {
+            header,
+            limits,
+            streams: HashMap::new(),
+            next_stream: 1,
+            fed,
+            by_key: HashMap::new(),
+            ranges: BTreeSet::new(),
+            unsynced: BTreeSet::new(),
+            reading: false,
+            prev_kv_watchers: 0,
+        }
+    }
+
+    pub fn fed(&self) -> i64 {
+        self.fed
+    }
+
+    pub fn set_term(&mut self, term: u64) {
+        self.header.raft_term = term;
+    }
+
+    /// Whether live events must carry `prev_kv` for some watcher.
+    pub fn wants_prev_kv(&self) -> bool {
+        self.prev_kv_watchers > 0
+    }
+
+    pub fn watcher_count(&self) -> usize {
+        self.streams.values().map(|s| s.watchers.len()).sum()
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Watchers catching up from history.
+    pub fn unsynced_count(&self) -> usize {
+        self.unsynced.len()
+    }
+
+    fn header_at(&self, revision: i64) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            revision,
+            ..self.header
+        })
+    }
+
+    pub fn open(&mut self, outbox: O) -> StreamId {
+        let id = self.next_stream;
+        self.next_stream += 1;
+        self.streams.insert(
+            id,
+            Stream {
+                outbox,
+                watchers: HashMap::new(),
+                next_id: AUTO_WATCH_ID,
+                backlog: VecDeque::new(),
+                progress_wanted: false,
+            },
+        );
+        id
+    }
+
+    /// Removes a stream and its watchers (the client has gone, or the stream is ended).
+    pub fn close(&mut self, stream: StreamId) {
+        let Some(s) = self.streams.remove(&stream) else {
+            return;
+        };
+        for (id, w) in s.watchers {
+            self.unindex((stream, id), &w);
+        }
+    }
+
+    /// A create request, with the store at `current`: answers `created` (or refuses, as
+    /// etcd does: `created` and `canceled` with a reason), and from then on sends the
+    /// watcher every event it wants from its start revision on.
+    pub fn create(&mut self, stream: StreamId, req: &WatchCreateRequest, current: i64) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let refuse = |reason: &str| WatchResponse {
+            watch_id: NO_WATCH_ID,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..Default::default()
+        };
+        let (answer, watcher) = match Keys::of(req) {
+            None => (refuse(EMPTY_RANGE), None),
+            Some(_) if req.watch_id != AUTO_WATCH_ID && s.watchers.contains_key(&req.watch_id) => {
+                (refuse(DUPLICATE_ID), None)
+            }
+            Some(keys) => {
+                let id = if req.watch_id == AUTO_WATCH_ID {
+                    while s.watchers.contains_key(&s.next_id) {
+                        s.next_id += 1;
+                    }
+                    s.next_id += 1;
+                    s.next_id - 1
+                } else {
+                    req.watch_id
+                };
+                // 0: from the next revision; below 1 (there is nothing before revision 1): from the start.
+                let next = match req.start_revision {
+                    0 => current + 1,
+                    r => r.max(1),
+                };
+                let watcher = Watcher::new(req, keys, next);
+                let answer = WatchResponse {
+                    watch_id: id,
+                    created: true,
+                    ..Default::default()
+                };
+                (answer, Some((id, watcher)))
+            }
+        };
+        let answer = WatchResponse {
+            header: self.header_at(current),
+            ..answer
+        };
+        self.control(stream, answer);
+        if let Some((id, watcher)) = watcher {
+            let Some(s) = self.streams.get_mut(&stream) else {
+                return;
+            };
+            let synced = watcher.next > self.fed;
+            if watcher.prev_kv {
+                self.prev_kv_watchers += 1;
+            }
+            s.watchers.insert(id, watcher);
+            self.set_synced((stream, id), synced);
+        }
+    }
+
+    /// A cancel request: the watcher goes, and `canceled` says so. An unknown id gets no
+    /// answer, as in etcd.
+    pub fn cancel(&mut self, stream: StreamId, watch_id: i64) {
+        let Some(w) = self
+            .streams
+            .get_mut(&stream)
+            .and_then(|s| s.watchers.remove(&watch_id))
+        else {
+            return;
+        };
+        self.unindex((stream, watch_id), &w);
+        let answer = WatchResponse {
+            header: self.header_at(self.fed),
+            watch_id,
+            canceled: true,
+            ..Default::default()
+        };
+        self.control(stream, answer);
+    }
+
+    /// A progress request: once every watcher of the stream is synced, an answer with no
+    /// watch id and no events says how far the stream has come (etcd 3.5's behaviour).
+    pub fn request_progress(&mut self, stream: StreamId) {
+        if let Some(s) = self.streams.get_mut(&stream) {
+            s.progress_wanted = true;
+        }
+        self.answer_progress();
+    }
+
+    /// The events of an apply batch: every synced watcher is sent those it wants, or, if
+    /// its stream cannot take them now, becomes unsynced and catches up from history.
+    pub fn feed(&mut self, batch: LiveBatch) {
+        let fed = self.fed;
+        if batch.after > fed {
+            // Revisions fed+1..=after never reached the hub (dropped, or skipped by a
+            // restore): every synced watcher that may want them catches up from history.
+            for r in self.synced_refs() {
+                if self.watcher(r).is_some_and(|w| w.next <= batch.after) {
+                    self.unsync(r, fed + 1);
+                }
+            }
+        }
+        let mut owed: HashMap<Ref, Vec<usize>> = HashMap::new();
+        for (i, event) in batch.events.iter().enumerate() {
+            let Some(kv) = &event.kv else { continue };
+            if kv.mod_revision <= fed {
+                continue;
+            }
+            let keyed = self.by_key.get(&kv.key).into_iter().flatten();
+            for &r in keyed.chain(self.ranges.iter()) {
+                if self.watcher(r).is_some_and(|w| w.wants(event)) {
+                    owed.entry(r).or_default().push(i);
+                }
+            }
+        }
+        let mut owed: Vec<_> = owed.into_iter().collect();
+        owed.sort_unstable();
+        for (r, indexes) in owed {
+            let Some(w) = self.watcher(r) else { continue };
+            let first_unsent = w.next.max(fed + 1);
+            if w.prev_kv && !batch.with_prev {
+                self.unsync(r, first_unsent);
+                continue;
+            }
+            let events = indexes.iter().map(|&i| w.shape(&batch.events[i])).collect();
+            if !self.deliver(r, events, batch.revision) {
+                self.unsync(r, first_unsent);
+            }
+        }
+        self.fed = self.fed.max(batch.revision);
+        self.answer_progress();
+    }
+
+    /// The history read to make next, if unsynced watchers whose streams have room wait
+    /// for one and none is out. The caller must answer with [`WatchHub::feed_history`] or
+    /// [`WatchHub::history_failed`].
+    pub fn history_wanted(&mut self) -> Option<HistoryRead> {
+        if self.reading {
+            return None;
+        }
+        let mut read: Option<HistoryRead> = None;
+        for &(stream, id) in &self.unsynced {
+            let Some(s) = self.streams.get(&stream) else {
+                continue;
+            };
+            if !s.backlog.is_empty() || s.outbox.room() == 0 {
+                continue;
+            }
+            let Some(w) = s.watchers.get(&id) else {
+                continue;
+            };
+            let r = read.get_or_insert(HistoryRead {
+                from: w.next,
+                with_prev: false,
+            });
+            r.from = r.from.min(w.next);
+            r.with_prev |= w.prev_kv;
+        }
+        self.reading = read.is_some();
+        read
+    }
+
+    /// The history read failed: the next call to [`WatchHub::history_wanted`] asks again.
+    pub fn history_failed(&mut self) {
+        self.reading = false;
+    }
+
+    /// A history batch: each unsynced watcher it covers is sent what it wants of it, and
+    /// is synced once it has caught up with the live events; one that wants revisions
+    /// compaction has removed is canceled with the compact revision.
+    pub fn feed_history(&mut self, h: History) {
+        self.reading = false;
+        let refs: Vec<Ref> = self.unsynced.iter().copied().collect();
+        for r in refs {
+            let Some(w) = self.watcher(r) else { continue };
+            if w.next < h.compact {
+                self.compacted(r, h.compact, h.revision);
+                continue;
+            }
+            if w.next < h.from || (w.prev_kv && !h.with_prev) {
+                // Became unsynced after the read was asked for: the next read covers it.
+                continue;
+            }
+            if w.next <= h.upto {
+                if !self.has_room(r.0) {
+                    continue;
+                }
+                let events: Vec<Event> = h
+                    .events
+                    .iter()
+                    .filter(|e| w.wants(e))
+                    .map(|e| w.shape(e))
+                    .collect();
+                if !events.is_empty() && !self.deliver(r, events, h.revision) {
+                    continue;
+                }
+                if let Some(w) = self.watcher_mut(r) {
+                    w.next = h.upto + 1;
+                }
+            }
+            if self.watcher(r).is_some_and(|w| w.next > self.fed) {
+                self.set_synced(r, true);
+            }
+        }
+        self.answer_progress();
+    }
+
+    /// A progress tick: every synced watcher that asked for progress notices and was sent
+    /// nothing since the last tick is sent an empty answer at the fed revision.
+    pub fn progress_tick(&mut self) {
+        let refs: Vec<Ref> = self.synced_refs();
+        for r in refs {
+            let Some(w) = self.watcher(r) else { continue };
+            if w.progress_notify && w.quiet && self.has_room(r.0) {
+                self.deliver(r, Vec::new(), self.fed);
+            }
+            if let Some(w) = self.watcher_mut(r) {
+                w.quiet = true;
+            }
+        }
+    }
+
+    /// Removes the streams whose client has gone, as `gone` tells from their outbox: a
+    /// stream that is sent nothing would otherwise never find out.
+    pub fn sweep(&mut self, gone: impl Fn(&O) -> bool) {
+        let ids: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| gone(&s.outbox))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.close(id);
+        }
+    }
+
+    /// Ends every stream (the member is stopping): their clients go on elsewhere.
+    pub fn end_all(&mut self) {
+        let ids: Vec<StreamId> = self.streams.keys().copied().collect();
+        for id in ids {
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.outbox.end(StreamEnd::Stopping);
+            }
+            self.close(id);
+        }
+    }
+
+    /// Moves waiting answers to requests into outboxes that have room again.
+    pub fn flush(&mut self) {
+        let ids: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.backlog.is_empty())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.drain_backlog(id);
+        }
+        self.answer_progress();
+    }
+
+    fn watcher(&self, (stream, id): Ref) -> Option<&Watcher> {
+        self.streams.get(&stream)?.watchers.get(&id)
+    }
+
+    fn watcher_mut(&mut self, (stream, id): Ref) -> Option<&mut Watcher> {
+        self.streams.get_mut(&stream)?.watchers.get_mut(&id)
+    }
+
+    fn synced_refs(&self) -> Vec<Ref> {
+        let mut refs: Vec<Ref> = self
+            .by_key
+            .values()
+            .flatten()
+            .chain(self.ranges.iter())
+            .copied()
+            .collect();
+        refs.sort_unstable();
+        refs
+    }
+
+    fn has_room(&self, stream: StreamId) -> bool {
+        self.streams
+            .get(&stream)
+            .is_some_and(|s| s.backlog.is_empty() && s.outbox.room() > 0)
+    }
+
+    /// Files `r` under synced or unsynced, from wherever it was.
+    fn set_synced(&mut self, r: Ref, synced: bool) {
+        let Some(w) = self.watcher(r) else { return };
+        let keys = w.keys.clone();
+        self.remove_from_sets(r, &keys);
+        if let Some(w) = self.watcher_mut(r) {
+            w.synced = synced;
+        }
+        if !synced {
+            self.unsynced.insert(r);
+        } else {
+            match keys {
+                Keys::Single(k) => {
+                    self.by_key.entry(k).or_default().insert(r);
+                }
+                Keys::Span(..) => {
+                    self.ranges.insert(r);
+                }
+            }
+        }
+    }
+
+    /// Makes a synced watcher unsynced, owed everything from `first_unsent` on.
+    fn unsync(&mut self, r: Ref, first_unsent: i64) {
+        if let Some(w) = self.watcher_mut(r) {
+            w.next = w.next.max(first_unsent);
+        }
+        self.set_synced(r, false);
+    }
+
+    fn remove_from_sets(&mut self, r: Ref, keys: &Keys) {
+        self.unsynced.remove(&r);
+        match keys {
+            Keys::Single(k) => {
+                if let Some(set) = self.by_key.get_mut(k) {
+                    set.remove(&r);
+                    if set.is_empty() {
+                        self.by_key.remove(k);
+                    }
+                }
+            }
+            Keys::Span(..) => {
+                self.ranges.remove(&r);
+            }
+        }
+    }
+
+    /// Forgets a watcher already taken out of its stream.
+    fn unindex(&mut self, r: Ref, w: &Watcher) {
+        self.remove_from_sets(r, &w.keys);
+        if w.prev_kv {
+            self.prev_kv_watchers -= 1;
+        }
+    }
+
+    /// Cancels `r` because it wants history from before `compact`, as etcd does: an
+    /// answer with `canceled` and the compact revision, and no reason.
+    fn compacted(&mut self, (stream, id): Ref, compact: i64, revision: i64) {
+        let Some(w) = self
+            .streams
+            .get_mut(&stream)
+            .and_then(|s| s.watchers.remove(&id))
+        else {
+            return;
+        };
+        self.unindex((stream, id), &w);
+        let answer = WatchResponse {
+            header: self.header_at(revision),
+            watch_id: id,
+            canceled: true,
+            compact_revision: compact,
+            ..Default::default()
+        };
+        self.control(stream, answer);
+    }
+
+    /// Sends events (or, with none, a progress notice) to watcher `r` at store revision
+    /// `revision`, split into fragments if it allows them and the answer is too large.
+    /// Whether they went out: not if the stream has a backlog or too little room.
+    fn deliver(&mut self, r: Ref, events: Vec<Event>, revision: i64) -> bool {
+        let header = self.header_at(revision);
+        let fragment_bytes = self.limits.fragment_bytes;
+        let Some(s) = self.streams.get_mut(&r.0) else {
+            return false;
+        };
+        let Some(w) = s.watchers.get_mut(&r.1) else {
+            return false;
+        };
+        let whole = WatchResponse {
+            header,
+            watch_id: r.1,
+            events,
+            ..Default::default()
+        };
+        let answers = if w.fragment {
+            fragments(whole, fragment_bytes)
+        } else {
+            vec![whole]
+        };
+        if !s.backlog.is_empty() || s.outbox.room() < answers.len() {
+            return false;
+        }
+        w.quiet = false;
+        for answer in answers {
+            match s.outbox.offer(answer) {
+                Offer::Queued => {}
+                // Room was checked, and only the hub sends: a full outbox here is a bug
+                // of the outbox; the watcher catches up from history instead.
+                Offer::Full(_) => return false,
+                Offer::Closed => {
+                    self.close(r.0);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Sends an answer to a request of the stream's client, behind any that wait.
+    fn control(&mut self, stream: StreamId, answer: WatchResponse) {
+        let max_backlog = self.limits.max_backlog;
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        s.backlog.push_back(answer);
+        if s.backlog.len() > max_backlog {
+            s.outbox.end(StreamEnd::Overflow {
+                backlog: max_backlog,
+            });
+            self.close(stream);
+            return;
+        }
+        self.drain_backlog(stream);
+    }
+
+    fn drain_backlog(&mut self, stream: StreamId) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        while let Some(answer) = s.backlog.pop_front() {
+            match s.outbox.offer(answer) {
+                Offer::Queued => {}
+                Offer::Full(answer) => {
+                    s.backlog.push_front(answer);
+                    return;
+                }
+                Offer::Closed => {
+                    self.close(stream);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Answers the progress requests whose streams are all synced now.
+    fn answer_progress(&mut self) {
+        let ready: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.progress_wanted && s.watchers.values().all(|w| w.synced))
+            .map(|(&id, _)| id)
+            .collect();
+        for stream in ready {
+            if let Some(s) = self.streams.get_mut(&stream) {
+                s.progress_wanted = false;
+            }
+            let answer = WatchResponse {
+                header: self.header_at(self.fed),
+                watch_id: NO_WATCH_ID,
+                ..Default::default()
+            };
+            self.control(stream, answer);
+        }
+    }
+}
+
+/// `whole` split as etcd splits it: only if it is at least `max_bytes` and has two events
+/// or more; each part but the last marked `fragment`, each under `max_bytes` unless one
+/// event alone is larger.
+pub fn fragments(whole: WatchResponse, max_bytes: usize) -> Vec<WatchResponse> {
+    if whole.encoded_len() < max_bytes || whole.events.len() < 2 {
+        return vec![whole];
+    }
+    let empty = WatchResponse {
+        events: Vec::new(),
+        fragment: true,
+        ..whole.clone()
+    };
+    let mut parts = Vec::new();
+    let mut current = empty.clone();
+    for event in whole.events {
+        current.events.push(event);
+        if current.events.len() > 1 && current.encoded_len() >= max_bytes {
+            let event = current.events.pop().expect("just pushed");
+            parts.push(std::mem::replace(&mut current, empty.clone()));
+            current.events.push(event);
+        }
+    }
+    current.fragment = false;
+    parts.push(current);
+    parts
+}
