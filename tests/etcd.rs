@@ -29,6 +29,7 @@ use etcd_api::etcdserverpb::{
     RequestOp, TxnRequest,
 };
 use etcd_compat::transcript::Transcript;
+use etcd_compat::watch::{finale, first_event_difference, told, watches, watches_from, Recorder};
 use etcd_compat::{
     first_difference, ops_from_env, run, seed_from_env, Answer, Op, RunOptions, Spread, Store,
 };
@@ -77,8 +78,15 @@ fn store(rt: &tokio::runtime::Runtime, name: &str, endpoints: &[String], spread:
 // Differential
 // ---------------------------------------------------------------------------------------------
 
+/// A recorder on `addr` with the [`watches`] made.
+fn recorder(rt: &tokio::runtime::Runtime, name: String, addr: &str) -> Recorder {
+    harness(rt.block_on(Recorder::open(name, addr, &watches())))
+}
+
 /// Sends `ops` generated requests to a fresh one-member etcd and to `cluster`'s nodes (spread
-/// as `spread` says); fails at the first reply that differs.
+/// as `spread` says); fails at the first reply that differs. Watchers made before the first
+/// op — on etcd, and on every member of `cluster` — and watchers made after the last from
+/// past revisions must then have been sent the same events, field for field, by both.
 fn differential(nodes: u64, ops: usize, spread: Spread) {
     let cluster = BlockingCluster::start(ClusterOptions {
         nodes,
@@ -89,22 +97,72 @@ fn differential(nodes: u64, ops: usize, spread: Spread) {
     let rt = cluster.rt();
     let mut reference = store(rt, "etcd", &etcd.endpoints(), Spread::First);
     let mut ours = store(rt, "distributed_kv", &cluster.endpoints(), spread);
+    let mut theirs = recorder(rt, "etcd".into(), etcd.client_addr(0));
+    let mut mine: Vec<Recorder> = (1..=nodes)
+        .map(|id| recorder(rt, format!("member {id}"), cluster.client_addr(id)))
+        .collect();
     let options = RunOptions::new(seed_from_env(SEED), ops_from_env(ops));
     let summary = rt
         .block_on(run(&mut reference, &mut ours, options))
         .expect_agreed();
     println!("{summary}");
+
+    // The finale every watcher sees, then watchers from the past: before the compaction,
+    // just after it, half way to the end.
+    for (i, op) in finale().iter().enumerate() {
+        let ((_, left), (_, right)) = rt.block_on(async {
+            tokio::join!(
+                reference.send(options.ops + i, op),
+                ours.send(options.ops + i, op)
+            )
+        });
+        assert_eq!(first_difference(&left, &right), None, "the finale: {op}");
+    }
+    let end = summary.final_revision + 2;
+    let compacted = summary.compacted.max(1);
+    let mut all = watches();
+    for (k, start) in [compacted - 1, compacted + 1, (compacted + end) / 2]
+        .into_iter()
+        .filter(|s| *s >= 1)
+        .enumerate()
+    {
+        let replays = watches_from(start, 100 * (k as i64 + 1));
+        for r in std::iter::once(&mut theirs).chain(mine.iter_mut()) {
+            harness(rt.block_on(r.create(&replays)));
+        }
+        all.extend(replays);
+    }
+    harness(rt.block_on(theirs.wait_for_finale(&all, end)));
+    let reference_answers = theirs.answers();
+    for r in &mut mine {
+        harness(rt.block_on(r.wait_for_finale(&all, end)));
+        if let Some(d) = first_event_difference(&reference_answers, &r.answers(), &all) {
+            panic!(
+                "etcd and distributed_kv's {} told a watcher different things: {d}",
+                r.name()
+            );
+        }
+    }
+    let events: usize = all
+        .iter()
+        .map(|(id, _)| told(&reference_answers, *id).events.len())
+        .sum();
+    println!(
+        "watch: {} watchers on each of {nodes} members agreed with etcd on {events} events",
+        all.len()
+    );
 }
 
 /// Proves one node answers thousands of generated etcd KV requests field for field as a real
-/// one-member etcd does.
+/// one-member etcd does, and sends its watchers the events etcd sends.
 #[test]
 fn one_node_answers_generated_requests_as_etcd_does() {
     differential(1, ONE_NODE_OPS, Spread::First);
 }
 
 /// Proves three nodes, each request sent to a random member, answer generated etcd KV
-/// requests field for field as a real one-member etcd does.
+/// requests field for field as a real one-member etcd does, and that watchers on every
+/// member are sent the events etcd sends.
 #[test]
 fn three_nodes_answer_generated_requests_as_etcd_does() {
     differential(3, THREE_NODE_OPS, Spread::Random);

@@ -17,6 +17,8 @@
 //!   index, the request and the differing field.
 //! - [`transcript`]: etcdctl transcripts — a session at a terminal written as Markdown, run
 //!   against a store and matched line by line with `[..]` masks.
+//! - [`watch`]: watch streams on two stores compared watcher by watcher, event by event;
+//!   the watchers a differential run makes, and the finale that tells them it is over.
 //! - [`show`]: how requests, key-values and bytes are printed in reports.
 //!
 //! A failure of the tooling itself (no etcd installed, an endpoint that cannot be dialled) is
@@ -30,6 +32,7 @@ pub mod run;
 pub mod show;
 pub mod store;
 pub mod transcript;
+pub mod watch;
 
 pub use compare::{first_difference, Difference};
 pub use gen::{Generator, Op};

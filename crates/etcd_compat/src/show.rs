@@ -46,6 +46,16 @@ pub fn kv(kv: &KeyValue) -> String {
     )
 }
 
+/// A watch event: its type, its key-value, and the one before it if sent.
+pub fn event(e: &etcd_api::mvccpb::Event) -> String {
+    let kind = if e.r#type == 1 { "DELETE" } else { "PUT" };
+    let mut out = format!("{kind} {}", e.kv.as_ref().map_or("(no kv)".into(), kv));
+    if let Some(prev) = &e.prev_kv {
+        out.push_str(&format!(" prev {}", kv(prev)));
+    }
+    out
+}
+
 /// `key` alone, or `key..range_end` (`..` then `\0` is "to the end").
 fn span(key: &[u8], range_end: &[u8]) -> String {
     if range_end.is_empty() {
