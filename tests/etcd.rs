@@ -26,10 +26,13 @@ use std::process::Command;
 
 use etcd_api::etcdserverpb::{
     compare, request_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
-    RequestOp, TxnRequest,
+    RequestOp, TxnRequest, WatchCreateRequest, WatchResponse,
 };
 use etcd_compat::transcript::Transcript;
-use etcd_compat::watch::{finale, first_event_difference, told, watches, watches_from, Recorder};
+use etcd_compat::watch::{
+    cancel_request, create_request, finale, first_event_difference, told, watches, watches_from,
+    Recorder,
+};
 use etcd_compat::{
     first_difference, ops_from_env, run, seed_from_env, Answer, Op, RunOptions, Spread, Store,
 };
@@ -776,4 +779,120 @@ fn bad_input_gets_etcds_answers_from_one_node() {
     println!("an undefined sort target: {reply:?}");
     rt.block_on(everything(&mut store))
         .unwrap_or_else(|e| panic!("the node stopped serving after an undefined sort target: {e}"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watch: bad input
+// ---------------------------------------------------------------------------------------------
+
+/// What a watch answer says, without its header: `watch ID: created, canceled (compact C,
+/// "reason"), events TYPE key@rev ...`.
+fn describe(a: &WatchResponse) -> String {
+    let mut out = format!("watch {}:", a.watch_id);
+    if a.created {
+        out.push_str(" created");
+    }
+    if a.canceled {
+        out.push_str(&format!(
+            " canceled (compact {}, {:?})",
+            a.compact_revision, a.cancel_reason
+        ));
+    }
+    for e in &a.events {
+        out.push_str(&format!(" {}", etcd_compat::show::event(e)));
+    }
+    out
+}
+
+fn create(id: i64, key: &[u8], range_end: &[u8], start: i64) -> (i64, WatchCreateRequest) {
+    let req = WatchCreateRequest {
+        key: key.to_vec(),
+        range_end: range_end.to_vec(),
+        start_revision: start,
+        ..Default::default()
+    };
+    (id, req)
+}
+
+/// Bad and odd watch requests on a fresh store (`addr`, written through `kv`), and every
+/// answer they got, in order.
+async fn watch_bad_input(addr: &str, kv: &mut Store) -> Vec<String> {
+    let put = |key: &[u8]| {
+        Op::Put(PutRequest {
+            key: key.to_vec(),
+            value: b"v".to_vec(),
+            ..PutRequest::default()
+        })
+    };
+    for (i, op) in [put(b"k"), put(b"k"), put(b"k")].iter().enumerate() {
+        kv.send(i, op).await.1.expect("a put"); // revisions 2, 3, 4
+    }
+    let compact = Op::Compact(CompactionRequest {
+        revision: 3,
+        ..Default::default()
+    });
+    kv.send(3, &compact).await.1.expect("a compaction");
+    let mut r = harness(Recorder::open(addr, addr, &[]).await);
+    let count = |n: usize| move |answers: &[WatchResponse]| answers.len() >= n;
+    // Below the compact revision: created, then canceled with it.
+    harness(r.send(create_request(&create(1, b"k", b"", 2))).await);
+    harness(r.wait_for(count(2)).await);
+    // A future revision: created, and quiet until the store gets there.
+    harness(r.send(create_request(&create(2, b"k", b"", 7))).await);
+    // An id in use, and a range that ends before it starts: refused.
+    harness(r.send(create_request(&create(2, b"k", b"", 0))).await);
+    harness(r.send(create_request(&create(3, b"b", b"a", 0))).await);
+    harness(r.wait_for(count(5)).await);
+    // An id no watcher has: no answer at all.
+    harness(r.send(cancel_request(99)).await);
+    // The empty key: the key "\0".
+    harness(r.send(create_request(&create(4, b"", b"", 0))).await);
+    harness(r.wait_for(count(6)).await);
+    for (i, op) in [put(b"k"), put(b"k"), put(b"k"), put(b"\0")]
+        .iter()
+        .enumerate()
+    {
+        kv.send(10 + i, op).await.1.expect("a put"); // revisions 5, 6, 7, 8
+    }
+    harness(r.wait_for(count(8)).await);
+    r.answers().iter().map(describe).collect()
+}
+
+/// etcd's answers to [`watch_bad_input`].
+const WATCH_BAD_INPUT_ANSWERS: [&str; 8] = [
+    "watch 1: created",
+    "watch 1: canceled (compact 3, \"\")",
+    "watch 2: created",
+    "watch -1: created canceled (compact 0, \"mvcc: duplicate watch ID provided on the WatchStream\")",
+    "watch -1: created canceled (compact 0, \"mvcc: watcher range is empty\")",
+    "watch 4: created",
+    "watch 2: PUT {key=\"k\" value=\"v\" create=2 mod=7 version=6 lease=0}",
+    "watch 4: PUT {key=\"\\x00\" value=\"v\" create=8 mod=8 version=1 lease=0}",
+];
+
+/// Proves the watch bad-input answers are etcd's.
+#[test]
+fn watch_bad_input_gets_these_answers_from_etcd() {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let etcd = harness(rt.block_on(EtcdCluster::start(1)));
+    let mut kv = store(&rt, "etcd", &etcd.endpoints(), Spread::First);
+    let got = rt.block_on(watch_bad_input(etcd.client_addr(0), &mut kv));
+    assert_eq!(got, WATCH_BAD_INPUT_ANSWERS);
+}
+
+/// Proves a follower answers bad and odd watch requests as etcd does: a compacted start
+/// canceled with the compact revision, a future one waited for, a duplicate id and an
+/// empty range refused with etcd's reasons, an unknown cancel ignored, the empty key
+/// watched as "\0".
+#[test]
+fn watch_bad_input_gets_etcds_answers_from_a_follower() {
+    let (cluster, follower) = three_nodes_and_a_follower();
+    let mut kv = store(
+        cluster.rt(),
+        "distributed_kv",
+        &[follower.clone()],
+        Spread::First,
+    );
+    let got = cluster.rt().block_on(watch_bad_input(&follower, &mut kv));
+    assert_eq!(got, WATCH_BAD_INPUT_ANSWERS);
 }

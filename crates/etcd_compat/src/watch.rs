@@ -150,8 +150,17 @@ pub fn last_revision(req: &WatchCreateRequest, end: i64) -> i64 {
     }
 }
 
+/// The cancel request of watch `id`.
+pub fn cancel_request(id: i64) -> WatchRequest {
+    WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CancelRequest(
+            etcd_api::etcdserverpb::WatchCancelRequest { watch_id: id },
+        )),
+    }
+}
+
 /// The create request of watch `id`.
-fn create_request((id, req): &(i64, WatchCreateRequest)) -> WatchRequest {
+pub fn create_request((id, req): &(i64, WatchCreateRequest)) -> WatchRequest {
     WatchRequest {
         request_union: Some(watch_request::RequestUnion::CreateRequest(
             WatchCreateRequest {
@@ -185,20 +194,24 @@ impl Recorder {
             .await
             .map_err(|e| kv_harness::harness_error!("{name}: cannot dial {addr}: {e}"))?;
         let (requests, rx) = mpsc::channel(REQUEST_QUEUE.max(watches.len()));
-        // Queued before the call: etcd sends the stream's response headers only with its
-        // first answer, and the call returns only once it has them.
         for w in watches {
             let _ = requests.try_send(create_request(w));
         }
-        let mut stream = client
-            .watch(ReceiverStream::new(rx))
-            .await
-            .map_err(|e| kv_harness::harness_error!("{name}: cannot open a watch stream: {e}"))?
-            .into_inner();
         let answers = Arc::new(Mutex::new(Vec::new()));
         let (tell, arrived) = watch::channel(0);
         let kept = answers.clone();
+        // The call runs in the task: etcd sends a stream's response headers only with its
+        // first answer, and the call returns only once it has them, so it must not hold up
+        // the requests that bring that answer about.
+        let failed = format!("{name}: cannot open a watch stream");
         tokio::spawn(async move {
+            let mut stream = match client.watch(ReceiverStream::new(rx)).await {
+                Ok(response) => response.into_inner(),
+                Err(e) => {
+                    eprintln!("{failed}: {e}");
+                    return;
+                }
+            };
             while let Ok(Some(answer)) = stream.message().await {
                 let mut all = kept.lock().expect("the answers");
                 all.push(answer);
@@ -221,10 +234,7 @@ impl Recorder {
         watches: &[(i64, WatchCreateRequest)],
     ) -> Result<(), HarnessError> {
         for w in watches {
-            self.requests
-                .send(create_request(w))
-                .await
-                .map_err(|_| kv_harness::harness_error!("{}: the watch stream ended", self.name))?;
+            self.send(create_request(w)).await?;
         }
         self.wait_created(watches).await
     }
@@ -239,6 +249,14 @@ impl Recorder {
                 .all(|(id, _)| answers.iter().any(|a| a.created && a.watch_id == *id))
         })
         .await
+    }
+
+    /// Sends one request on the stream.
+    pub async fn send(&mut self, request: WatchRequest) -> Result<(), HarnessError> {
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| kv_harness::harness_error!("{}: the watch stream ended", self.name))
     }
 
     /// Waits until `done` holds of the answers so far.
