@@ -890,7 +890,7 @@ fn watch_bad_input_gets_etcds_answers_from_a_follower() {
     let mut kv = store(
         cluster.rt(),
         "distributed_kv",
-        &[follower.clone()],
+        std::slice::from_ref(&follower),
         Spread::First,
     );
     let got = cluster.rt().block_on(watch_bad_input(&follower, &mut kv));
