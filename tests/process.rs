@@ -383,6 +383,118 @@ fn a_node_that_missed_many_writes_catches_up_by_a_chunked_snapshot() {
 // 3. kvctl against a cluster
 // ---------------------------------------------------------------------------------------------
 
+/// How long a test waits for `kvctl watch` to print what it expects.
+const WATCH_LINES_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `kvctl watch` printing to a pipe, its lines read on a thread; killed when dropped.
+struct WatchingKvctl {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    got: Vec<String>,
+}
+
+impl WatchingKvctl {
+    fn start(endpoints: &str, args: &[&str]) -> WatchingKvctl {
+        let mut child = Command::new(kvctl_bin())
+            .arg("--endpoints")
+            .arg(endpoints)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("harness: kvctl starts");
+        let stdout = child.stdout.take().expect("harness: kvctl's stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        WatchingKvctl {
+            child,
+            lines,
+            got: Vec::new(),
+        }
+    }
+
+    /// Every line printed so far, once there are at least `n` (or the timeout has passed).
+    fn lines(&mut self, n: usize) -> &[String] {
+        let deadline = Instant::now() + WATCH_LINES_TIMEOUT;
+        while self.got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.got.push(line),
+                Err(_) => break,
+            }
+        }
+        &self.got
+    }
+}
+
+impl Drop for WatchingKvctl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Proves `kvctl watch` prints every change once and in order through the loss of the
+/// member it watches: it goes on from the next endpoint at the revision after its last line.
+#[test]
+fn kvctl_watch_resumes_on_another_member_without_a_gap_or_a_repeat() {
+    let mut cluster = BlockingCluster::start(ClusterOptions::default());
+    let leader = cluster.wait_leader();
+    // The first endpoint, the one watched, is a follower: it is killed half way.
+    let watched = cluster.follower_of(leader);
+    let mut endpoints = vec![cluster.client_addr(watched).to_string()];
+    endpoints.extend(
+        cluster
+            .ids()
+            .into_iter()
+            .filter(|&id| id != watched)
+            .map(|id| cluster.client_addr(id).to_string()),
+    );
+    let mut kvctl = WatchingKvctl::start(
+        &endpoints.join(","),
+        &["watch", "k", "--prefix", "--rev", "1"],
+    );
+    let mut client = cluster.client();
+    let expected: Vec<String> = (0..40)
+        .map(|i| format!("{}\tPUT\tk{}\t{i}", i + 2, i % 3))
+        .collect();
+    for i in 0..20 {
+        let (key, value) = (format!("k{}", i % 3), i.to_string());
+        cluster
+            .rt()
+            .block_on(client.set(key.as_bytes(), value.as_bytes()))
+            .expect("a majority takes the write");
+    }
+    assert_eq!(
+        kvctl.lines(20),
+        &expected[..20],
+        "before the member is lost"
+    );
+    cluster.kill(watched);
+    for i in 20..40 {
+        let (key, value) = (format!("k{}", i % 3), i.to_string());
+        cluster
+            .rt()
+            .block_on(client.set(key.as_bytes(), value.as_bytes()))
+            .expect("a majority takes the write");
+    }
+    assert_eq!(
+        kvctl.lines(40),
+        &expected[..],
+        "after it: no change missed or printed twice"
+    );
+}
+
 /// `max_value_bytes` of the kvctl test cluster.
 const KVCTL_MAX_VALUE_BYTES: usize = 1024;
 /// `max_list_limit` of the kvctl test cluster: small, so `list` must page.

@@ -14,6 +14,7 @@
 
 mod etcd;
 mod txn;
+mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -125,6 +126,22 @@ enum Command {
         /// Answer only once the history is gone from disk, not merely unreadable.
         #[arg(long)]
         physical: bool,
+    },
+    /// Print the changes of KEY (or of every key under a prefix) as they are made, one line
+    /// each: `REVISION<TAB>PUT<TAB>KEY<TAB>VALUE` or `REVISION<TAB>DELETE<TAB>KEY` (etcd's
+    /// Watch). Runs until stopped; when the node watched goes away, goes on from another
+    /// endpoint without missing or repeating a change. Exit 9 if --rev was compacted away.
+    Watch {
+        key: String,
+        /// Watch every key that starts with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// Start at this store revision, replaying the changes since (default: the next one).
+        #[arg(long, value_name = "REV", value_parser = clap::value_parser!(i64).range(1..))]
+        rev: Option<i64>,
+        /// Add each change's previous value as a last column (when there was one).
+        #[arg(long)]
+        prev_kv: bool,
     },
     /// Show every node: id, address, role, term, leader, commit and applied index.
     Status {
@@ -396,6 +413,26 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             if !resp.succeeded {
                 return Ok(ExitCode::from(EXIT_TXN_FAILED));
             }
+        }
+        Command::Watch {
+            key,
+            prefix,
+            rev,
+            prev_kv,
+        } => {
+            let key = key.into_bytes();
+            let range_end = if prefix {
+                etcd_api::range::prefix_end(&key)
+            } else {
+                Vec::new()
+            };
+            let opts = watch::WatchOptions {
+                key,
+                range_end,
+                start: rev.unwrap_or(0),
+                prev_kv,
+            };
+            return Err(watch::watch(&endpoints, timeout, opts, &mut out).await);
         }
         Command::Compact { revision, physical } => {
             let req = CompactionRequest { revision, physical };
