@@ -8,6 +8,8 @@
 # Installs etcd-server (Debian's package) if it is missing.
 #   scripts/bench.sh                                      put at 1, 64, 256 clients; 15 s; 2 rounds
 #   POINTS="put:64 get:64 mixed:64" DURATION=20 scripts/bench.sh
+#   POINTS="put:64 put:64:1000/100/0 put:64:0/0/100" scripts/bench.sh   with watchers beside the
+#                       load: IDLE/SLOW/FAST (see kvbench --idle-watchers, --slow-watchers, --watchers)
 #   KV_VARIANTS="wal=./target/release other=/path/to/release" scripts/bench.sh   compare builds
 #   KV_MODES="etcd-api etcd-leader kv" scripts/bench.sh     each distributed_kv variant three ways
 # By default both stores are driven through etcd's v3 API by the same client code (kvbench
@@ -144,7 +146,12 @@ for round in $(seq 1 "$ROUNDS"); do
     order=(); for ((i = ${#LINES[@]} - 1; i >= 0; i--)); do order+=("${LINES[$i]}"); done
   fi
   for point in $POINTS; do
-    workload="${point%%:*}"; clients="${point#*:}"
+    # workload:clients, or workload:clients:IDLE/SLOW/FAST with watchers beside the load.
+    workload="${point%%:*}"; rest="${point#*:}"; clients="${rest%%:*}"; watch_args=()
+    if [ "$rest" != "$clients" ]; then
+      IFS=/ read -r w_idle w_slow w_fast <<<"${rest#*:}"
+      watch_args=(--idle-watchers "$w_idle" --slow-watchers "$w_slow" --watchers "$w_fast")
+    fi
     for line in "${order[@]}"; do
       name="${line%%:*}"; mode="${line#*:}"
       {
@@ -156,7 +163,7 @@ for round in $(seq 1 "$ROUNDS"); do
         esac
         printf 'round=%s store=%s mode=%s ' "$round" "$name" "$mode"
         $BENCH --target "$target" --endpoints "$eps" --server-pids "${SERVER_PIDS[$name]}" \
-          --clients "$clients" --workload "$workload"
+          --clients "$clients" --workload "$workload" "${watch_args[@]}"
       }
     done
   done

@@ -8,6 +8,12 @@
 //! etcd's default linearizable reads) — against etcd itself, or against distributed_kv, which
 //! serves that API too — so both stores can be measured on the same machine in the same run,
 //! by the same client code; see `scripts/bench.sh`.
+//!
+//! `--idle-watchers`, `--slow-watchers` and `--watchers` add watchers of those kinds
+//! ([`watchers`]) for the length of the run; the line then also says how many, and what the
+//! reading ones got: events per second, and latency from put to event.
+
+mod watchers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,6 +60,15 @@ struct Cli {
     /// Which store the endpoints belong to.
     #[arg(long, value_enum, default_value = "kv")]
     target: Target,
+    /// Watchers of keys nobody writes, for the length of the run.
+    #[arg(long, default_value_t = 0)]
+    idle_watchers: usize,
+    /// Watchers of every key written whose clients read one answer every 100 ms.
+    #[arg(long, default_value_t = 0)]
+    slow_watchers: usize,
+    /// Watchers of every key written that read everything, timing each event from its put.
+    #[arg(long, default_value_t = 0)]
+    watchers: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -135,7 +150,7 @@ enum Workload {
 /// Timeout of one operation, retries included.
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -194,6 +209,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(c.put(&key(i), &value).await, "preloading key {i} failed");
         }
     }
+    let load = watchers::WatchLoad {
+        idle: cli.idle_watchers,
+        slow: cli.slow_watchers,
+        fast: cli.watchers,
+    };
+    let epoch = Instant::now();
+    let watching = if load.is_empty() {
+        None
+    } else {
+        Some(watchers::Watching::start(&endpoints, load, epoch).await?)
+    };
+    let stamped = load.fast > 0;
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let cpu_before = servers_cpu(&cli.server_pids)?;
@@ -231,7 +258,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Workload::Mixed => n % 2 == 0,
                 };
                 let t = Instant::now();
-                let ok = if write {
+                let ok = if write && stamped {
+                    let mut v = value.clone();
+                    watchers::stamp(epoch, &mut v);
+                    c.put(&k, &v).await
+                } else if write {
                     c.put(&k, &value).await
                 } else {
                     c.get(&k, serializable).await
@@ -261,8 +292,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64
         )
     };
+    let watch_report = watching
+        .as_ref()
+        .map_or(String::new(), |w| w.report(elapsed));
     println!(
-        "target={:?} workload={:?} clients={} ops={} errors={} value_size={} elapsed={:.2}s ops/s={:.0} p50={:.2}ms p99={:.2}ms{cpu_report}",
+        "target={:?} workload={:?} clients={} ops={} errors={} value_size={} elapsed={:.2}s ops/s={:.0} p50={:.2}ms p99={:.2}ms{cpu_report}{watch_report}",
         cli.target,
         cli.workload,
         cli.clients,
