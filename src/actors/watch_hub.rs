@@ -44,6 +44,10 @@ pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// events or one history batch, this bounds the memory a slow client can take.
 pub const WATCH_STREAM_QUEUE: usize = 64;
 
+/// Room an outbox needs before its unsynced watchers are caught up
+/// ([`HubLimits::catch_up_room`]): half of it.
+pub const CATCH_UP_ROOM: usize = WATCH_STREAM_QUEUE / 2;
+
 /// Answers to a stream's own requests held while its outbox is full; past it the stream is
 /// ended ([`HubLimits::max_backlog`]).
 pub const MAX_CONTROL_BACKLOG: usize = 1_024;
@@ -130,6 +134,7 @@ impl WatchHubActor {
         let limits = HubLimits {
             max_backlog: MAX_CONTROL_BACKLOG,
             fragment_bytes: crate::grpc::etcd::MAX_REQUEST_BYTES,
+            catch_up_room: CATCH_UP_ROOM,
         };
         WatchHubActor {
             hub: WatchHub::new(header, limits, revision),
@@ -139,15 +144,21 @@ impl WatchHubActor {
         }
     }
 
-    /// After every change: tell the StorageActor whether `prev_kv` is wanted, and start the
-    /// history read the hub wants, if any.
-    fn pump(&mut self, ctx: &mut Context<Self>) {
+    /// After every change: tells the StorageActor whether `prev_kv` is wanted.
+    fn tell_prev_kv(&mut self) {
         let wanted = self.hub.wants_prev_kv();
         if wanted != self.prev_kv_told {
             self.prev_kv_told = wanted;
             // The StorageActor's mailbox is unbounded: this always arrives.
             self.storage.prev_kv.do_send(WantPrevKv(wanted));
         }
+    }
+
+    /// Starts the history read the hub wants, if any. Called at each sync tick, for a new
+    /// watcher, and after a history batch that left a backlog — not after every live batch,
+    /// which would make every write a read of the log while any watcher lags.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.tell_prev_kv();
         let Some(read) = self.hub.history_wanted() else {
             return;
         };
@@ -160,8 +171,9 @@ impl WatchHubActor {
             .into_actor(self)
             .map(|answer, act, ctx| match answer {
                 Ok(Ok(history)) => {
-                    act.hub.feed_history(history);
-                    act.pump(ctx);
+                    if act.hub.feed_history(history) {
+                        act.pump(ctx);
+                    }
                 }
                 // Tried again at the next sync tick, not at once: a failing read would
                 // otherwise spin.
@@ -188,19 +200,18 @@ impl Actor for WatchHubActor {
             act.hub.flush();
             act.pump(ctx);
         });
-        ctx.run_interval(self.progress_interval, |act, ctx| {
+        ctx.run_interval(self.progress_interval, |act, _| {
             act.hub.progress_tick();
-            act.pump(ctx);
         });
     }
 }
 
 impl Handler<LiveEvents> for WatchHubActor {
     type Result = ();
-    fn handle(&mut self, msg: LiveEvents, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: LiveEvents, _: &mut Self::Context) {
         self.hub.set_term(msg.term);
         self.hub.feed(msg.batch);
-        self.pump(ctx);
+        self.tell_prev_kv();
     }
 }
 

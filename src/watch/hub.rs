@@ -80,6 +80,10 @@ pub struct HubLimits {
     pub max_backlog: usize,
     /// An answer larger than this is split for a watcher that allows fragments.
     pub fragment_bytes: usize,
+    /// Answers an outbox must have room for before its unsynced watchers are caught up: a
+    /// client that reads one answer now and then is caught up in bursts, one history read
+    /// serving many answers, not one read per answer it takes.
+    pub catch_up_room: usize,
 }
 
 struct Stream<O> {
@@ -360,9 +364,13 @@ impl<O: Outbox> WatchHub<O> {
 
     /// A history batch: each unsynced watcher it covers is sent what it wants of it, and
     /// is synced once it has caught up with the live events; one that wants revisions
-    /// compaction has removed is canceled with the compact revision.
-    pub fn feed_history(&mut self, h: History) {
+    /// compaction has removed is canceled with the compact revision. Returns whether to read
+    /// again at once: the batch stopped short of the store's revision and moved a watcher
+    /// on (a backlog is being worked through); otherwise the next read waits for the next
+    /// sync tick, so watchers near the head are caught up a few times a second, together.
+    pub fn feed_history(&mut self, h: History) -> bool {
         self.reading = false;
+        let mut moved = false;
         let refs: Vec<Ref> = self.unsynced.iter().copied().collect();
         for r in refs {
             let Some(w) = self.watcher(r) else { continue };
@@ -389,6 +397,7 @@ impl<O: Outbox> WatchHub<O> {
                 }
                 if let Some(w) = self.watcher_mut(r) {
                     w.next = h.upto + 1;
+                    moved = true;
                 }
             }
             if self.watcher(r).is_some_and(|w| w.next > self.fed) {
@@ -396,6 +405,7 @@ impl<O: Outbox> WatchHub<O> {
             }
         }
         self.answer_progress();
+        moved && h.upto < h.revision
     }
 
     /// A progress tick: every synced watcher that asked for progress notices and was sent

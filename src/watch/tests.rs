@@ -161,6 +161,7 @@ impl Log {
 const LIMITS: HubLimits = HubLimits {
     max_backlog: 8,
     fragment_bytes: 1536 * 1024,
+    catch_up_room: 1,
 };
 
 fn hub(fed: i64) -> WatchHub<TestOutbox> {
@@ -213,10 +214,10 @@ fn session() -> (Log, WatchHub<TestOutbox>, TestOutbox, StreamId) {
     (Log::new(), hub, c, s)
 }
 
-/// Runs history reads until the hub wants none.
+/// Runs history reads until the hub wants none (the sync ticks between them included).
 fn catch_up(hub: &mut WatchHub<TestOutbox>, log: &Log) {
     while let Some(read) = hub.history_wanted() {
-        hub.feed_history(log.read(read));
+        let _ = hub.feed_history(log.read(read));
     }
 }
 

@@ -1,7 +1,8 @@
 //! `KvApp`: the GUI's state and its egui layout.
 //!
 //! Panels: the connection bar (top), the key browser (left), the editor with Get/Set/Delete
-//! (centre), the cluster table and the activity log (bottom). Every network call goes through
+//! and a key's history, above the watch panel (centre, [`WatchPanel`]), the cluster table and
+//! the activity log (bottom). Every network call goes through
 //! the [`Worker`]; `show` only draws, submits, and takes finished results, so a frame never
 //! waits on the network.
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 
+use crate::watch_panel::WatchPanel;
 use crate::worker::{Done, NodeRow, Reply, Request, Worker};
 use kv_api::client::{endpoints_from, ClientError};
 
@@ -89,6 +91,8 @@ pub struct KvApp {
     browsed: bool,
     /// Recent operations, newest first.
     activity: VecDeque<Activity>,
+    /// The watch panel, and the history view of a key.
+    watch: WatchPanel,
 }
 
 /// A key's revisions, as a get answered them.
@@ -186,7 +190,13 @@ impl KvApp {
             status_in_flight: false,
             browsed: false,
             activity: VecDeque::new(),
+            watch: WatchPanel::default(),
         }
+    }
+
+    /// The watch panel and the history view.
+    pub fn watch_panel(&self) -> &WatchPanel {
+        &self.watch
     }
 
     pub fn nodes(&self) -> &[NodeRow] {
@@ -281,6 +291,29 @@ impl KvApp {
         }
     }
 
+    /// Asks for every revision of the key in the editor, for the history view.
+    fn do_history(&mut self) {
+        if self.check_key()
+            && self
+                .worker
+                .submit(Request::History(self.key.clone().into_bytes()))
+                .is_none()
+        {
+            self.result = Some((false, "busy: too many requests queued; try again".into()));
+        }
+    }
+
+    /// Sends what the watch panel asked for.
+    fn watch_request(&mut self, request: Request) {
+        let is_watch = matches!(request, Request::Watch { .. });
+        match self.worker.submit(request) {
+            Some(id) if is_watch => self.watch.started(id),
+            Some(_) => {}
+            None if is_watch => self.watch.not_started(),
+            None => {}
+        }
+    }
+
     fn do_list(&mut self, more: bool) {
         let start = if more {
             self.next_key.clone().unwrap_or_default()
@@ -312,6 +345,7 @@ impl KvApp {
         }
         self.nodes.clear();
         self.browsed = false;
+        self.watch.disconnected();
         self.submit(
             format!("connect {}", list.join(",")),
             Request::Connect(list),
@@ -330,6 +364,9 @@ impl KvApp {
                     self.do_list(false);
                 }
             }
+            return;
+        }
+        if self.watch.absorb(&done) {
             return;
         }
         let what = self.pending.remove(&done.id).unwrap_or_default();
@@ -380,7 +417,13 @@ impl KvApp {
                 (true, format!("{n} keys"))
             }
             Ok(Reply::Connected) => (true, "connected".to_string()),
-            Ok(Reply::Nodes(_)) => (true, String::new()),
+            Ok(
+                Reply::Nodes(_)
+                | Reply::Watching(_)
+                | Reply::Events(_)
+                | Reply::WatchStopped
+                | Reply::History(_),
+            ) => (true, String::new()),
             Err(e) => {
                 if matches!(done.request, Request::List { .. }) {
                     self.listing = false;
@@ -483,6 +526,9 @@ impl KvApp {
             if ui.button("Delete").clicked() {
                 self.do_delete();
             }
+            if ui.button("History").clicked() {
+                self.do_history();
+            }
             if !self.pending.is_empty() {
                 ui.spinner();
             }
@@ -494,6 +540,11 @@ impl KvApp {
                 egui::Color32::RED
             };
             ui.colored_label(color, text);
+        }
+        self.watch.show_history(ui);
+        ui.separator();
+        if let Some(request) = self.watch.show_watch(ui) {
+            self.watch_request(request);
         }
     }
 

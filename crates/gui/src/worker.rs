@@ -7,6 +7,9 @@
 //!
 //! User operations share one client and run one after another, in the order they were made;
 //! status polls use a second client, so a slow poll (a node down) never delays an operation.
+//! The watch panel's watch and history reads run beside both ([`crate::watch_feed`]); a
+//! watch hands over each batch of events as a result of its request, and a watch that
+//! outpaces the UI waits for it like any result (events are never dropped).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +18,8 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use kv_api::client::{Client, ClientError, VersionedValue};
 use kv_api::proto::{ListRequest, Role};
+
+use crate::watch_feed::{self, EventRow, History, LiveUpdate};
 
 /// Jobs waiting for the worker before `submit` refuses more.
 pub const JOB_QUEUE_CAPACITY: usize = 64;
@@ -44,6 +49,14 @@ pub enum Request {
     },
     /// Every node's status; polls run beside the operations, on a client of their own.
     Status,
+    /// Watch every key under `prefix` from revision `from` (0: the next one), beside the
+    /// operations; each batch of events is a result of this request, until it is stopped or
+    /// fails. A new watch replaces the running one.
+    Watch { prefix: Vec<u8>, from: i64 },
+    /// Stop the running watch.
+    StopWatch,
+    /// Every revision of a key the store still has.
+    History(Vec<u8>),
     /// Use these endpoints from now on.
     Connect(Vec<String>),
 }
@@ -101,6 +114,14 @@ pub enum Reply {
     Nodes(Vec<NodeRow>),
     /// Connect: done.
     Connected,
+    /// Watch: it is made, and events from this revision on follow.
+    Watching(i64),
+    /// Watch: a batch of events, oldest first.
+    Events(Vec<EventRow>),
+    /// StopWatch: done.
+    WatchStopped,
+    /// History: the key's revisions.
+    History(History),
 }
 
 /// A finished request.
@@ -221,9 +242,47 @@ fn run(
         }
     });
     let new_status_client = |eps| Arc::new(tokio::sync::Mutex::new(Client::new(eps)));
-    let mut status_client = new_status_client(endpoints);
+    let mut status_client = new_status_client(endpoints.clone());
+    // The endpoints the watch and history calls use (the last connect's).
+    let mut watch_endpoints = endpoints;
+    let mut running_watch: Option<tokio::task::JoinHandle<()>> = None;
     while let Ok(job) = jobs.recv() {
         match &job.request {
+            Request::Watch { prefix, from } => {
+                if let Some(w) = running_watch.take() {
+                    w.abort();
+                }
+                let (finish, eps) = (finish.clone(), watch_endpoints.clone());
+                let (prefix, from) = (prefix.clone(), *from);
+                running_watch = Some(rt.spawn(async move {
+                    let started = Instant::now();
+                    let request = job.request.clone();
+                    let end = watch_feed::live(eps, op_timeout, prefix, from, |update| {
+                        let reply = match update {
+                            LiveUpdate::Watching(from) => Reply::Watching(from),
+                            LiveUpdate::Events(rows) => Reply::Events(rows),
+                        };
+                        finish(job.id, request.clone(), Ok(reply), started);
+                        true
+                    })
+                    .await;
+                    finish(job.id, job.request, Err(end), started);
+                }));
+            }
+            Request::StopWatch => {
+                if let Some(w) = running_watch.take() {
+                    w.abort();
+                }
+                finish(job.id, job.request, Ok(Reply::WatchStopped), Instant::now());
+            }
+            Request::History(key) => {
+                let (finish, eps, key) = (finish.clone(), watch_endpoints.clone(), key.clone());
+                rt.spawn(async move {
+                    let started = Instant::now();
+                    let result = watch_feed::history(&eps, op_timeout, &key).await;
+                    finish(job.id, job.request, result.map(Reply::History), started);
+                });
+            }
             Request::Status => {
                 let (client, finish) = (status_client.clone(), finish.clone());
                 rt.spawn(async move {
@@ -235,6 +294,10 @@ fn run(
             other => {
                 if let Request::Connect(eps) = other {
                     status_client = new_status_client(eps.clone());
+                    watch_endpoints = eps.clone();
+                    if let Some(w) = running_watch.take() {
+                        w.abort();
+                    }
                 }
                 if ops_tx.blocking_send(job).is_err() {
                     return;
@@ -265,9 +328,11 @@ async fn execute(client: &mut Client, request: &Request) -> Result<Reply, Client
                 append: !start.is_empty(),
             })
         }
-        Request::Status | Request::Connect(_) => {
-            Err(ClientError::Invalid("not an operation".into()))
-        }
+        Request::Status
+        | Request::Connect(_)
+        | Request::Watch { .. }
+        | Request::StopWatch
+        | Request::History(_) => Err(ClientError::Invalid("not an operation".into())),
     }
 }
 

@@ -6,13 +6,16 @@
 //! - [`status`]: the error contract — what a node puts on a failed call besides its code, and
 //!   what a client may conclude from it;
 //! - [`client`]: a client that finds the leader, follows it, and retries only what is safe to
-//!   retry.
+//!   retry;
+//! - [`watch`]: a watch over etcd's Watch API (every member serves it) that goes on from
+//!   another member when its own goes away, missing and repeating nothing.
 //!
 //! This crate knows nothing of Raft, sled or actors; the server depends on it, never the
 //! other way round.
 
 pub mod client;
 pub mod status;
+pub mod watch;
 
 /// The kv.v1 wire types and services (`proto/kv.proto`).
 pub mod proto {

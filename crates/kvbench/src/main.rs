@@ -1,6 +1,7 @@
 //! kvbench: load generator. N concurrent clients do put, get or mixed operations against a
 //! cluster for a fixed number of operations or a fixed time, then one line reports ops/s and
-//! latency, and — given the servers' process ids — the CPU time they spent per operation.
+//! latency, and — given the servers' process ids — the CPU time they spent per operation,
+//! and the CPU time kvbench itself spent (the clients share the machine with the servers).
 //!
 //! Example: `kvbench --endpoints 127.0.0.1:50051 --clients 64 --duration-secs 15 --value-size 256 --workload put --server-pids 101,102,103`
 //!
@@ -224,6 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let cpu_before = servers_cpu(&cli.server_pids)?;
+    let own_cpu_before = cpu_time(std::process::id())?;
     let started = Instant::now();
     let deadline = cli.duration_secs.map(|s| started + Duration::from_secs(s));
     let mut tasks = Vec::new();
@@ -282,14 +284,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     let cpu = servers_cpu(&cli.server_pids)?.saturating_sub(cpu_before);
+    let own_cpu = cpu_time(std::process::id())?.saturating_sub(own_cpu_before);
     all.sort();
     let cpu_report = if cli.server_pids.is_empty() {
         String::new()
     } else {
         format!(
-            " server_cpu={:.2}s cpu_per_op={:.0}us",
+            " server_cpu={:.2}s cpu_per_op={:.0}us client_cpu={:.2}s",
             cpu.as_secs_f64(),
-            cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64
+            cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64,
+            own_cpu.as_secs_f64()
         )
     };
     let watch_report = watching

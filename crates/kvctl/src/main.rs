@@ -426,13 +426,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             } else {
                 Vec::new()
             };
-            let opts = watch::WatchOptions {
+            let spec = kv_api::watch::WatchSpec {
                 key,
                 range_end,
                 start: rev.unwrap_or(0),
                 prev_kv,
             };
-            return Err(watch::watch(&endpoints, timeout, opts, &mut out).await);
+            return Err(watch::watch(&endpoints, timeout, spec, &mut out).await);
         }
         Command::Compact { revision, physical } => {
             let req = CompactionRequest { revision, physical };
