@@ -111,7 +111,14 @@ pub struct TestingFaults {
     /// The Raft log is written but never `fdatasync`ed, so a power cut can take back
     /// acknowledged writes and votes (`--unsafe-no-fsync`; the power-cut tests must catch it).
     pub no_fsync: bool,
+    /// The StorageActor leaves out the events of one apply batch in
+    /// [`UNSAFE_WATCH_GAP_EVERY`] and hides the gap from the watch hub, so watchers silently
+    /// miss events (`--unsafe-watch-gaps`; the chaos suite's watch checker must catch it).
+    pub watch_gaps: bool,
 }
+
+/// With `--unsafe-watch-gaps`, one apply batch in this many loses its events.
+pub const UNSAFE_WATCH_GAP_EVERY: u64 = 50;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -219,6 +226,10 @@ pub struct ConfigOverrides {
     /// writes). Hidden and flag-only, like the other unsafe option.
     #[arg(long, hide = true)]
     pub unsafe_no_fsync: bool,
+    /// UNSAFE, testing only: lose the watch events of some apply batches without telling the
+    /// watchers. Hidden and flag-only, like the other unsafe options.
+    #[arg(long, hide = true)]
+    pub unsafe_watch_gaps: bool,
 }
 
 impl NodeConfig {
@@ -294,6 +305,7 @@ impl NodeConfig {
         );
         self.testing.stale_reads |= o.unsafe_stale_reads;
         self.testing.no_fsync |= o.unsafe_no_fsync;
+        self.testing.watch_gaps |= o.unsafe_watch_gaps;
     }
 
     /// Checks every field; the error names `source` and the field.
@@ -621,7 +633,7 @@ mod tests {
     /// field, and only the hidden flags turn them on.
     #[test]
     fn the_testing_faults_are_flags_only() {
-        for field in ["unsafe_stale_reads", "unsafe_no_fsync"] {
+        for field in ["unsafe_stale_reads", "unsafe_no_fsync", "unsafe_watch_gaps"] {
             let f = write(&format!("node_id = 1\n{field} = true\n"));
             let e = NodeConfig::load(Some(f.path()), &ConfigOverrides::default())
                 .unwrap_err()
@@ -633,10 +645,11 @@ mod tests {
         let overrides = ConfigOverrides {
             unsafe_stale_reads: true,
             unsafe_no_fsync: true,
+            unsafe_watch_gaps: true,
             ..ConfigOverrides::default()
         };
         let c = NodeConfig::load(None, &overrides).unwrap();
-        assert!(c.testing.stale_reads && c.testing.no_fsync);
+        assert!(c.testing.stale_reads && c.testing.no_fsync && c.testing.watch_gaps);
         let text = toml::to_string(&c).unwrap();
         assert!(
             !text.contains("unsafe") && !text.contains("testing"),

@@ -212,6 +212,7 @@ impl Node {
             snapshot_threshold: config.snapshot_threshold,
             cluster_id: etcd::cluster_id(&config.cluster_name),
             watch_progress_interval: config.watch_progress_notify_interval(),
+            unsafe_watch_gaps: config.testing.watch_gaps,
             limits: ClientLimits {
                 max_key_bytes: config.max_key_bytes,
                 max_value_bytes: config.max_value_bytes,
@@ -233,6 +234,11 @@ impl Node {
             keys,
             "node starting"
         );
+        if config.testing.watch_gaps {
+            tracing::warn!(
+                "unsafe_watch_gaps is on: watchers silently miss events; for testing the watch checker only"
+            );
+        }
         if config.testing.stale_reads {
             tracing::warn!(
                 "unsafe_stale_reads is on: reads may be stale; for testing the checker only"

@@ -27,6 +27,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use crate::actors::messages::*;
+use crate::config::UNSAFE_WATCH_GAP_EVERY;
 use crate::consensus::SnapshotStore;
 use crate::error::{fatal_disk, Error};
 use crate::mvcc::COMPACTION_STEP_RECORDS;
@@ -97,6 +98,9 @@ pub struct StorageActor {
     /// Whether those events carry `prev_kv`, which costs a read of each old value: only
     /// while some watcher wants it.
     prev_kv_wanted: bool,
+    /// The deliberate fault `unsafe_watch_gaps`: batches of events sent so far, and, after
+    /// one was left out, the revision the next must claim to follow so the hub sees no gap.
+    watch_gaps: Option<(u64, Option<i64>)>,
 }
 
 /// The records of history `sm` holds.
@@ -128,7 +132,15 @@ impl StorageActor {
             compaction_deferred: false,
             events_to: None,
             prev_kv_wanted: false,
+            watch_gaps: None,
         }
+    }
+
+    /// The deliberate fault `unsafe_watch_gaps` (for the watch checker's teeth): one batch
+    /// of events in [`UNSAFE_WATCH_GAP_EVERY`] is left out, and the gap hidden.
+    pub fn with_watch_gaps(mut self) -> Self {
+        self.watch_gaps = Some((0, None));
+        self
     }
 
     /// Sets where progress and snapshot notices go (tests use this instead of [`Connect`]).
@@ -277,6 +289,15 @@ impl StorageActor {
         let Some(to) = &self.events_to else {
             return;
         };
+        let mut after = after;
+        if let Some((sent, hidden)) = &mut self.watch_gaps {
+            *sent += 1;
+            if *sent % UNSAFE_WATCH_GAP_EVERY == 0 {
+                hidden.get_or_insert(after);
+                return;
+            }
+            after = hidden.take().unwrap_or(after);
+        }
         let batch = LiveEvents {
             batch: crate::watch::LiveBatch {
                 after,

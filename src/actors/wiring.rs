@@ -72,6 +72,8 @@ pub struct Settings {
     pub cluster_id: u64,
     /// How often watchers that asked for progress notices get one.
     pub watch_progress_interval: Duration,
+    /// The deliberate fault `unsafe_watch_gaps`, for the watch checker's teeth.
+    pub unsafe_watch_gaps: bool,
 }
 
 /// The running actors of a node.
@@ -192,12 +194,12 @@ impl Wiring {
         //    the only sender of entries, starts in step 5).
         let applied_to = api_ctx.address().recipient();
         let revision = sm.revision();
-        let storage = start_storage(StorageActor::new(
-            sm,
-            snapshots,
-            s.snapshot_threshold,
-            Some(applied_to),
-        ));
+        let mut storage_actor =
+            StorageActor::new(sm, snapshots, s.snapshot_threshold, Some(applied_to));
+        if s.unsafe_watch_gaps {
+            storage_actor = storage_actor.with_watch_gaps();
+        }
+        let storage = start_storage(storage_actor);
         let header = etcd_api::etcdserverpb::ResponseHeader {
             cluster_id: s.cluster_id,
             member_id: s.id,

@@ -236,6 +236,7 @@ fn fresh_wiring(dir: &TempDir, ids: &[u64], tick: Duration, election_ticks: usiz
         limits: limits(),
         cluster_id: 1,
         watch_progress_interval: Duration::from_secs(600),
+        unsafe_watch_gaps: false,
     };
     Wiring::new(recovered, settings).expect("wiring")
 }

@@ -9,6 +9,8 @@
 //!   the smallest failing per-key sub-history it finds.
 //! - [`etcd_cas`]: the compare-and-set workload over etcd's v3 API, requests to random members,
 //!   and how etcd's errors map to outcomes.
+//! - [`watch_check`]: watchers on every member through the faults, each held to the committed
+//!   history: atomic per revision, ordered, unique, nothing missing.
 //! - [`runner`]: a whole run — workload, nemesis, healing, convergence, verdict — as used by
 //!   `kvctl chaos` and the chaos tests.
 //!
@@ -19,6 +21,7 @@ pub mod checker;
 pub mod etcd_cas;
 pub mod history;
 pub mod runner;
+pub mod watch_check;
 
 pub use checker::{check, check_operations, Verdict};
 pub use history::{Fault, History, OpKind, OpResult, Operation, Outcome, Record, Seen};

@@ -15,7 +15,10 @@
 //! 4. After the run everything is healed, and every node must converge: the same applied index
 //!    and the same state hash. One final linearizable read per key joins the history, so a lost
 //!    acknowledged write shows up as a violation.
-//! 5. The checker decides. On a violation the history and the smallest failing per-key
+//! 5. With [`ChaosOptions::watchers`], a watcher on every member has been watching every key
+//!    since the start, resuming on another member whenever its stream ended; each must have
+//!    been told exactly the committed history ([`crate::watch_check`]).
+//! 6. The checker decides. On a violation the history and the smallest failing per-key
 //!    sub-history are written to files the report names.
 
 use std::collections::BTreeMap;
@@ -31,6 +34,7 @@ use rand::{Rng, SeedableRng};
 use crate::checker::{check, Verdict};
 use crate::etcd_cas::{EtcdClient, Members};
 use crate::history::{Fault, History, OpKind, OpResult, Operation, Outcome};
+use crate::watch_check::{check_watchers, WatchVerdict, Watcher, CATCH_UP_TIMEOUT};
 use kv_api::client::{Client, ClientError};
 use kv_harness::{ClusterOptions, HarnessError, LocalCluster};
 
@@ -157,6 +161,11 @@ pub struct ChaosOptions {
     pub unsafe_stale_reads: bool,
     /// Start the nodes with `unsafe_no_fsync` (to show power cuts then lose acknowledged writes).
     pub unsafe_no_fsync: bool,
+    /// Keep a watcher on every member through the run, and check what each was told against
+    /// the committed history ([`crate::watch_check`]).
+    pub watchers: bool,
+    /// Start the nodes with `unsafe_watch_gaps` (to show the watch checker catches lost events).
+    pub unsafe_watch_gaps: bool,
     /// Random seed for the workload and the nemesis.
     pub seed: u64,
 }
@@ -180,6 +189,8 @@ pub struct ChaosReport {
     pub converged: Result<(u64, u64), String>,
     /// The checker's verdict.
     pub verdict: Verdict,
+    /// The watch checker's verdict, when the run kept watchers.
+    pub watch: Option<WatchVerdict>,
     /// How long the checker took.
     pub check_time: Duration,
     /// What a failed run left behind: the whole history and the minimal failing sub-history
@@ -190,7 +201,9 @@ pub struct ChaosReport {
 impl ChaosReport {
     /// Whether the run passed: converged and linearizable.
     pub fn passed(&self) -> bool {
-        self.converged.is_ok() && self.verdict.is_linearizable()
+        self.converged.is_ok()
+            && self.verdict.is_linearizable()
+            && self.watch.as_ref().is_none_or(WatchVerdict::is_exact)
     }
 }
 
@@ -241,6 +254,9 @@ impl fmt::Display for ChaosReport {
             "faults={faults} converged={converged} verdict={verdict} check_time={:.2}s",
             self.check_time.as_secs_f64()
         )?;
+        if let Some(w) = &self.watch {
+            write!(f, " watch={w}")?;
+        }
         for file in &self.files {
             write!(f, " file={}", file.display())?;
         }
@@ -330,6 +346,48 @@ fn write_outcome(r: Result<OpResult, ClientError>) -> Outcome {
     }
 }
 
+/// After the run: the store's revision now, the committed history up to it (a fresh watch
+/// from revision 1), each watcher given time to reach it, and the watch checker's verdict.
+async fn check_watch(
+    endpoints: &[String],
+    watchers: Vec<Watcher>,
+) -> Result<WatchVerdict, HarnessError> {
+    let channel = kv_api::client::lazy_channel(&endpoints[0]).map_err(|e| e.to_string())?;
+    let mut kv = etcd_api::etcdserverpb::kv_client::KvClient::new(channel);
+    let probe = etcd_api::etcdserverpb::RangeRequest {
+        key: crate::watch_check::WATCHED_PREFIX.to_vec(),
+        count_only: true,
+        ..Default::default()
+    };
+    let revision = tokio::time::timeout(FINAL_READ_TIMEOUT, kv.range(probe))
+        .await
+        .map_err(|_| "the store's revision: no answer in time".to_string())?
+        .map_err(|e| format!("the store's revision: {e}"))?
+        .into_inner()
+        .header
+        .map_or(0, |h| h.revision);
+    let reference = Watcher::start(
+        "reference".into(),
+        endpoints.to_vec(),
+        FINAL_READ_TIMEOUT,
+        1,
+    )
+    .finish(revision, CATCH_UP_TIMEOUT)
+    .await;
+    if reference.last_revision() < revision {
+        return Err(kv_harness::harness_error!(
+            "the committed history could not be read up to revision {revision} (got to {})",
+            reference.last_revision()
+        ));
+    }
+    let committed: Vec<etcd_api::mvccpb::Event> = reference.answers.into_iter().flatten().collect();
+    let mut logs = Vec::new();
+    for w in watchers {
+        logs.push(w.finish(revision, CATCH_UP_TIMEOUT).await);
+    }
+    Ok(check_watchers(&committed, &logs))
+}
+
 /// Runs the whole thing.
 pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
     if opts.clients == 0 || opts.keys == 0 || opts.nodes == 0 {
@@ -342,6 +400,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
         proxied_links: true,
         unsafe_stale_reads: opts.unsafe_stale_reads,
         unsafe_no_fsync: opts.unsafe_no_fsync,
+        unsafe_watch_gaps: opts.unsafe_watch_gaps,
         power_fs: opts.faults.contains(&FaultKind::Power),
         ..ClusterOptions::default()
     };
@@ -353,6 +412,23 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let ids_per_client = u64::MAX / (opts.clients as u64 + 2);
+    // The watchers, one starting on each member, from the first revision.
+    let watchers: Vec<Watcher> = if opts.watchers {
+        (0..endpoints.len())
+            .map(|i| {
+                let mut eps = endpoints.clone();
+                eps.rotate_left(i);
+                Watcher::start(
+                    format!("watcher on node {}", i + 1),
+                    eps,
+                    opts.op_timeout,
+                    1,
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     // The workload.
     let mut workers = Vec::new();
@@ -507,6 +583,11 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
         )
         .await;
     }
+    let watch = if opts.watchers {
+        Some(check_watch(&endpoints, watchers).await?)
+    } else {
+        None
+    };
     drop(cluster);
 
     let history = rec.history.lock().expect("history").clone();
@@ -570,6 +651,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
         faults,
         converged,
         verdict,
+        watch,
         check_time,
         files,
     };

@@ -13,7 +13,10 @@
 //! runs the etcd-cas workload — linearizable Ranges and compare-and-set Txns, each request to a
 //! random member, so followers forward writes and ask for read indexes — through kills, pauses
 //! and partitions, and checks it against a compare-and-set register.
-//! `stale_reads_over_etcd_are_caught` is its twin with reads answered from local state (a
+//! It also keeps a watcher on every member, each resumed on another member whenever its
+//! stream ends, and requires each to have been told exactly the committed history;
+//! `lost_watch_events_are_caught` runs nodes that silently drop some events, which the watch
+//! checker must catch. `stale_reads_over_etcd_are_caught` is its twin with reads answered from local state (a
 //! partitioned follower's too), which the checker must catch.
 //!
 //! Power cuts: each node's data dir lies on its own power-cut filesystem (`powerfs`), which on a
@@ -36,6 +39,7 @@ use std::time::{Duration, Instant};
 use kv_api::client::{Client, ClientError};
 use kv_api::proto::{Role, StatusResponse};
 use kv_chaos::runner::{run, ChaosOptions, FaultKind, Workload};
+use kv_chaos::watch_check::WatchVerdict;
 use kv_chaos::{check_operations, OpKind, Outcome, Verdict};
 use kv_harness::timing::{POLL_INTERVAL, PROBE_TIMEOUT};
 use kv_harness::{node_bin, ClusterOptions, LocalCluster};
@@ -49,6 +53,8 @@ const CHECK_BUDGET: Duration = Duration::from_secs(60);
 /// Length of the etcd-cas run under faults: room for one kill, one pause and one partition,
 /// each held for [`FAULT_HOLD`] after as long healthy.
 const CAS_RUN: Duration = Duration::from_secs(27);
+/// Length of the run whose nodes drop watch events: long enough for many apply batches.
+const WATCH_GAPS_RUN: Duration = Duration::from_secs(8);
 /// Length of the etcd-cas run with stale reads: a few partitions.
 const STALE_RUN: Duration = Duration::from_secs(20);
 /// Fewest compare-and-sets that must succeed, and fail, for the etcd-cas run to mean anything.
@@ -90,6 +96,8 @@ enum Unsafe {
     StaleReads,
     /// The Raft log never synced.
     NoFsync,
+    /// Some apply batches' watch events silently dropped.
+    WatchGaps,
 }
 
 fn options(
@@ -113,6 +121,8 @@ fn options(
         check_budget: CHECK_BUDGET,
         unsafe_stale_reads: mode == Unsafe::StaleReads,
         unsafe_no_fsync: mode == Unsafe::NoFsync,
+        watchers: false,
+        unsafe_watch_gaps: mode == Unsafe::WatchGaps,
         seed: 7,
     }
 }
@@ -175,20 +185,37 @@ async fn stale_reads_are_caught() {
 
 /// Proves: compare-and-sets (Txns on the value or the mod_revision) and linearizable reads
 /// over etcd's API, each sent to a random member, stay linearizable through kills, pauses and
-/// partitions, and the nodes converge.
+/// partitions, and the nodes converge; and a watcher on every member, resumed on another
+/// whenever its stream ends, is told exactly the committed history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cas_over_etcd_under_faults_is_linearizable() {
     let dir = tempfile::tempdir().unwrap();
     let faults = vec![FaultKind::Kill, FaultKind::Pause, FaultKind::Partition];
     let report = run(ChaosOptions {
         workload: Workload::EtcdCas,
+        watchers: true,
         ..options(&dir, CAS_RUN, faults, Unsafe::No)
     })
     .await
     .expect("harness: the run");
-    println!("chaos (etcd-cas): {report}");
+    println!("chaos (etcd-cas, watchers): {report}");
     assert!(report.verdict.is_linearizable(), "{report}");
     assert!(report.converged.is_ok(), "{report}");
+    match &report.watch {
+        Some(WatchVerdict::Exact {
+            resumes, events, ..
+        }) => {
+            assert!(
+                *resumes >= 1,
+                "a kill must have made a watcher resume elsewhere: {report}"
+            );
+            assert!(
+                *events >= MIN_CAS_EACH_WAY,
+                "too few events to mean anything: {report}"
+            );
+        }
+        other => panic!("every watcher must be told exactly the committed history: {other:?}"),
+    }
     for kind in ["kill", "pause", "partition"] {
         assert!(
             report.faults.get(kind).copied().unwrap_or(0) >= 1,
@@ -200,6 +227,28 @@ async fn cas_over_etcd_under_faults_is_linearizable() {
         "compare-and-sets must both succeed and fail often enough to mean anything: {report}"
     );
     assert!(report.files.is_empty());
+}
+
+/// Proves the watch checker has teeth: nodes that silently drop the events of some apply
+/// batches (and hide the gap from their watch hub) are caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_watch_events_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run(ChaosOptions {
+        workload: Workload::EtcdCas,
+        watchers: true,
+        ..options(&dir, WATCH_GAPS_RUN, Vec::new(), Unsafe::WatchGaps)
+    })
+    .await
+    .expect("harness: the run");
+    println!("chaos (etcd-cas, unsafe_watch_gaps): {report}");
+    match &report.watch {
+        Some(WatchVerdict::Broken { problem, .. }) => {
+            assert!(problem.contains("missing"), "{report}")
+        }
+        other => panic!("lost watch events must be caught: {other:?}"),
+    }
+    assert!(!report.passed());
 }
 
 /// Proves the etcd-cas run has teeth: with reads answered from each member's local state (no

@@ -71,6 +71,8 @@ pub struct ClusterOptions {
     pub unsafe_stale_reads: bool,
     /// Start the nodes with `unsafe_no_fsync` (to show the power-cut test catches lost writes).
     pub unsafe_no_fsync: bool,
+    /// Start the nodes with `unsafe_watch_gaps` (to show the watch checker catches lost events).
+    pub unsafe_watch_gaps: bool,
     /// Every node listens on `0.0.0.0` (client and peer ports) and advertises its `127.0.0.1`
     /// addresses, which are the ones `initial_cluster` and the harness's clients use.
     pub listen_on_unspecified: bool,
@@ -91,6 +93,7 @@ impl Default for ClusterOptions {
             power_fs: false,
             unsafe_stale_reads: false,
             unsafe_no_fsync: false,
+            unsafe_watch_gaps: false,
             listen_on_unspecified: false,
             configure: |_| {},
         }
@@ -158,6 +161,7 @@ fn node_config(
         testing: TestingFaults {
             stale_reads: options.unsafe_stale_reads,
             no_fsync: options.unsafe_no_fsync,
+            watch_gaps: options.unsafe_watch_gaps,
         },
         ..NodeConfig::default()
     };

@@ -92,6 +92,9 @@ impl Node {
         if self.config.testing.no_fsync {
             cmd.arg("--unsafe-no-fsync");
         }
+        if self.config.testing.watch_gaps {
+            cmd.arg("--unsafe-watch-gaps");
+        }
         // The node binds its ports now.
         self.held_ports.clear();
         self.proc = Some(Proc::spawn(format!("node {id}"), &mut cmd)?);

@@ -196,6 +196,13 @@ struct ChaosArgs {
     /// writes and the checker catch it.
     #[arg(long)]
     unsafe_no_fsync: bool,
+    /// Keep a watcher on every node through the run, resumed on another node whenever its
+    /// stream ends, and check each was told exactly the committed history.
+    #[arg(long)]
+    watchers: bool,
+    /// UNSAFE nodes that silently drop some watch events, to see the watch checker catch it.
+    #[arg(long)]
+    unsafe_watch_gaps: bool,
     /// Random seed (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
@@ -290,6 +297,8 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, ClientError> {
         check_budget: Duration::from_secs(args.check_budget),
         unsafe_stale_reads: args.unsafe_stale_reads,
         unsafe_no_fsync: args.unsafe_no_fsync,
+        watchers: args.watchers,
+        unsafe_watch_gaps: args.unsafe_watch_gaps,
         seed,
     };
     let report = run(opts)
