@@ -304,9 +304,13 @@ impl Node {
                 ClusterServer::new(EtcdCluster::new(etcd)).max_decoding_message_size(etcd_max_msg),
             )
             .add_service(
-                WatchServer::new(EtcdWatch::new(watch_hub.clone()))
-                    .max_decoding_message_size(etcd_max_msg)
-                    .max_encoding_message_size(usize::MAX),
+                WatchServer::new(EtcdWatch::new(
+                    watch_hub.clone(),
+                    client_api.clone(),
+                    config.tick_interval() * config.election_ticks as u32,
+                ))
+                .max_decoding_message_size(etcd_max_msg)
+                .max_encoding_message_size(usize::MAX),
             )
             .add_service(reflection)
             .add_service(reflection_alpha)

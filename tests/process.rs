@@ -1606,3 +1606,81 @@ fn overload_of_twice_the_pending_limit_keeps_the_leader() {
     );
     assert!(lat.len() > 100, "too few writes to mean anything");
 }
+
+/// How long a require-leader watch may take to end once its member is cut off: the election
+/// timeout before the member gives its leader up, [`NO_LEADER_CHECKS`] checks of one election
+/// timeout each, and room for a busy machine.
+const NO_LEADER_END_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Proves a watch that requires a leader (etcd's `WithRequireLeader`, which etcdctl's watch
+/// uses) on a member cut off from the others is ended with etcd's "no leader", and that a new
+/// one there is refused at once, so clients go on from another member.
+#[test]
+fn a_require_leader_watch_ends_when_its_member_is_cut_off() {
+    use distributed_kv::grpc::etcd::watch::{NO_LEADER_CHECKS, REQUIRE_LEADER_KEY};
+    use etcd_api::etcdserverpb::watch_client::WatchClient;
+    use etcd_api::etcdserverpb::{watch_request, WatchCreateRequest, WatchRequest};
+    let cluster = BlockingCluster::start(ClusterOptions {
+        proxied_links: true,
+        ..ClusterOptions::default()
+    });
+    let leader = cluster.wait_leader();
+    let cut = cluster.follower_of(leader);
+    let addr = format!("http://{}", cluster.client_addr(cut));
+    let open = |addr: String| async move {
+        let mut client = WatchClient::connect(addr)
+            .await
+            .expect("harness: dial the member");
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let create = WatchCreateRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        };
+        tx.try_send(WatchRequest {
+            request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
+        })
+        .expect("harness: queue the create request");
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        request.metadata_mut().insert(
+            REQUIRE_LEADER_KEY,
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        (client.watch(request).await, tx)
+    };
+    let (stream, _keep) = cluster.rt().block_on(open(addr.clone()));
+    let mut stream = stream
+        .expect("a member with a leader takes the watch")
+        .into_inner();
+    let created = cluster.rt().block_on(stream.message()).expect("an answer");
+    assert!(created.is_some_and(|a| a.created), "the watch is created");
+
+    cluster.partition(&[cut]);
+    let started = Instant::now();
+    let end = cluster.rt().block_on(async {
+        tokio::time::timeout(NO_LEADER_END_TIMEOUT, async {
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+    });
+    let status = match end {
+        Ok(Err(status)) => status,
+        other => {
+            panic!("the stream must end with an error within {NO_LEADER_END_TIMEOUT:?}: {other:?}")
+        }
+    };
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::Unavailable, "etcdserver: no leader"),
+        "after {:?} ({NO_LEADER_CHECKS} checks without a leader)",
+        started.elapsed()
+    );
+    let (again, _keep) = cluster.rt().block_on(open(addr));
+    let refused = again.expect_err("a member without a leader refuses the watch");
+    assert_eq!(refused.message(), "etcdserver: no leader");
+    cluster.heal_links();
+}

@@ -351,6 +351,13 @@ impl Handler<ClientRead> for ClientApiActor {
     }
 }
 
+impl Handler<GetLeader> for ClientApiActor {
+    type Result = u64;
+    fn handle(&mut self, _: GetLeader, _: &mut Context<Self>) -> u64 {
+        self.leader_id
+    }
+}
+
 impl Handler<ClientStatus> for ClientApiActor {
     type Result = ();
     fn handle(&mut self, msg: ClientStatus, _: &mut Context<Self>) {

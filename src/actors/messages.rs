@@ -14,7 +14,7 @@
 //! - `StorageActor` → `WatchHubActor`: [`LiveEvents`]; `WatchHubActor` → `StorageActor`:
 //!   [`ReadHistory`], [`GetRevision`], [`WantPrevKv`].
 //! - etcd Watch service → `WatchHubActor`: [`OpenWatchStream`], [`WatchStreamRequest`],
-//!   [`CloseWatchStream`].
+//!   [`CloseWatchStream`]; → `ClientApiActor`: [`GetLeader`].
 //! - node start-up → all: [`Connect`], wiring in the `RaftActor`'s address once it exists;
 //!   → `StorageActor`: [`ConnectWatch`], the hub's.
 //!
@@ -467,3 +467,9 @@ pub struct CloseWatchStream {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct EndWatchStreams;
+
+/// etcd Watch service → ClientApiActor: the leader this member knows (0: none), for watch
+/// streams whose client asked to be told when there is none (etcd's `WithRequireLeader`).
+#[derive(Debug, Message)]
+#[rtype(result = "u64")]
+pub struct GetLeader;

@@ -4,7 +4,9 @@
 //! Every member serves watches from its own applied history, so when a stream ends — the
 //! member stopped, the connection broke — [`watch`] opens it again on the next endpoint,
 //! from the revision after the last event it handed over: nothing twice, nothing skipped.
-//! It gives up only when no endpoint can be watched for `timeout`, when the watch is refused
+//! Streams require a leader, as etcdctl's do: a member cut off from its cluster ends the stream
+//! ("no leader"), and the watch goes on from another. It gives up only when no endpoint can be
+//! watched for `timeout`, when the watch is refused
 //! (an empty range, say), when its start revision has been compacted away, or when the
 //! caller says stop.
 
@@ -16,7 +18,10 @@ use etcd_api::mvccpb::Event;
 use tokio::sync::mpsc;
 
 use crate::client::lazy_channel;
-use crate::status::connect_failed;
+
+/// The metadata key of etcd's `WithRequireLeader`: a member that knows no leader refuses the
+/// stream, or ends it when it loses the leader.
+pub const REQUIRE_LEADER_KEY: &str = "hasleader";
 
 /// The pause after every endpoint has failed once, before trying them again.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(200);
@@ -72,8 +77,11 @@ pub async fn watch(
     let mut next = spec.start;
     let mut unreachable_since: Option<Instant> = None;
     let mut last_error = String::new();
+    // Streams tried since one last brought events: a round of them all pauses first.
+    let mut fruitless = 0;
     for turn in 0.. {
         let addr = &endpoints[turn % endpoints.len()];
+        let before = next;
         match watch_on(addr, timeout, &spec, &mut next, &mut on).await {
             Attempt::Ended(end) => return end,
             Attempt::Lost(why) => {
@@ -91,10 +99,11 @@ pub async fn watch(
                 if since.elapsed() >= timeout {
                     break;
                 }
-                if (turn + 1) % endpoints.len() == 0 {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
             }
+        }
+        fruitless = if next != before { 0 } else { fruitless + 1 };
+        if fruitless > 0 && fruitless % endpoints.len() == 0 {
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
     WatchEnd::Unreachable(last_error)
@@ -135,15 +144,20 @@ async fn watch_on(
     let _ = requests.try_send(WatchRequest {
         request_union: Some(watch_request::RequestUnion::CreateRequest(create)),
     });
-    let call = client.watch(tokio_stream::wrappers::ReceiverStream::new(rx));
+    // Require a leader (etcd's `WithRequireLeader`): a member cut off from its cluster ends
+    // the stream, and the watch goes on from one that is not.
+    let mut call = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    call.metadata_mut().insert(
+        REQUIRE_LEADER_KEY,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    let call = client.watch(call);
     let mut stream = match tokio::time::timeout(timeout, call).await {
         Err(_) => {
             return Attempt::Unreachable(format!("no answer within {} ms", timeout.as_millis()))
         }
-        Ok(Err(status)) if connect_failed(&status) => {
-            return Attempt::Unreachable(status.message().to_string())
-        }
-        Ok(Err(status)) => return Attempt::Lost(status.message().to_string()),
+        // Refused ("no leader", a stopping member) or not reached: either way no stream here.
+        Ok(Err(status)) => return Attempt::Unreachable(status.message().to_string()),
         Ok(Ok(response)) => response.into_inner(),
     };
     loop {
