@@ -64,7 +64,8 @@ struct Cli {
     /// Watchers of keys nobody writes, for the length of the run.
     #[arg(long, default_value_t = 0)]
     idle_watchers: usize,
-    /// Watchers of every key written whose clients read one answer every 100 ms.
+    /// Watchers of every key written whose clients take 10 ms over each event they get (and
+    /// 100 ms at least over each answer): at most 100 events a second.
     #[arg(long, default_value_t = 0)]
     slow_watchers: usize,
     /// Watchers of every key written that read everything, timing each event from its put.

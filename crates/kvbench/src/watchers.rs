@@ -4,9 +4,11 @@
 //! - **idle**: watchers of keys nobody writes (`idle/N`), [`WATCHERS_PER_STREAM`] to a
 //!   stream, as a service with many watchers shares few connections; they cost only what
 //!   matching every write against them costs;
-//! - **slow**: one watcher of the whole load (`bench/`) per stream, whose client reads one
-//!   answer every [`SLOW_READ_INTERVAL`]: the server must hold or drop what it cannot send,
-//!   and must not let that slow down writes;
+//! - **slow**: one watcher of the whole load (`bench/`) per stream, whose client takes
+//!   [`SLOW_EVENT_TIME`] over each event it is sent, and at least [`SLOW_READ_INTERVAL`] over
+//!   each answer — at most 100 events a second, far fewer than the load writes, as a consumer
+//!   that does real work per event would: it falls behind for good, and the server must hold
+//!   or drop what it cannot send without letting that slow down writes;
 //! - **fast**: one watcher of the whole load per stream, reading everything: each put carries
 //!   the time it was sent, so every event it gets gives the latency from put to event, and
 //!   their count the events delivered per second.
@@ -26,8 +28,10 @@ use tonic::transport::Endpoint;
 
 /// Idle watchers that share one stream.
 pub const WATCHERS_PER_STREAM: usize = 100;
-/// How often a slow watcher's client reads one answer.
+/// The least time a slow watcher's client takes over one answer.
 pub const SLOW_READ_INTERVAL: Duration = Duration::from_millis(100);
+/// The time a slow watcher's client takes over each event of an answer.
+pub const SLOW_EVENT_TIME: Duration = Duration::from_millis(10);
 /// How long making the watchers may take.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -153,7 +157,10 @@ impl Watching {
                     }
                     match reader {
                         Reader::Discard => {}
-                        Reader::Slow => tokio::time::sleep(SLOW_READ_INTERVAL).await,
+                        Reader::Slow => {
+                            let busy = SLOW_EVENT_TIME * answer.events.len() as u32;
+                            tokio::time::sleep(busy.max(SLOW_READ_INTERVAL)).await
+                        }
                         Reader::Timed => {
                             let now = Instant::now();
                             let mut lat = latencies.lock().expect("the latencies");
