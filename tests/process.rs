@@ -468,26 +468,24 @@ fn kvctl_watch_resumes_on_another_member_without_a_gap_or_a_repeat() {
     let expected: Vec<String> = (0..40)
         .map(|i| format!("{}\tPUT\tk{}\t{i}", i + 2, i % 3))
         .collect();
-    for i in 0..20 {
-        let (key, value) = (format!("k{}", i % 3), i.to_string());
-        cluster
-            .rt()
-            .block_on(client.set(key.as_bytes(), value.as_bytes()))
-            .expect("a majority takes the write");
-    }
+    // Write number i puts `k(i % 3)` = i (at revision i + 2).
+    let write = |cluster: &BlockingCluster, client: &mut Client, writes: std::ops::Range<usize>| {
+        for i in writes {
+            let (key, value) = (format!("k{}", i % 3), i.to_string());
+            cluster
+                .rt()
+                .block_on(client.set(key.as_bytes(), value.as_bytes()))
+                .expect("a majority takes the write");
+        }
+    };
+    write(&cluster, &mut client, 0..20);
     assert_eq!(
         kvctl.lines(20),
         &expected[..20],
         "before the member is lost"
     );
     cluster.kill(watched);
-    for i in 20..40 {
-        let (key, value) = (format!("k{}", i % 3), i.to_string());
-        cluster
-            .rt()
-            .block_on(client.set(key.as_bytes(), value.as_bytes()))
-            .expect("a majority takes the write");
-    }
+    write(&cluster, &mut client, 20..40);
     assert_eq!(
         kvctl.lines(40),
         &expected[..],
