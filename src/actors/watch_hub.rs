@@ -6,8 +6,9 @@
 //!   history reads the hub asks for, one at a time ([`ReadHistory`]: each a bounded batch,
 //!   so the StorageActor's applies wait for at most one);
 //! - **the timers**: every [`SYNC_INTERVAL`] it retries what waited for room in a stream's
-//!   outbox, sweeps streams whose client has gone, and reads history for watchers that can
-//!   take it again; every `progress_interval` it ticks progress notices;
+//!   outbox, sweeps streams whose client has gone, reads history for watchers that can take
+//!   it again, and after a tick with no live batch asks the store's revision, in case the
+//!   last batches were dropped; every `progress_interval` it ticks progress notices;
 //! - **the revision of a new watcher**: a create request first asks the StorageActor for
 //!   its current revision ([`GetRevision`]), so that "from now on" means after every write
 //!   acknowledged before the request, as in etcd;
@@ -31,7 +32,7 @@ use crate::actors::messages::{
     CloseWatchStream, EndWatchStreams, GetRevision, LiveEvents, OpenWatchStream, ReadHistory,
     WantPrevKv, WatchStreamRequest,
 };
-use crate::watch::{HubLimits, Offer, Outbox, StreamEnd, StreamId, WatchHub};
+use crate::watch::{HubLimits, LiveBatch, Offer, Outbox, StreamEnd, StreamId, WatchHub};
 
 /// Messages waiting for the hub at most (see the module docs for what happens past it).
 pub const HUB_MAILBOX: usize = 1_024;
@@ -91,6 +92,10 @@ impl Outbox for ChannelOutbox {
         self.tx.capacity().saturating_sub(1)
     }
 
+    fn capacity(&self) -> usize {
+        self.tx.max_capacity().saturating_sub(1)
+    }
+
     fn end(&mut self, why: StreamEnd) {
         let status = match why {
             StreamEnd::Overflow { backlog } => {
@@ -121,6 +126,9 @@ pub struct WatchHubActor {
     prev_kv_told: bool,
     /// How often watchers that asked for them get progress notices.
     progress_interval: Duration,
+    /// The fed revision at the last sync tick: when a whole tick went by without a live
+    /// batch, the hub asks whether the store has moved on anyway (its last batches dropped).
+    fed_at_tick: i64,
 }
 
 impl WatchHubActor {
@@ -141,7 +149,38 @@ impl WatchHubActor {
             storage,
             prev_kv_told: false,
             progress_interval,
+            fed_at_tick: revision,
         }
+    }
+
+    /// A dropped batch shows as a gap only when a later one comes: after a quiet tick, the
+    /// store's revision says whether the last batches were dropped, and if they were the
+    /// hub is fed the gap, so its watchers catch up from history instead of waiting for the
+    /// next write.
+    fn check_for_a_dropped_tail(&mut self, ctx: &mut Context<Self>) {
+        let quiet = self.hub.fed() == self.fed_at_tick;
+        self.fed_at_tick = self.hub.fed();
+        if !quiet || self.hub.watcher_count() == 0 {
+            return;
+        }
+        self.storage
+            .revision
+            .send(GetRevision)
+            .into_actor(self)
+            .map(|answer, act, ctx| {
+                if let Ok(revision) = answer {
+                    if revision > act.hub.fed() {
+                        act.hub.feed(LiveBatch {
+                            after: revision,
+                            revision,
+                            events: Vec::new(),
+                            with_prev: true,
+                        });
+                        act.pump(ctx);
+                    }
+                }
+            })
+            .spawn(ctx);
     }
 
     /// After every change: tells the StorageActor whether `prev_kv` is wanted.
@@ -198,6 +237,7 @@ impl Actor for WatchHubActor {
         ctx.run_interval(SYNC_INTERVAL, |act, ctx| {
             act.hub.sweep(|outbox| outbox.is_closed());
             act.hub.flush();
+            act.check_for_a_dropped_tail(ctx);
             act.pump(ctx);
         });
         ctx.run_interval(self.progress_interval, |act, _| {

@@ -28,7 +28,8 @@ use crate::error::Result;
 /// at a revision boundary, so all the events of one revision travel together.
 pub const HISTORY_BATCH_EVENTS: usize = 1_000;
 
-/// Bytes of keys and values in one history batch at most, with the same exception.
+/// Bytes of keys and values (previous ones included) in one history batch at most, with the
+/// same exception.
 pub const HISTORY_BATCH_BYTES: usize = 256 * 1024;
 
 /// A stretch of history as events.
@@ -132,8 +133,14 @@ impl MvccStore {
             {
                 continue;
             }
-            bytes += rec.key.len() + rec.value.len();
-            out.events.push(self.event(rev, &rec, with_prev)?);
+            let event = self.event(rev, &rec, with_prev)?;
+            bytes += rec.key.len()
+                + rec.value.len()
+                + event
+                    .prev_kv
+                    .as_ref()
+                    .map_or(0, |p| p.key.len() + p.value.len());
+            out.events.push(event);
         }
         out.upto = state.revision;
         Ok(out)

@@ -49,6 +49,8 @@ pub trait Outbox {
     fn offer(&mut self, answer: WatchResponse) -> Offer;
     /// How many answers it would take now.
     fn room(&self) -> usize;
+    /// How many answers it takes when empty.
+    fn capacity(&self) -> usize;
     /// Ends the stream, after what is queued, with an error saying why.
     fn end(&mut self, why: StreamEnd);
 }
@@ -107,6 +109,10 @@ pub struct WatchHub<O> {
     next_stream: StreamId,
     /// The revision up to which every live event has been fed to the hub.
     fed: i64,
+    /// The newest store revision the hub has heard of (a create's, a history read's); ahead
+    /// of `fed` while live batches are on their way. Answers' headers carry the larger of
+    /// the two, so they never go back; progress answers wait until `fed` has caught up.
+    seen: i64,
     /// Synced single-key watchers, by their key.
     by_key: HashMap<Vec<u8>, BTreeSet<Ref>>,
     /// Synced watchers of a range.
@@ -127,6 +133,7 @@ impl<O: Outbox> WatchHub<O> {
             streams: HashMap::new(),
             next_stream: 1,
             fed,
+            seen: fed,
             by_key: HashMap::new(),
             ranges: BTreeSet::new(),
             unsynced: BTreeSet::new(),
@@ -159,6 +166,11 @@ impl<O: Outbox> WatchHub<O> {
     /// Watchers catching up from history.
     pub fn unsynced_count(&self) -> usize {
         self.unsynced.len()
+    }
+
+    /// The revision answers' headers carry now.
+    fn newest(&self) -> i64 {
+        self.seen.max(self.fed)
     }
 
     fn header_at(&self, revision: i64) -> Option<ResponseHeader> {
@@ -237,6 +249,8 @@ impl<O: Outbox> WatchHub<O> {
                 (answer, Some((id, watcher)))
             }
         };
+        // The watcher starts after `current`; the header says so, as etcd's does.
+        self.seen = self.seen.max(current);
         let answer = WatchResponse {
             header: self.header_at(current),
             ..answer
@@ -267,7 +281,7 @@ impl<O: Outbox> WatchHub<O> {
         };
         self.unindex((stream, watch_id), &w);
         let answer = WatchResponse {
-            header: self.header_at(self.fed),
+            header: self.header_at(self.newest()),
             watch_id,
             canceled: true,
             ..Default::default()
@@ -288,6 +302,7 @@ impl<O: Outbox> WatchHub<O> {
     /// its stream cannot take them now, becomes unsynced and catches up from history.
     pub fn feed(&mut self, batch: LiveBatch) {
         let fed = self.fed;
+        self.seen = self.seen.max(batch.revision);
         if batch.after > fed {
             // Revisions fed+1..=after never reached the hub (dropped, or skipped by a
             // restore): every synced watcher that may want them catches up from history.
@@ -320,7 +335,7 @@ impl<O: Outbox> WatchHub<O> {
                 continue;
             }
             let events = indexes.iter().map(|&i| w.shape(&batch.events[i])).collect();
-            if !self.deliver(r, events, batch.revision) {
+            if !self.deliver(r, events) {
                 self.unsync(r, first_unsent);
             }
         }
@@ -340,7 +355,7 @@ impl<O: Outbox> WatchHub<O> {
             let Some(s) = self.streams.get(&stream) else {
                 continue;
             };
-            if !s.backlog.is_empty() || s.outbox.room() == 0 {
+            if !s.backlog.is_empty() || s.outbox.room() < self.limits.catch_up_room.max(1) {
                 continue;
             }
             let Some(w) = s.watchers.get(&id) else {
@@ -370,33 +385,41 @@ impl<O: Outbox> WatchHub<O> {
     /// sync tick, so watchers near the head are caught up a few times a second, together.
     pub fn feed_history(&mut self, h: History) -> bool {
         self.reading = false;
+        self.seen = self.seen.max(h.revision);
         let mut moved = false;
+        // What this batch can give: up to the fed revision, not beyond. Events the read saw
+        // past it are in live batches still on their way (or shown lost by a gap), and come
+        // from there; so no answer's header is ahead of the fed revision, which progress
+        // answers carry, and headers never go back.
+        let upto = h.upto.min(self.fed);
         let refs: Vec<Ref> = self.unsynced.iter().copied().collect();
         for r in refs {
             let Some(w) = self.watcher(r) else { continue };
             if w.next < h.compact {
-                self.compacted(r, h.compact, h.revision);
+                self.compacted(r, h.compact);
                 continue;
             }
             if w.next < h.from || (w.prev_kv && !h.with_prev) {
                 // Became unsynced after the read was asked for: the next read covers it.
                 continue;
             }
-            if w.next <= h.upto {
+            if w.next <= upto {
                 if !self.has_room(r.0) {
                     continue;
                 }
                 let events: Vec<Event> = h
                     .events
                     .iter()
-                    .filter(|e| w.wants(e))
+                    .filter(|e| {
+                        w.wants(e) && e.kv.as_ref().is_some_and(|kv| kv.mod_revision <= upto)
+                    })
                     .map(|e| w.shape(e))
                     .collect();
-                if !events.is_empty() && !self.deliver(r, events, h.revision) {
+                if !events.is_empty() && !self.deliver(r, events) {
                     continue;
                 }
                 if let Some(w) = self.watcher_mut(r) {
-                    w.next = h.upto + 1;
+                    w.next = upto + 1;
                     moved = true;
                 }
             }
@@ -405,17 +428,20 @@ impl<O: Outbox> WatchHub<O> {
             }
         }
         self.answer_progress();
-        moved && h.upto < h.revision
+        moved && upto < self.fed
     }
 
     /// A progress tick: every synced watcher that asked for progress notices and was sent
     /// nothing since the last tick is sent an empty answer at the fed revision.
     pub fn progress_tick(&mut self) {
+        // A notice claims every event up to its header was sent: only once the live batches
+        // have caught up with what the hub has seen.
+        let caught_up = self.fed >= self.seen;
         let refs: Vec<Ref> = self.synced_refs();
         for r in refs {
             let Some(w) = self.watcher(r) else { continue };
-            if w.progress_notify && w.quiet && self.has_room(r.0) {
-                self.deliver(r, Vec::new(), self.fed);
+            if caught_up && w.progress_notify && w.quiet && self.has_room(r.0) {
+                self.deliver(r, Vec::new());
             }
             if let Some(w) = self.watcher_mut(r) {
                 w.quiet = true;
@@ -545,7 +571,7 @@ impl<O: Outbox> WatchHub<O> {
 
     /// Cancels `r` because it wants history from before `compact`, as etcd does: an
     /// answer with `canceled` and the compact revision, and no reason.
-    fn compacted(&mut self, (stream, id): Ref, compact: i64, revision: i64) {
+    fn compacted(&mut self, (stream, id): Ref, compact: i64) {
         let Some(w) = self
             .streams
             .get_mut(&stream)
@@ -555,7 +581,7 @@ impl<O: Outbox> WatchHub<O> {
         };
         self.unindex((stream, id), &w);
         let answer = WatchResponse {
-            header: self.header_at(revision),
+            header: self.header_at(self.newest()),
             watch_id: id,
             canceled: true,
             compact_revision: compact,
@@ -564,11 +590,11 @@ impl<O: Outbox> WatchHub<O> {
         self.control(stream, answer);
     }
 
-    /// Sends events (or, with none, a progress notice) to watcher `r` at store revision
-    /// `revision`, split into fragments if it allows them and the answer is too large.
-    /// Whether they went out: not if the stream has a backlog or too little room.
-    fn deliver(&mut self, r: Ref, events: Vec<Event>, revision: i64) -> bool {
-        let header = self.header_at(revision);
+    /// Sends events (or, with none, a progress notice) to watcher `r`, split into fragments
+    /// if it allows them and the answer is too large. Whether they went out: not if the
+    /// stream has a backlog or too little room.
+    fn deliver(&mut self, r: Ref, events: Vec<Event>) -> bool {
+        let header = self.header_at(self.newest());
         let fragment_bytes = self.limits.fragment_bytes;
         let Some(s) = self.streams.get_mut(&r.0) else {
             return false;
@@ -582,11 +608,23 @@ impl<O: Outbox> WatchHub<O> {
             events,
             ..Default::default()
         };
-        let answers = if w.fragment {
+        let mut answers = if w.fragment {
             fragments(whole, fragment_bytes)
         } else {
             vec![whole]
         };
+        if answers.len() > s.outbox.capacity() {
+            // More fragments than the outbox can ever hold: whole, as to a watcher that did
+            // not ask for fragments, rather than never.
+            let mut events = Vec::new();
+            for a in &mut answers {
+                events.append(&mut a.events);
+            }
+            let mut whole = answers.swap_remove(0);
+            whole.events = events;
+            whole.fragment = false;
+            answers = vec![whole];
+        }
         if !s.backlog.is_empty() || s.outbox.room() < answers.len() {
             return false;
         }
@@ -644,6 +682,9 @@ impl<O: Outbox> WatchHub<O> {
 
     /// Answers the progress requests whose streams are all synced now.
     fn answer_progress(&mut self) {
+        if self.fed < self.seen {
+            return;
+        }
         let ready: Vec<StreamId> = self
             .streams
             .iter()

@@ -59,6 +59,12 @@
 //!   `next` only grows: nothing is sent twice, and nothing between two answers is skipped
 //!   (a watcher only moves `next` past revisions it was sent, or that a history batch or a
 //!   live batch covered completely).
+//! - A history batch gives no event past the fed revision (the rest comes live), answers'
+//!   headers carry the newest revision the hub has seen, and a progress answer or notice
+//!   goes out only once the fed revision has caught up with it: headers never go back, and a
+//!   progress revision never claims an event not yet sent.
+//! - A batch dropped at the end of a burst shows as a gap at the next quiet sync tick (the
+//!   actor asks the store's revision), not only when another batch comes.
 
 pub mod hub;
 pub mod watcher;

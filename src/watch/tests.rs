@@ -43,6 +43,9 @@ impl Outbox for TestOutbox {
         let c = self.0.borrow();
         c.capacity.saturating_sub(c.queue.len())
     }
+    fn capacity(&self) -> usize {
+        self.0.borrow().capacity
+    }
     fn end(&mut self, why: StreamEnd) {
         self.0.borrow_mut().ended = Some(why);
     }
@@ -735,4 +738,92 @@ fn random_sessions_deliver_every_event_exactly_once() {
             );
         }
     }
+}
+
+/// A history read that saw further than the live batches have reached gives only up to the
+/// fed revision; the rest comes live. Headers never go back, and a progress answer waits
+/// until the live batches have caught up with what the hub has seen.
+#[test]
+fn history_gives_no_more_than_the_live_batches_have_reached() {
+    let (mut log, mut hub, c, s) = session();
+    hub.feed(log.put("k", "1")); // 2
+    let late = log.put("k", "2"); // 3: applied, its batch not yet at the hub
+    hub.create(s, &from(watch("k"), 2), log.revision);
+    catch_up(&mut hub, &log);
+    hub.request_progress(s);
+    hub.feed(late);
+    let got = c.read();
+    assert_eq!(events(&got), [ev("k", "1", 2), ev("k", "2", 3)]);
+    let headers: Vec<i64> = got.iter().map(|a| a.header.unwrap().revision).collect();
+    assert!(
+        headers.windows(2).all(|w| w[0] <= w[1]),
+        "headers went back: {headers:?}"
+    );
+    let progress = got.iter().position(|a| a.watch_id == NO_WATCH_ID).unwrap();
+    assert_eq!(progress, got.len() - 1, "progress after the late event");
+    assert_eq!(got[progress].header.unwrap().revision, 3);
+}
+
+/// A revision in more fragments than the outbox can ever hold goes out whole instead of
+/// never.
+#[test]
+fn a_revision_too_large_for_the_outbox_in_fragments_goes_out_whole() {
+    let mut log = Log::new();
+    let mut hub: WatchHub<TestOutbox> = WatchHub::new(
+        ResponseHeader::default(),
+        HubLimits {
+            fragment_bytes: 64,
+            ..LIMITS
+        },
+        1,
+    );
+    let c = client(3);
+    let s = hub.open(c.clone());
+    hub.create(
+        s,
+        &WatchCreateRequest {
+            fragment: true,
+            ..watch_prefix("k")
+        },
+        1,
+    );
+    c.read();
+    let puts: Vec<(String, Option<&str>)> = (0..10)
+        .map(|i| (format!("k{i}"), Some("a value")))
+        .collect();
+    let changes: Vec<(&str, Option<&str>)> = puts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    hub.feed(log.write(&changes));
+    let got = c.read();
+    assert_eq!(got.len(), 1);
+    assert!(!got[0].fragment);
+    assert_eq!(got[0].events.len(), 10);
+}
+
+/// A client that reads one answer now and then is caught up only once its outbox has the
+/// room the hub asks for, not one history read per answer it takes.
+#[test]
+fn catching_up_waits_for_room_for_several_answers() {
+    let mut log = Log::new();
+    let mut hub: WatchHub<TestOutbox> = WatchHub::new(
+        ResponseHeader::default(),
+        HubLimits {
+            catch_up_room: 4,
+            ..LIMITS
+        },
+        1,
+    );
+    let c = client(4);
+    let s = hub.open(c.clone());
+    for _ in 0..20 {
+        hub.feed(log.put("k", "v"));
+    }
+    hub.create(s, &from(watch("k"), 2), log.revision);
+    assert!(
+        hub.history_wanted().is_none(),
+        "`created` took one of its 4 places: room for 3"
+    );
+    c.read_one();
+    let read = hub.history_wanted().expect("now it has room for 4");
+    let _ = hub.feed_history(log.read(read));
+    assert!(hub.history_wanted().is_none(), "full again after one batch");
 }
