@@ -272,21 +272,7 @@ impl<O: Outbox> WatchHub<O> {
     /// A cancel request: the watcher goes, and `canceled` says so. An unknown id gets no
     /// answer, as in etcd.
     pub fn cancel(&mut self, stream: StreamId, watch_id: i64) {
-        let Some(w) = self
-            .streams
-            .get_mut(&stream)
-            .and_then(|s| s.watchers.remove(&watch_id))
-        else {
-            return;
-        };
-        self.unindex((stream, watch_id), &w);
-        let answer = WatchResponse {
-            header: self.header_at(self.newest()),
-            watch_id,
-            canceled: true,
-            ..Default::default()
-        };
-        self.control(stream, answer);
+        self.end_watcher((stream, watch_id), 0);
     }
 
     /// A progress request: once every watcher of the stream is synced, an answer with no
@@ -571,7 +557,13 @@ impl<O: Outbox> WatchHub<O> {
 
     /// Cancels `r` because it wants history from before `compact`, as etcd does: an
     /// answer with `canceled` and the compact revision, and no reason.
-    fn compacted(&mut self, (stream, id): Ref, compact: i64) {
+    fn compacted(&mut self, r: Ref, compact: i64) {
+        self.end_watcher(r, compact);
+    }
+
+    /// Removes watcher `r`, if there is one, and answers `canceled` for it, with
+    /// `compact_revision` (0: not because of compaction).
+    fn end_watcher(&mut self, (stream, id): Ref, compact_revision: i64) {
         let Some(w) = self
             .streams
             .get_mut(&stream)
@@ -584,7 +576,7 @@ impl<O: Outbox> WatchHub<O> {
             header: self.header_at(self.newest()),
             watch_id: id,
             canceled: true,
-            compact_revision: compact,
+            compact_revision,
             ..Default::default()
         };
         self.control(stream, answer);

@@ -168,6 +168,11 @@ const LIMITS: HubLimits = HubLimits {
 };
 
 fn hub(fed: i64) -> WatchHub<TestOutbox> {
+    hub_with(LIMITS, fed)
+}
+
+/// A hub with `limits` instead of the tests' usual ones.
+fn hub_with(limits: HubLimits, fed: i64) -> WatchHub<TestOutbox> {
     WatchHub::new(
         ResponseHeader {
             cluster_id: 7,
@@ -175,7 +180,7 @@ fn hub(fed: i64) -> WatchHub<TestOutbox> {
             revision: 0,
             raft_term: 2,
         },
-        LIMITS,
+        limits,
         fed,
     )
 }
@@ -769,8 +774,7 @@ fn history_gives_no_more_than_the_live_batches_have_reached() {
 #[test]
 fn a_revision_too_large_for_the_outbox_in_fragments_goes_out_whole() {
     let mut log = Log::new();
-    let mut hub: WatchHub<TestOutbox> = WatchHub::new(
-        ResponseHeader::default(),
+    let mut hub = hub_with(
         HubLimits {
             fragment_bytes: 64,
             ..LIMITS
@@ -804,8 +808,7 @@ fn a_revision_too_large_for_the_outbox_in_fragments_goes_out_whole() {
 #[test]
 fn catching_up_waits_for_room_for_several_answers() {
     let mut log = Log::new();
-    let mut hub: WatchHub<TestOutbox> = WatchHub::new(
-        ResponseHeader::default(),
+    let mut hub = hub_with(
         HubLimits {
             catch_up_room: 4,
             ..LIMITS
