@@ -20,19 +20,26 @@
 //! watchers concerned catch up from history); the Watch service's requests wait for room,
 //! which holds back the client that sends them.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use actix::prelude::*;
 use etcd_api::etcdserverpb::watch_request::RequestUnion;
 use etcd_api::etcdserverpb::{ResponseHeader, WatchResponse};
 use tokio::sync::mpsc;
+use tokio_stream::Stream;
 use tonic::Status;
 
 use crate::actors::messages::{
     CloseWatchStream, EndWatchStreams, GetRevision, LiveEvents, OpenWatchStream, ReadHistory,
     WantPrevKv, WatchStreamRequest,
 };
-use crate::watch::{HubLimits, LiveBatch, Offer, Outbox, StreamEnd, StreamId, WatchHub};
+use crate::watch::{
+    HubCounters, HubLimits, LiveBatch, Offer, Outbox, Room, StreamEnd, StreamId, WatchHub,
+};
 
 /// Messages waiting for the hub at most (see the module docs for what happens past it).
 pub const HUB_MAILBOX: usize = 1_024;
@@ -41,30 +48,70 @@ pub const HUB_MAILBOX: usize = 1_024;
 /// streams whose client has gone: etcd's `syncWatchers` runs every 100 ms too.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Answers one stream's outbox holds for its client; with each at most one apply batch's
-/// events or one history batch, this bounds the memory a slow client can take.
+/// How often a hub with watchers logs what it did (its [`HubCounters`]) since the last time.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Answers one stream's outbox holds for its client: with the live feed's answers each one
+/// apply batch's events, this bounds a fast client's queue.
 pub const WATCH_STREAM_QUEUE: usize = 64;
 
+/// Bytes (encoded) of answers one stream's outbox holds: with history answers each up to
+/// [`crate::mvcc::history::HISTORY_BATCH_BYTES`], this bounds what a slow client costs the
+/// member — without it, 64 history answers would be 16 MiB a stream, built and held for a
+/// client that reads 100 events a second.
+pub const WATCH_STREAM_BYTES: usize = 1024 * 1024;
+
 /// Room an outbox needs before its unsynced watchers are caught up
-/// ([`HubLimits::catch_up_room`]): half of it.
-pub const CATCH_UP_ROOM: usize = WATCH_STREAM_QUEUE / 2;
+/// ([`HubLimits::catch_up_room`]): half of it, in answers and in bytes.
+pub const CATCH_UP_ROOM: Room = Room {
+    answers: WATCH_STREAM_QUEUE / 2,
+    bytes: WATCH_STREAM_BYTES / 2,
+};
 
 /// Answers to a stream's own requests held while its outbox is full; past it the stream is
 /// ended ([`HubLimits::max_backlog`]).
 pub const MAX_CONTROL_BACKLOG: usize = 1_024;
 
+/// An answer on its way to the gRPC response stream, with its encoded size.
+type Queued = (usize, Result<WatchResponse, Status>);
+
 /// The answers of one stream, on their way to the gRPC response stream. The channel has
 /// one slot more than [`WATCH_STREAM_QUEUE`], kept for the error that ends the stream, so
 /// ending it never needs room that a slow client has not made.
 pub struct ChannelOutbox {
-    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+    tx: mpsc::Sender<Queued>,
+    /// Bytes of the answers in the channel: added here, taken off by [`OutboxStream`].
+    bytes: Arc<AtomicUsize>,
+}
+
+/// The receiving half of a [`ChannelOutbox`], which the response stream reads.
+pub struct OutboxStream {
+    rx: mpsc::Receiver<Queued>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Stream for OutboxStream {
+    type Item = Result<WatchResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.rx.poll_recv(cx);
+        if let Poll::Ready(Some((bytes, _))) = &polled {
+            self.bytes.fetch_sub(*bytes, Ordering::Relaxed);
+        }
+        polled.map(|queued| queued.map(|(_, answer)| answer))
+    }
 }
 
 impl ChannelOutbox {
     /// A new outbox, and the receiving half the response stream reads.
-    pub fn channel() -> (ChannelOutbox, mpsc::Receiver<Result<WatchResponse, Status>>) {
+    pub fn channel() -> (ChannelOutbox, OutboxStream) {
         let (tx, rx) = mpsc::channel(WATCH_STREAM_QUEUE + 1);
-        (ChannelOutbox { tx }, rx)
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let outbox = ChannelOutbox {
+            tx,
+            bytes: bytes.clone(),
+        };
+        (outbox, OutboxStream { rx, bytes })
     }
 
     fn is_closed(&self) -> bool {
@@ -73,27 +120,40 @@ impl ChannelOutbox {
 }
 
 impl Outbox for ChannelOutbox {
-    fn offer(&mut self, answer: WatchResponse) -> Offer {
+    fn offer(&mut self, answer: WatchResponse, bytes: usize) -> Offer {
         if self.tx.is_closed() {
             return Offer::Closed;
         }
-        if self.room() == 0 {
+        let room = self.room();
+        if room.answers == 0 || (bytes > room.bytes && room != self.capacity()) {
             return Offer::Full(answer);
         }
-        match self.tx.try_send(Ok(answer)) {
+        // Counted before it can be taken off, so the count never goes below zero.
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        match self.tx.try_send((bytes, Ok(answer))) {
             Ok(()) => Offer::Queued,
-            Err(mpsc::error::TrySendError::Full(Ok(answer))) => Offer::Full(answer),
-            Err(mpsc::error::TrySendError::Full(Err(_))) => Offer::Closed,
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+            Err(e) => {
+                self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                match e {
+                    mpsc::error::TrySendError::Full((_, Ok(answer))) => Offer::Full(answer),
+                    _ => Offer::Closed,
+                }
+            }
         }
     }
 
-    fn room(&self) -> usize {
-        self.tx.capacity().saturating_sub(1)
+    fn room(&self) -> Room {
+        Room {
+            answers: self.tx.capacity().saturating_sub(1),
+            bytes: WATCH_STREAM_BYTES.saturating_sub(self.bytes.load(Ordering::Relaxed)),
+        }
     }
 
-    fn capacity(&self) -> usize {
-        self.tx.max_capacity().saturating_sub(1)
+    fn capacity(&self) -> Room {
+        Room {
+            answers: self.tx.max_capacity().saturating_sub(1),
+            bytes: WATCH_STREAM_BYTES,
+        }
     }
 
     fn end(&mut self, why: StreamEnd) {
@@ -107,7 +167,7 @@ impl Outbox for ChannelOutbox {
             }
             StreamEnd::Stopping => etcd_api::EtcdError::Stopped.status(),
         };
-        let _ = self.tx.try_send(Err(status));
+        let _ = self.tx.try_send((0, Err(status)));
     }
 }
 
@@ -183,6 +243,30 @@ impl WatchHubActor {
             .spawn(ctx);
     }
 
+    /// Logs what the hub did over the last [`STATS_INTERVAL`], if it has watchers or did
+    /// anything: a member's watch load at a glance.
+    fn log_counters(&mut self) {
+        let c: HubCounters = self.hub.take_counters();
+        if self.hub.watcher_count() == 0 && c == HubCounters::default() {
+            return;
+        }
+        tracing::info!(
+            watchers = self.hub.watcher_count(),
+            unsynced = self.hub.unsynced_count(),
+            streams = self.hub.stream_count(),
+            live_batches = c.live_batches,
+            gaps = c.gaps,
+            live_answers = c.live_answers,
+            history_batches = c.history_batches,
+            history_events = c.history_events,
+            history_answers = c.history_answers,
+            events_sent = c.events_sent,
+            became_unsynced = c.unsynced,
+            "watch hub, last {} s",
+            STATS_INTERVAL.as_secs()
+        );
+    }
+
     /// After every change: tells the StorageActor whether `prev_kv` is wanted.
     fn tell_prev_kv(&mut self) {
         let wanted = self.hub.wants_prev_kv();
@@ -243,6 +327,7 @@ impl Actor for WatchHubActor {
         ctx.run_interval(self.progress_interval, |act, _| {
             act.hub.progress_tick();
         });
+        ctx.run_interval(STATS_INTERVAL, |act, _| act.log_counters());
     }
 }
 

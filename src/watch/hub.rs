@@ -46,13 +46,32 @@ pub enum StreamEnd {
 
 /// Where a stream's answers wait for its client: a bounded queue the hub never waits on.
 pub trait Outbox {
-    fn offer(&mut self, answer: WatchResponse) -> Offer;
-    /// How many answers it would take now.
-    fn room(&self) -> usize;
-    /// How many answers it takes when empty.
-    fn capacity(&self) -> usize;
+    /// Offers `answer`, whose encoded size is `bytes`.
+    fn offer(&mut self, answer: WatchResponse, bytes: usize) -> Offer;
+    /// What it would take now.
+    fn room(&self) -> Room;
+    /// What it takes when empty.
+    fn capacity(&self) -> Room;
     /// Ends the stream, after what is queued, with an error saying why.
     fn end(&mut self, why: StreamEnd);
+}
+
+/// Room in an outbox, in both of the units that bound it: a count of answers bounds the
+/// many small answers of a busy live feed, the bytes bound the few large ones a catch-up
+/// from history sends. An answer larger than the whole byte bound still goes into an empty
+/// outbox (otherwise a large revision could never be sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    pub answers: usize,
+    /// Encoded (protobuf) size of answers.
+    pub bytes: usize,
+}
+
+impl Room {
+    /// Whether there is at least `need` of both.
+    pub fn holds(&self, need: Room) -> bool {
+        self.answers >= need.answers && self.bytes >= need.bytes
+    }
 }
 
 /// A history read the hub wants: the events from `from` on, for its unsynced watchers.
@@ -82,10 +101,29 @@ pub struct HubLimits {
     pub max_backlog: usize,
     /// An answer larger than this is split for a watcher that allows fragments.
     pub fragment_bytes: usize,
-    /// Answers an outbox must have room for before its unsynced watchers are caught up: a
-    /// client that reads one answer now and then is caught up in bursts, one history read
-    /// serving many answers, not one read per answer it takes.
-    pub catch_up_room: usize,
+    /// Room an outbox must have before its unsynced watchers are caught up: a client that
+    /// reads one answer now and then is caught up in bursts, one history read serving many
+    /// answers, not one read per answer it takes.
+    pub catch_up_room: Room,
+}
+
+/// What the hub has done since it was made (or since [`WatchHub::take_counters`]): how a
+/// member's watch load is made up, which etcd shows as metrics (`etcd_debugging_mvcc_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubCounters {
+    pub live_batches: u64,
+    /// Live batches that showed a gap before them.
+    pub gaps: u64,
+    /// Answers with events sent from live batches, and from history batches.
+    pub live_answers: u64,
+    pub history_answers: u64,
+    /// Events sent, from both.
+    pub events_sent: u64,
+    pub history_batches: u64,
+    /// Events the history batches held, whether or not anyone was sent them.
+    pub history_events: u64,
+    /// Times a synced watcher became unsynced.
+    pub unsynced: u64,
 }
 
 struct Stream<O> {
@@ -122,6 +160,7 @@ pub struct WatchHub<O> {
     reading: bool,
     /// Watchers that want `prev_kv`, so live events must carry it.
     prev_kv_watchers: usize,
+    counters: HubCounters,
 }
 
 impl<O: Outbox> WatchHub<O> {
@@ -139,6 +178,7 @@ impl<O: Outbox> WatchHub<O> {
             unsynced: BTreeSet::new(),
             reading: false,
             prev_kv_watchers: 0,
+            counters: HubCounters::default(),
         }
     }
 
@@ -166,6 +206,11 @@ impl<O: Outbox> WatchHub<O> {
     /// Watchers catching up from history.
     pub fn unsynced_count(&self) -> usize {
         self.unsynced.len()
+    }
+
+    /// The counters since the last call, which starts them again from zero.
+    pub fn take_counters(&mut self) -> HubCounters {
+        std::mem::take(&mut self.counters)
     }
 
     /// The revision answers' headers carry now.
@@ -289,7 +334,9 @@ impl<O: Outbox> WatchHub<O> {
     pub fn feed(&mut self, batch: LiveBatch) {
         let fed = self.fed;
         self.seen = self.seen.max(batch.revision);
+        self.counters.live_batches += 1;
         if batch.after > fed {
+            self.counters.gaps += 1;
             // Revisions fed+1..=after never reached the hub (dropped, or skipped by a
             // restore): every synced watcher that may want them catches up from history.
             for r in self.synced_refs() {
@@ -321,7 +368,9 @@ impl<O: Outbox> WatchHub<O> {
                 continue;
             }
             let events = indexes.iter().map(|&i| w.shape(&batch.events[i])).collect();
-            if !self.deliver(r, events) {
+            if self.deliver(r, events) {
+                self.counters.live_answers += 1;
+            } else {
                 self.unsync(r, first_unsent);
             }
         }
@@ -341,7 +390,11 @@ impl<O: Outbox> WatchHub<O> {
             let Some(s) = self.streams.get(&stream) else {
                 continue;
             };
-            if !s.backlog.is_empty() || s.outbox.room() < self.limits.catch_up_room.max(1) {
+            let need = Room {
+                answers: self.limits.catch_up_room.answers.max(1),
+                ..self.limits.catch_up_room
+            };
+            if !s.backlog.is_empty() || !s.outbox.room().holds(need) {
                 continue;
             }
             let Some(w) = s.watchers.get(&id) else {
@@ -372,6 +425,8 @@ impl<O: Outbox> WatchHub<O> {
     pub fn feed_history(&mut self, h: History) -> bool {
         self.reading = false;
         self.seen = self.seen.max(h.revision);
+        self.counters.history_batches += 1;
+        self.counters.history_events += h.events.len() as u64;
         let mut moved = false;
         // What this batch can give: up to the fed revision, not beyond. Events the read saw
         // past it are in live batches still on their way (or shown lost by a gap), and come
@@ -401,8 +456,11 @@ impl<O: Outbox> WatchHub<O> {
                     })
                     .map(|e| w.shape(e))
                     .collect();
-                if !events.is_empty() && !self.deliver(r, events) {
-                    continue;
+                if !events.is_empty() {
+                    if !self.deliver(r, events) {
+                        continue;
+                    }
+                    self.counters.history_answers += 1;
                 }
                 if let Some(w) = self.watcher_mut(r) {
                     w.next = upto + 1;
@@ -497,7 +555,7 @@ impl<O: Outbox> WatchHub<O> {
     fn has_room(&self, stream: StreamId) -> bool {
         self.streams
             .get(&stream)
-            .is_some_and(|s| s.backlog.is_empty() && s.outbox.room() > 0)
+            .is_some_and(|s| s.backlog.is_empty() && s.outbox.room().answers > 0)
     }
 
     /// Files `r` under synced or unsynced, from wherever it was.
@@ -527,6 +585,7 @@ impl<O: Outbox> WatchHub<O> {
         if let Some(w) = self.watcher_mut(r) {
             w.next = w.next.max(first_unsent);
         }
+        self.counters.unsynced += 1;
         self.set_synced(r, false);
     }
 
@@ -605,7 +664,7 @@ impl<O: Outbox> WatchHub<O> {
         } else {
             vec![whole]
         };
-        if answers.len() > s.outbox.capacity() {
+        if answers.len() > s.outbox.capacity().answers {
             // More fragments than the outbox can ever hold: whole, as to a watcher that did
             // not ask for fragments, rather than never.
             let mut events = Vec::new();
@@ -617,12 +676,20 @@ impl<O: Outbox> WatchHub<O> {
             whole.fragment = false;
             answers = vec![whole];
         }
-        if !s.backlog.is_empty() || s.outbox.room() < answers.len() {
+        let sizes: Vec<usize> = answers.iter().map(|a| a.encoded_len()).collect();
+        let room = s.outbox.room();
+        let fits = room.holds(Room {
+            answers: answers.len(),
+            bytes: sizes.iter().sum(),
+        }) || (room == s.outbox.capacity() && answers.len() <= room.answers);
+        if !s.backlog.is_empty() || !fits {
             return false;
         }
         w.quiet = false;
-        for answer in answers {
-            match s.outbox.offer(answer) {
+        let sent: usize = answers.iter().map(|a| a.events.len()).sum();
+        self.counters.events_sent += sent as u64;
+        for (answer, bytes) in answers.into_iter().zip(sizes) {
+            match s.outbox.offer(answer, bytes) {
                 Offer::Queued => {}
                 // Room was checked, and only the hub sends: a full outbox here is a bug
                 // of the outbox; the watcher catches up from history instead.
@@ -658,7 +725,8 @@ impl<O: Outbox> WatchHub<O> {
             return;
         };
         while let Some(answer) = s.backlog.pop_front() {
-            match s.outbox.offer(answer) {
+            let bytes = answer.encoded_len();
+            match s.outbox.offer(answer, bytes) {
                 Offer::Queued => {}
                 Offer::Full(answer) => {
                     s.backlog.push_front(answer);

@@ -43,8 +43,9 @@
 //!
 //! # Bounded memory
 //!
-//! A stream's outbox holds a fixed number of answers; an answer is at most one apply
-//! batch's events or one history batch. Answers to the client's own requests (created,
+//! A stream's outbox holds a fixed number of answers and a fixed number of bytes of them
+//! ([`Room`]); an answer is at most one apply batch's events or one history batch, and one
+//! larger than the byte bound goes only into an empty outbox. Answers to the client's own requests (created,
 //! canceled, progress) wait in a backlog while the outbox is full, and no event goes out on
 //! the stream while any wait, so `created` always comes before the watcher's events; a
 //! backlog over its limit means the client sends requests and reads nothing, and ends the
@@ -72,5 +73,8 @@ pub mod watcher;
 #[cfg(test)]
 mod tests;
 
-pub use hub::{HistoryRead, HubLimits, LiveBatch, Offer, Outbox, StreamEnd, StreamId, WatchHub};
+pub use hub::{
+    HistoryRead, HubCounters, HubLimits, LiveBatch, Offer, Outbox, Room, StreamEnd, StreamId,
+    WatchHub,
+};
 pub use watcher::{Keys, Watcher};

@@ -18,8 +18,11 @@ use crate::mvcc::History;
 /// What a client has been sent and not yet read.
 #[derive(Default)]
 struct Client {
-    queue: VecDeque<WatchResponse>,
+    /// Answers with their encoded sizes.
+    queue: VecDeque<(WatchResponse, usize)>,
     capacity: usize,
+    /// Bytes of answers it holds at most (`usize::MAX` unless a test sets it).
+    byte_capacity: usize,
     gone: bool,
     ended: Option<StreamEnd>,
 }
@@ -28,23 +31,33 @@ struct Client {
 struct TestOutbox(Rc<RefCell<Client>>);
 
 impl Outbox for TestOutbox {
-    fn offer(&mut self, answer: WatchResponse) -> Offer {
+    /// Takes whatever fits its count of answers, so that the tests see whether the hub keeps
+    /// to the byte bound itself.
+    fn offer(&mut self, answer: WatchResponse, bytes: usize) -> Offer {
         let mut c = self.0.borrow_mut();
         if c.gone {
             Offer::Closed
         } else if c.queue.len() >= c.capacity {
             Offer::Full(answer)
         } else {
-            c.queue.push_back(answer);
+            c.queue.push_back((answer, bytes));
             Offer::Queued
         }
     }
-    fn room(&self) -> usize {
+    fn room(&self) -> Room {
         let c = self.0.borrow();
-        c.capacity.saturating_sub(c.queue.len())
+        let held: usize = c.queue.iter().map(|(_, bytes)| bytes).sum();
+        Room {
+            answers: c.capacity.saturating_sub(c.queue.len()),
+            bytes: c.byte_capacity.saturating_sub(held),
+        }
     }
-    fn capacity(&self) -> usize {
-        self.0.borrow().capacity
+    fn capacity(&self) -> Room {
+        let c = self.0.borrow();
+        Room {
+            answers: c.capacity,
+            bytes: c.byte_capacity,
+        }
     }
     fn end(&mut self, why: StreamEnd) {
         self.0.borrow_mut().ended = Some(why);
@@ -53,10 +66,15 @@ impl Outbox for TestOutbox {
 
 impl TestOutbox {
     fn read(&self) -> Vec<WatchResponse> {
-        self.0.borrow_mut().queue.drain(..).collect()
+        self.0
+            .borrow_mut()
+            .queue
+            .drain(..)
+            .map(|(a, _)| a)
+            .collect()
     }
     fn read_one(&self) -> Option<WatchResponse> {
-        self.0.borrow_mut().queue.pop_front()
+        self.0.borrow_mut().queue.pop_front().map(|(a, _)| a)
     }
 }
 
@@ -164,7 +182,10 @@ impl Log {
 const LIMITS: HubLimits = HubLimits {
     max_backlog: 8,
     fragment_bytes: 1536 * 1024,
-    catch_up_room: 1,
+    catch_up_room: Room {
+        answers: 1,
+        bytes: 0,
+    },
 };
 
 fn hub(fed: i64) -> WatchHub<TestOutbox> {
@@ -186,8 +207,14 @@ fn hub_with(limits: HubLimits, fed: i64) -> WatchHub<TestOutbox> {
 }
 
 fn client(capacity: usize) -> TestOutbox {
+    client_of_bytes(capacity, usize::MAX)
+}
+
+/// A client whose outbox holds `capacity` answers and `byte_capacity` bytes of them.
+fn client_of_bytes(capacity: usize, byte_capacity: usize) -> TestOutbox {
     TestOutbox(Rc::new(RefCell::new(Client {
         capacity,
+        byte_capacity,
         ..Default::default()
     })))
 }
@@ -810,7 +837,10 @@ fn catching_up_waits_for_room_for_several_answers() {
     let mut log = Log::new();
     let mut hub = hub_with(
         HubLimits {
-            catch_up_room: 4,
+            catch_up_room: Room {
+                answers: 4,
+                bytes: 0,
+            },
             ..LIMITS
         },
         1,
@@ -829,4 +859,62 @@ fn catching_up_waits_for_room_for_several_answers() {
     let read = hub.history_wanted().expect("now it has room for 4");
     let _ = hub.feed_history(log.read(read));
     assert!(hub.history_wanted().is_none(), "full again after one batch");
+}
+
+/// Reads history as the actor does between two sync ticks: until a batch says to wait.
+fn catch_up_until_a_tick(hub: &mut WatchHub<TestOutbox>, log: &Log) {
+    while let Some(read) = hub.history_wanted() {
+        if !hub.feed_history(log.read(read)) {
+            break;
+        }
+    }
+}
+
+/// A slow client costs the member at most its outbox's bytes: catching up from history stops
+/// at the byte bound, whatever the count of answers would allow, and goes on, with nothing
+/// lost or repeated, once the client has read.
+#[test]
+fn catching_up_stops_at_the_outbox_byte_bound() {
+    const BYTES: usize = 1000;
+    let mut log = Log::new();
+    let mut hub = hub(1);
+    let value = "v".repeat(100);
+    for _ in 0..30 {
+        hub.feed(log.put("k", &value));
+    }
+    let c = client_of_bytes(1000, BYTES);
+    let s = hub.open(c.clone());
+    hub.create(s, &from(watch("k"), 2), log.revision);
+    let mut got = Vec::new();
+    for round in 0.. {
+        catch_up_until_a_tick(&mut hub, &log);
+        let held: usize = c.0.borrow().queue.iter().map(|(_, b)| b).sum();
+        assert!(held <= BYTES, "round {round}: {held} bytes held");
+        let answers = c.read();
+        if answers.iter().all(|a| a.events.is_empty()) && hub.unsynced_count() == 0 {
+            break;
+        }
+        assert!(round < 30, "never caught up");
+        got.extend(events(&answers).into_iter().map(|(_, _, rev)| rev));
+    }
+    assert_eq!(
+        got,
+        (2..=31).collect::<Vec<_>>(),
+        "every revision once, in order"
+    );
+}
+
+/// An answer larger than the whole byte bound still goes out, into an empty outbox.
+#[test]
+fn an_answer_larger_than_the_byte_bound_goes_into_an_empty_outbox() {
+    let mut log = Log::new();
+    let mut hub = hub(1);
+    let c = client_of_bytes(10, 50);
+    let s = hub.open(c.clone());
+    hub.create(s, &watch("k"), log.revision);
+    c.read();
+    hub.feed(log.put("k", &"v".repeat(200)));
+    let got = c.read();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].events.len(), 1);
 }

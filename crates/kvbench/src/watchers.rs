@@ -54,6 +54,8 @@ pub struct Watching {
     load: WatchLoad,
     /// Events the fast watchers got, and their latencies from put to event.
     events: Arc<AtomicU64>,
+    /// Events the slow watchers' clients have taken in: how much they kept up.
+    slow_events: Arc<AtomicU64>,
     latencies: Arc<Mutex<Vec<Duration>>>,
     tasks: Vec<JoinHandle<()>>,
     /// The request halves of the streams: kept open while the load runs.
@@ -104,6 +106,7 @@ impl Watching {
         let mut watching = Watching {
             load,
             events: Arc::new(AtomicU64::new(0)),
+            slow_events: Arc::new(AtomicU64::new(0)),
             latencies: Arc::new(Mutex::new(Vec::new())),
             tasks: Vec::new(),
             _requests: Vec::new(),
@@ -140,8 +143,9 @@ impl Watching {
                 let _ = tx.try_send(c);
             }
             watching._requests.push(tx);
-            let (events, latencies, created) = (
+            let (events, slow_events, latencies, created) = (
                 watching.events.clone(),
+                watching.slow_events.clone(),
                 watching.latencies.clone(),
                 created_tx.clone(),
             );
@@ -158,6 +162,7 @@ impl Watching {
                     match reader {
                         Reader::Discard => {}
                         Reader::Slow => {
+                            slow_events.fetch_add(answer.events.len() as u64, Ordering::Relaxed);
                             let busy = SLOW_EVENT_TIME * answer.events.len() as u32;
                             tokio::time::sleep(busy.max(SLOW_READ_INTERVAL)).await
                         }
@@ -190,6 +195,10 @@ impl Watching {
     pub fn report(&self, elapsed: Duration) -> String {
         let WatchLoad { idle, slow, fast } = self.load;
         let mut out = format!(" watchers={idle}/{slow}/{fast}");
+        if slow > 0 {
+            let taken = self.slow_events.load(Ordering::Relaxed);
+            out.push_str(&format!(" slow_events={taken}"));
+        }
         if fast > 0 {
             let mut lat = self.latencies.lock().expect("the latencies").clone();
             lat.sort();

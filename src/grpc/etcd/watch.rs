@@ -118,7 +118,6 @@ impl Watch for EtcdWatch {
             }
             hub.do_send(CloseWatchStream { stream });
         });
-        let answers = ReceiverStream::new(answers);
         if !require_leader {
             return Ok(Response::new(Box::pin(answers)));
         }

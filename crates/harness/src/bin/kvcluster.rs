@@ -6,7 +6,7 @@
 //! on stdout: the client endpoints, then the nodes' pids, each comma-separated. Then it runs
 //! until SIGINT or SIGTERM, stops every node with SIGTERM (SIGKILL after a timeout) and exits
 //! 0. It exits 1 if the cluster does not start. Nodes run with the node's default Raft timing
-//! (as deployed, not the tests' fast timing) and log at `warn`.
+//! (as deployed, not the tests' fast timing) and log at `warn`, but for the watch hub's counters.
 //!
 //! ```sh
 //! kvcluster --dir /tmp/kv >/tmp/kv.out &   # line 1 of /tmp/kv.out: the endpoints, line 2: pids
@@ -43,14 +43,16 @@ struct Args {
     proxied_links: bool,
 }
 
-/// The node's own defaults for Raft timing and client requests, and `warn` logs.
+/// The node's own defaults for Raft timing and client requests, and `warn` logs, but for
+/// the watch hub's counters every 10 s while it has watchers (a benchmark's watch load as
+/// each member saw it).
 fn as_deployed(config: &mut NodeConfig) {
     let default = NodeConfig::default();
     config.tick_interval_ms = default.tick_interval_ms;
     config.heartbeat_ticks = default.heartbeat_ticks;
     config.election_ticks = default.election_ticks;
     config.request_timeout_ms = default.request_timeout_ms;
-    config.log_level = "warn".into();
+    config.log_level = "warn,distributed_kv::actors::watch_hub=info".into();
 }
 
 #[tokio::main]
