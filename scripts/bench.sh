@@ -139,13 +139,19 @@ done
 # The lines of a point run in this order in odd rounds and in the reverse order in even ones:
 # whatever a point leaves running behind it (a snapshot build after many puts, physical
 # compaction) then slows the first line of the next point in one round and the last in the
-# other, not the same line every time.
+# other, not the same line every time. The points too run in reverse order in even rounds:
+# stores slow down as their data grows over a run, which would otherwise favour the first
+# point of every round over the last.
 for round in $(seq 1 "$ROUNDS"); do
   order=("${LINES[@]}")
   if [ $((round % 2)) = 0 ]; then
     order=(); for ((i = ${#LINES[@]} - 1; i >= 0; i--)); do order+=("${LINES[$i]}"); done
   fi
-  for point in $POINTS; do
+  points=($POINTS)
+  if [ $((round % 2)) = 0 ]; then
+    points=(); for p in $POINTS; do points=("$p" "${points[@]}"); done
+  fi
+  for point in "${points[@]}"; do
     # workload:clients, or workload:clients:IDLE/SLOW/FAST with watchers beside the load.
     workload="${point%%:*}"; rest="${point#*:}"; clients="${rest%%:*}"; watch_args=()
     if [ "$rest" != "$clients" ]; then

@@ -50,8 +50,9 @@ use crate::mvcc::write::{Finished, Writer};
 use crate::mvcc::{check_delete_range, check_put, check_txn, History, MvccStore};
 use crate::proto::raftpb::{log_command::Op, LogCommand};
 use etcd_api::etcdserverpb::{
-    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, TxnResponse,
+    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
+    LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnResponse,
 };
 use etcd_api::mvccpb::{Event, KeyValue};
 use etcd_api::EtcdError;
@@ -88,6 +89,9 @@ pub enum WriteResponse {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    LeaseCheckpoint(LeaseCheckpointResponse),
 }
 
 /// The tag a proposer puts in its `LogCommand` (`origin_node`, `origin_seq`) so that it can
@@ -248,6 +252,12 @@ fn execute(w: &mut Writer<'_>, op: Op) -> Result<CommandOutcome> {
             Ok(outcome(w.txn(&t)?, WriteResponse::Txn))
         }
         Op::Compaction(c) => Ok(outcome(w.compaction(&c)?, WriteResponse::Compaction)),
+        Op::LeaseGrant(g) => Ok(outcome(w.lease_grant(&g)?, WriteResponse::LeaseGrant)),
+        Op::LeaseRevoke(r) => Ok(outcome(w.lease_revoke(&r)?, WriteResponse::LeaseRevoke)),
+        Op::LeaseCheckpoint(c) => Ok(outcome(
+            w.lease_checkpoint(&c)?,
+            WriteResponse::LeaseCheckpoint,
+        )),
     }
 }
 
@@ -429,6 +439,20 @@ impl StateMachine {
         Ok(out)
     }
 
+    /// Every lease, as the log has granted, revoked and checkpointed them.
+    pub fn leases(&self) -> &crate::mvcc::LeaseTable {
+        self.store.leases()
+    }
+
+    /// The live keys attached to lease `id`, in key order.
+    pub fn lease_keys(&self, id: i64) -> Vec<Vec<u8>> {
+        self.store
+            .index()
+            .lease_keys(id)
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
     /// The watch events of the last apply batch, each with the key as it was before if
     /// `with_prev`; empty once taken, or when the batch changed nothing.
     pub fn events(&mut self, with_prev: bool) -> Result<Vec<Event>> {
@@ -576,14 +600,14 @@ impl StateMachine {
         for kv in self.tree.iter() {
             batch.remove(kv?.0);
         }
-        let (state, index) = MvccStore::restore_into(&snap.data, &mut batch)?;
+        let restored = MvccStore::restore_into(&snap.data, &mut batch)?;
         let m = snap.get_metadata();
         batch.insert(APPLIED_KEY, &applied_value(m.index, m.term));
         self.trust.set_dirty()?;
         self.tree.apply_batch(batch)?;
         self.sync()?;
         self.applied = LogId::of(m);
-        self.store.install(state, index);
+        self.store.install(restored);
         self.written.clear();
         Ok(())
     }

@@ -22,8 +22,10 @@
 //!   within an apply batch, whose records are staged and whose changes are already here (a
 //!   failure to write the batch stops the node, so the two never diverge on a running one).
 //! - `live` is the number of keys whose newest change is a put.
+//! - `by_lease` holds exactly the live keys with a lease, under that lease: the keys a
+//!   revoke deletes, and a TimeToLive lists.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 
 use super::keys::{KeyRange, Live, Meta, Revision};
@@ -56,6 +58,8 @@ pub struct KeyIndex {
     live: u64,
     /// Changes held, over every key: the length of the revision log.
     changes: usize,
+    /// The live keys of each lease that has any.
+    by_lease: HashMap<i64, BTreeSet<Vec<u8>>>,
 }
 
 impl KeyIndex {
@@ -67,6 +71,39 @@ impl KeyIndex {
     /// The number of changes held, over every key: the records in the revision log.
     pub fn change_count(&self) -> usize {
         self.changes
+    }
+
+    /// The live keys attached to lease `id`, in key order.
+    pub fn lease_keys(&self, id: i64) -> impl Iterator<Item = &[u8]> + '_ {
+        self.by_lease
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(Vec::as_slice)
+    }
+
+    /// The leases that have live keys.
+    pub fn lease_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.by_lease.keys().copied()
+    }
+
+    /// Files `key` under the lease of `change`, or takes it out, as the change is its newest
+    /// or stops being it.
+    fn lease_of(&mut self, key: &[u8], change: Option<&Change>, attach: bool) {
+        let Some(lease) = change.and_then(Change::alive).map(|l| l.lease) else {
+            return;
+        };
+        if lease == 0 {
+            return;
+        }
+        if attach {
+            self.by_lease.entry(lease).or_default().insert(key.to_vec());
+        } else if let Some(keys) = self.by_lease.get_mut(&lease) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_lease.remove(&lease);
+            }
+        }
     }
 
     /// The state of `key` now.
@@ -118,10 +155,15 @@ impl KeyIndex {
             None => self.keys.entry(key.to_vec()).or_default(),
         };
         debug_assert!(changes.back().is_none_or(|c| c.rev < change.rev));
-        let was_alive = changes.back().is_some_and(|c| !c.meta.tombstone);
+        let old = changes.back().copied();
+        let was_alive = old.is_some_and(|c| !c.meta.tombstone);
         changes.push_back(change);
         self.changes += 1;
         self.live = self.live + u64::from(!change.meta.tombstone) - u64::from(was_alive);
+        if old.is_some_and(|c| c.meta.lease != 0) || change.meta.lease != 0 {
+            self.lease_of(key, old.as_ref(), false);
+            self.lease_of(key, Some(&change), true);
+        }
     }
 
     /// Takes back the newest change of `key` (a command that failed part-way).
@@ -133,10 +175,15 @@ impl KeyIndex {
             return;
         };
         self.changes -= 1;
-        let now_alive = changes.back().is_some_and(|c| !c.meta.tombstone);
+        let now = changes.back().copied();
+        let now_alive = now.is_some_and(|c| !c.meta.tombstone);
         self.live = self.live + u64::from(now_alive) - u64::from(!gone.meta.tombstone);
         if changes.is_empty() {
             self.keys.remove(key);
+        }
+        if now.is_some_and(|c| c.meta.lease != 0) || gone.meta.lease != 0 {
+            self.lease_of(key, Some(&gone), false);
+            self.lease_of(key, now.as_ref(), true);
         }
     }
 
@@ -280,6 +327,48 @@ mod tests {
         assert!(
             !ix.keys.contains_key(&b"c"[..]),
             "an emptied key leaves the map"
+        );
+    }
+
+    fn leased(main: i64, lease: i64) -> Change {
+        let mut c = put(main, main, 1);
+        c.meta.lease = lease;
+        c
+    }
+
+    fn keys_of(ix: &KeyIndex, lease: i64) -> Vec<&[u8]> {
+        ix.lease_keys(lease).collect()
+    }
+
+    #[test]
+    fn each_lease_knows_its_live_keys_through_puts_deletes_and_undo() {
+        let mut ix = KeyIndex::default();
+        ix.record(b"a", leased(2, 7));
+        ix.record(b"b", leased(3, 7));
+        assert_eq!(keys_of(&ix, 7), [&b"a"[..], b"b"]);
+        ix.record(b"a", leased(4, 8));
+        assert_eq!(
+            keys_of(&ix, 7),
+            [&b"b"[..]],
+            "a put moves a key to its new lease"
+        );
+        assert_eq!(keys_of(&ix, 8), [&b"a"[..]]);
+        ix.record(b"b", tombstone(5));
+        assert!(keys_of(&ix, 7).is_empty(), "a deleted key has no lease");
+        ix.record(b"a", put(6, 6, 1));
+        assert!(
+            keys_of(&ix, 8).is_empty(),
+            "a put without a lease detaches it"
+        );
+        ix.unrecord(b"a");
+        ix.unrecord(b"b");
+        assert_eq!(keys_of(&ix, 8), [&b"a"[..]], "undo puts them back");
+        assert_eq!(keys_of(&ix, 7), [&b"b"[..]]);
+        ix.unrecord(b"a");
+        assert_eq!(keys_of(&ix, 7), [&b"a"[..], b"b"]);
+        assert!(
+            !ix.by_lease.contains_key(&8),
+            "an empty lease leaves the map"
         );
     }
 

@@ -30,6 +30,7 @@
 //! |---|---|---|
 //! | `r` | revision (main, sub: 8 bytes each) | meta (tombstone flag, create revision, version, lease: 25 bytes), key length, key, value: the revision log |
 //! | `m` | `mrev`, `mcompact`, `mcount`, `mcompacted` | revision, compact revision, live keys, physical-compaction cursor |
+//! | `l` | lease id (8 bytes) | TTL, checkpointed remaining TTL: the lease table ([`lease`]) |
 //!
 //! (`mapplied`, the applied log index, is the state machine's, in the same batches.)
 //!
@@ -66,6 +67,7 @@ pub mod compact;
 pub mod history;
 pub mod index;
 pub mod keys;
+pub mod lease;
 pub mod overlay;
 pub mod read;
 pub mod snapshot;
@@ -74,12 +76,15 @@ pub mod txn;
 pub mod write;
 
 #[cfg(test)]
+mod lease_tests;
+#[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod tests;
 
 pub use check::{check_delete_range, check_put, check_range, check_txn, MAX_TXN_OPS};
 pub use history::{History, HISTORY_BATCH_BYTES, HISTORY_BATCH_EVENTS};
+pub use lease::{Lease, LeaseTable, MAX_LEASE_TTL, NO_LEASE};
 pub use store::{MvccStore, SnapshotSource};
 
 /// Records of the revision log one physical-compaction step looks at: small enough that a

@@ -21,6 +21,7 @@ use etcd_api::EtcdError;
 
 use super::index::KeyIndex;
 use super::keys::{rev_key, KeyRange, Live, Record, Revision};
+use super::lease::LeaseTable;
 use super::overlay::View;
 use crate::error::{Error, Result};
 
@@ -35,6 +36,7 @@ pub fn corrupt(what: &str, key: &[u8]) -> Error {
 pub struct Reader<'a> {
     pub view: View<'a>,
     pub index: &'a KeyIndex,
+    pub leases: &'a LeaseTable,
     pub current: i64,
     pub compact: i64,
 }

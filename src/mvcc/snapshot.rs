@@ -7,7 +7,9 @@
 //!
 //! - **Versioned** (this store): the first pair is an empty part and a header:
 //!   [`SNAPSHOT_MAGIC`], the format byte [`SNAPSHOT_FORMAT`], then the revision and the compact
-//!   revision (8 bytes each). Every other pair is one revision-log record up to the
+//!   revision (8 bytes each). Then, in format 2, one pair per lease, in id order: its 9-byte
+//!   record key (`l` + id) and its 16-byte record ([`super::lease`]); format 1, written before
+//!   leases, has none. Every other pair is one revision-log record up to the
 //!   revision, in revision order: the 16-byte revision and the record's bytes. Records that
 //!   compaction made unreachable may be among them if physical compaction had not removed
 //!   them yet; the receiver rebuilds its key index from the records and removes those itself.
@@ -17,12 +19,15 @@
 //!   wrote.
 
 use super::keys::{be_i64, Revision, REVISION_BYTES};
+use super::lease::{self, Lease};
 use crate::error::{Error, Result};
 
 /// What a versioned snapshot's header starts with.
 pub const SNAPSHOT_MAGIC: &[u8] = b"\xffmvcc";
-/// The format of versioned snapshots this code writes (and the only one it reads).
-pub const SNAPSHOT_FORMAT: u8 = 1;
+/// The format of versioned snapshots this code writes: 2, with leases. It also reads 1.
+pub const SNAPSHOT_FORMAT: u8 = 2;
+/// The format written before leases existed.
+const FORMAT_WITHOUT_LEASES: u8 = 1;
 /// Bytes of a part's length.
 const LEN_BYTES: usize = 4;
 /// Bytes of a header: the magic, the format byte, the revision, the compact revision.
@@ -42,6 +47,7 @@ pub enum Parsed<'a> {
     Versioned {
         revision: i64,
         compact: i64,
+        leases: Vec<(i64, Lease)>,
         records: Vec<SnapshotRecord<'a>>,
     },
 }
@@ -62,6 +68,12 @@ pub fn header(revision: i64, compact: i64) -> Vec<u8> {
     push_part(&mut out, &[]);
     push_part(&mut out, &h);
     out
+}
+
+/// Adds a lease; every lease goes after the header and before the first record.
+pub fn push_lease(out: &mut Vec<u8>, id: i64, lease: Lease) {
+    push_part(out, &lease::lease_key(id));
+    push_part(out, &lease.to_bytes());
 }
 
 pub fn push_record(out: &mut Vec<u8>, rev: Revision, bytes: &[u8]) {
@@ -111,16 +123,32 @@ pub fn parse(data: &[u8]) -> Result<Parsed<'_>> {
     }
     let h = all[0].1;
     let format = h[SNAPSHOT_MAGIC.len()];
-    if format != SNAPSHOT_FORMAT {
+    if format != SNAPSHOT_FORMAT && format != FORMAT_WITHOUT_LEASES {
         return Err(corrupt(&format!("unknown format {format}")));
     }
     let at = SNAPSHOT_MAGIC.len() + 1;
     let (Some(revision), Some(compact)) = (be_i64(h, at), be_i64(h, at + 8)) else {
         return Err(corrupt("short header"));
     };
-    let mut records = Vec::with_capacity(all.len() - 1);
+    let mut rest = &all[1..];
+    let mut leases: Vec<(i64, Lease)> = Vec::new();
+    while let Some(((key, value), more)) = rest.split_first() {
+        let Some(id) = lease::id_of_key(key) else {
+            break;
+        };
+        let lease = Lease::from_bytes(value).ok_or_else(|| corrupt("a bad lease"))?;
+        if leases.last().is_some_and(|(last, _)| *last >= id) {
+            return Err(corrupt("leases out of order"));
+        }
+        leases.push((id, lease));
+        rest = more;
+    }
+    if format == FORMAT_WITHOUT_LEASES && !leases.is_empty() {
+        return Err(corrupt("leases in a format without them"));
+    }
+    let mut records = Vec::with_capacity(rest.len());
     let mut last: Option<Revision> = None;
-    for (rev, bytes) in &all[1..] {
+    for (rev, bytes) in rest {
         if rev.len() != REVISION_BYTES {
             return Err(corrupt("a record's revision is not 16 bytes"));
         }
@@ -134,6 +162,7 @@ pub fn parse(data: &[u8]) -> Result<Parsed<'_>> {
     Ok(Parsed::Versioned {
         revision,
         compact,
+        leases,
         records,
     })
 }
@@ -155,8 +184,12 @@ mod tests {
             Parsed::Versioned {
                 revision: 7,
                 compact: 3,
+                leases,
                 records,
-            } => assert_eq!(records[0].bytes, b"rec"),
+            } => {
+                assert_eq!(records[0].bytes, b"rec");
+                assert!(leases.is_empty());
+            }
             other => panic!("parsed as {other:?}"),
         }
         let mut old = Vec::new();
@@ -167,6 +200,35 @@ mod tests {
             Parsed::Unversioned(vec![(&b"k"[..], &b"v"[..])])
         );
         assert_eq!(parse(&[]).unwrap(), Parsed::Unversioned(vec![]));
+    }
+
+    #[test]
+    fn leases_come_between_the_header_and_the_records() {
+        let lease = Lease {
+            ttl: 10,
+            remaining: 4,
+        };
+        let mut data = header(7, 3);
+        push_lease(&mut data, 5, lease);
+        push_lease(&mut data, 9, lease);
+        push_record(&mut data, Revision { main: 4, sub: 0 }, b"rec");
+        match parse(&data).unwrap() {
+            Parsed::Versioned {
+                leases, records, ..
+            } => {
+                assert_eq!(leases, vec![(5, lease), (9, lease)]);
+                assert_eq!(records.len(), 1);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let mut unordered = header(7, 3);
+        push_lease(&mut unordered, 9, lease);
+        push_lease(&mut unordered, 5, lease);
+        assert!(parse(&unordered).is_err(), "leases out of order");
+        let mut old = header(7, 3);
+        old[LEN_BYTES * 2 + SNAPSHOT_MAGIC.len()] = FORMAT_WITHOUT_LEASES;
+        push_record(&mut old, Revision { main: 4, sub: 0 }, b"rec");
+        assert!(parse(&old).is_ok(), "format 1 still reads");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use etcd_api::EtcdError;
 use super::compact;
 use super::index::{Change, KeyIndex};
 use super::keys::{be_i64, rev_key, rev_of_key, KeyRange, Live, Record, Revision, REV_PREFIX};
+use super::lease::{lease_key, Lease, LeaseTable};
 use super::overlay::View;
 use super::read::{corrupt, Reader};
 use super::snapshot::{self, SnapshotRecord};
@@ -93,6 +94,14 @@ pub struct MvccStore {
     tree: sled::Tree,
     state: StoreState,
     index: KeyIndex,
+    leases: LeaseTable,
+}
+
+/// What a snapshot restores, for [`MvccStore::install`] once its batch is written.
+pub struct Restored {
+    pub state: StoreState,
+    pub index: KeyIndex,
+    pub leases: LeaseTable,
 }
 
 impl MvccStore {
@@ -150,7 +159,14 @@ impl MvccStore {
                 index.live_count()
             )));
         }
-        Ok(MvccStore { tree, state, index })
+        let leases = LeaseTable::load(&tree)?;
+        check_leases(&index, &leases)?;
+        Ok(MvccStore {
+            tree,
+            state,
+            index,
+            leases,
+        })
     }
 
     /// Whether `tree` holds data from before revisions, which [`MvccStore::open`] converts.
@@ -197,7 +213,12 @@ impl MvccStore {
 
     /// A writer for one apply batch.
     pub fn writer(&mut self) -> Writer<'_> {
-        Writer::new(&self.tree, &mut self.index, self.state)
+        Writer::new(&self.tree, &mut self.index, &mut self.leases, self.state)
+    }
+
+    /// Every lease, as the log has granted, revoked and checkpointed them.
+    pub fn leases(&self) -> &LeaseTable {
+        &self.leases
     }
 
     /// The tree the records are in (for the history reads of `history.rs`).
@@ -214,6 +235,7 @@ impl MvccStore {
         Reader {
             view: View::tree(&self.tree),
             index: &self.index,
+            leases: &self.leases,
             current: self.state.revision,
             compact: self.state.compact,
         }
@@ -305,12 +327,16 @@ impl MvccStore {
     }
 
     /// Feeds `eat` with everything the state hash covers: each record compaction leaves,
-    /// then the revision and compact revision.
+    /// each lease, then the revision and compact revision.
     pub fn digest(&self, mut eat: impl FnMut(&[u8])) -> Result<()> {
         self.visible_records(self.state.revision, |rev, _, bytes| {
             eat(&rev.to_bytes());
             eat(bytes);
         })?;
+        for (id, lease) in self.leases.iter() {
+            eat(&lease_key(id));
+            eat(&lease.to_bytes());
+        }
         eat(&self.state.revision.to_be_bytes());
         eat(&self.state.compact.to_be_bytes());
         Ok(())
@@ -330,6 +356,7 @@ impl MvccStore {
             tree: self.tree.clone(),
             revision: self.state.revision,
             compact: self.state.compact,
+            leases: self.leases.iter().collect(),
         }
     }
 
@@ -339,10 +366,10 @@ impl MvccStore {
     }
 
     /// Fills `batch` (which already removes everything in the tree) with the state of
-    /// snapshot `data`, new format or old, and returns that state and its key index, for
-    /// [`MvccStore::install`] once the batch is written.
-    pub fn restore_into(data: &[u8], batch: &mut sled::Batch) -> Result<(StoreState, KeyIndex)> {
-        let state = match snapshot::parse(data)? {
+    /// snapshot `data`, new format or old, and returns that state, its key index and its
+    /// leases, for [`MvccStore::install`] once the batch is written.
+    pub fn restore_into(data: &[u8], batch: &mut sled::Batch) -> Result<Restored> {
+        let restored = match snapshot::parse(data)? {
             snapshot::Parsed::Unversioned(pairs) => {
                 let mut pairs = pairs;
                 // Old snapshots are in key order; sort anyway, the last value of a key wins.
@@ -350,23 +377,30 @@ impl MvccStore {
                 pairs.reverse();
                 pairs.dedup_by(|a, b| a.0 == b.0);
                 pairs.reverse();
-                import_unversioned(pairs.into_iter(), batch)
+                let (state, index) = import_unversioned(pairs.into_iter(), batch);
+                Restored {
+                    state,
+                    index,
+                    leases: LeaseTable::default(),
+                }
             }
             snapshot::Parsed::Versioned {
                 revision,
                 compact,
+                leases,
                 records,
-            } => import_records(revision, compact, records, batch)?,
+            } => import_records(revision, compact, leases, records, batch)?,
         };
-        state.0.write_all(batch);
-        Ok(state)
+        restored.state.write_all(batch);
+        Ok(restored)
     }
 
-    /// Takes the state and index of a restored snapshot (after [`MvccStore::restore_into`]'s
-    /// batch is written).
-    pub fn install(&mut self, state: StoreState, index: KeyIndex) {
-        self.state = state;
-        self.index = index;
+    /// Takes what a restored snapshot holds (after [`MvccStore::restore_into`]'s batch is
+    /// written).
+    pub fn install(&mut self, restored: Restored) {
+        self.state = restored.state;
+        self.index = restored.index;
+        self.leases = restored.leases;
     }
 }
 
@@ -376,6 +410,8 @@ pub struct SnapshotSource {
     tree: sled::Tree,
     revision: i64,
     compact: i64,
+    /// The lease table then: unlike records, it changes in place, so it is copied at once.
+    leases: Vec<(i64, Lease)>,
 }
 
 impl SnapshotSource {
@@ -388,6 +424,9 @@ impl SnapshotSource {
     /// (its cursor starts at the beginning).
     pub fn data(&self) -> Result<Vec<u8>> {
         let mut out = snapshot::header(self.revision, self.compact);
+        for &(id, lease) in &self.leases {
+            snapshot::push_lease(&mut out, id, lease);
+        }
         let hi = rev_key(Revision::after_main(self.revision));
         for item in self.tree.range(&[REV_PREFIX][..]..&hi[..]) {
             let (k, v) = item?;
@@ -473,9 +512,10 @@ fn import_unversioned<'a>(
 fn import_records(
     revision: i64,
     compact: i64,
+    leases: Vec<(i64, Lease)>,
     records: Vec<SnapshotRecord<'_>>,
     batch: &mut sled::Batch,
-) -> Result<(StoreState, KeyIndex)> {
+) -> Result<Restored> {
     let bad = |what: &str| Error::Disk(format!("snapshot data is corrupt: {what}"));
     let mut index = KeyIndex::default();
     let mut last: Option<Revision> = None;
@@ -502,5 +542,26 @@ fn import_records(
         key_count: index.live_count(),
         cursor: Revision::default(),
     };
-    Ok((state, index))
+    let mut table = LeaseTable::default();
+    for (id, lease) in leases {
+        batch.insert(&lease_key(id)[..], &lease.to_bytes()[..]);
+        table.insert(id, lease);
+    }
+    check_leases(&index, &table)?;
+    Ok(Restored {
+        state,
+        index,
+        leases: table,
+    })
+}
+
+/// Every live key's lease must exist (the lease table's invariant): data that says
+/// otherwise is damaged.
+fn check_leases(index: &KeyIndex, leases: &LeaseTable) -> Result<()> {
+    match index.lease_ids().find(|id| !leases.contains(*id)) {
+        Some(id) => Err(Error::Disk(format!(
+            "state machine data is corrupt: keys are attached to lease {id:x}, which does not exist"
+        ))),
+        None => Ok(()),
+    }
 }

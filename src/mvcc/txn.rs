@@ -9,7 +9,7 @@
 //!    nested failure branch when `x` did not exist before).
 //! 2. **Then the operations on the path are checked, on the same state:** a put with
 //!    `ignore_value`/`ignore_lease` whose key does not exist is `KeyNotFound`, a put with a
-//!    lease is `LeaseNotFound` (no leases exist), then a range whose revision is above the
+//!    lease that does not exist is `LeaseNotFound`, then a range whose revision is above the
 //!    Txn's starting revision is `FutureRevision` and one below the compact revision
 //!    `Compacted`. A revision of 0 passes; a negative one is compared as it is, so after any
 //!    compaction a range at a negative revision inside a Txn is `Compacted` (probed; a
@@ -136,7 +136,7 @@ fn check_puts(reader: &Reader<'_>, req: &TxnRequest, path: &Path) -> Result<()> 
                 if (p.ignore_value || p.ignore_lease) && reader.live(&p.key)?.is_none() {
                     return Err(Error::Etcd(EtcdError::KeyNotFound));
                 }
-                if p.lease != 0 {
+                if p.lease != super::NO_LEASE && !reader.leases.contains(p.lease) {
                     return Err(Error::Etcd(EtcdError::LeaseNotFound));
                 }
             }

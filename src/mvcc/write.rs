@@ -1,4 +1,5 @@
-//! Applying etcd's write commands: Put, DeleteRange, Txn (in `txn.rs`) and Compaction.
+//! Applying etcd's write commands: Put, DeleteRange, Txn (in `txn.rs`), Compaction, and the
+//! lease commands (grant, revoke, checkpoint; see [`super::lease`]).
 //!
 //! A [`Writer`] stages one apply batch: the records go into an [`Overlay`], the revision and
 //! compact revision into a copy of the store's state (the key count is the index's), and
@@ -16,13 +17,15 @@
 //! key gets a tombstone record and change.
 
 use etcd_api::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, ResponseHeader,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, ResponseHeader,
 };
 use etcd_api::EtcdError;
 
 use super::index::{Change, KeyIndex};
 use super::keys::{rev_key, KeyRange, Live, Meta, Record, Revision};
+use super::lease::{lease_key, Lease, LeaseTable, MAX_LEASE_TTL, NO_LEASE};
 use super::overlay::{Overlay, View};
 use super::read::Reader;
 use super::store::StoreState;
@@ -89,6 +92,9 @@ pub struct Finished {
 pub struct Writer<'a> {
     tree: &'a sled::Tree,
     index: &'a mut KeyIndex,
+    /// Changed in place, like the index: only commands that never fail after a change touch
+    /// it (grant, revoke, checkpoint), so an undo never needs to.
+    leases: &'a mut LeaseTable,
     overlay: Overlay,
     /// The keys the current undoable command changed in the index, in order, so a failure
     /// part-way takes their changes back (newest first).
@@ -105,10 +111,16 @@ pub struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    pub fn new(tree: &'a sled::Tree, index: &'a mut KeyIndex, state: StoreState) -> Writer<'a> {
+    pub fn new(
+        tree: &'a sled::Tree,
+        index: &'a mut KeyIndex,
+        leases: &'a mut LeaseTable,
+        state: StoreState,
+    ) -> Writer<'a> {
         Writer {
             tree,
             index,
+            leases,
             overlay: Overlay::default(),
             index_undo: Vec::new(),
             undoable: false,
@@ -123,6 +135,7 @@ impl<'a> Writer<'a> {
         Reader {
             view: View::with(self.tree, &self.overlay),
             index: self.index,
+            leases: self.leases,
             current,
             compact: self.state.compact,
         }
@@ -178,7 +191,7 @@ impl<'a> Writer<'a> {
     pub fn put(&mut self, req: &PutRequest) -> Result<Result<PutResponse, EtcdError>> {
         self.atomically(false, |w| {
             // etcd checks the lease before anything else, when not inside a Txn.
-            if req.lease != 0 {
+            if req.lease != NO_LEASE && !w.leases.contains(req.lease) {
                 return Err(Error::Etcd(EtcdError::LeaseNotFound));
             }
             let mut changes = Changes::new(w.state.revision);
@@ -242,7 +255,7 @@ impl<'a> Writer<'a> {
         changes: &mut Changes,
         req: &PutRequest,
     ) -> Result<PutResponse> {
-        if req.lease != 0 {
+        if req.lease != NO_LEASE && !self.leases.contains(req.lease) {
             return Err(Error::Etcd(EtcdError::LeaseNotFound));
         }
         let reader = self.reader(changes.current());
@@ -305,23 +318,107 @@ impl<'a> Writer<'a> {
             Vec::new()
         };
         for (key, _) in &doomed {
-            let rev = changes.next();
-            self.overlay.insert(
-                rev_key(rev).to_vec(),
-                Record::encode(&Meta::TOMBSTONE, key, &[]),
-            );
-            self.record(
-                key,
-                Change {
-                    rev,
-                    meta: Meta::TOMBSTONE,
-                },
-            );
+            self.tombstone(changes, key);
         }
         Ok(DeleteRangeResponse {
             header: header(changes.current()),
             deleted: doomed.len() as i64,
             prev_kvs,
         })
+    }
+
+    /// Deletes live `key` as the next change of a command.
+    fn tombstone(&mut self, changes: &mut Changes, key: &[u8]) {
+        let rev = changes.next();
+        self.overlay.insert(
+            rev_key(rev).to_vec(),
+            Record::encode(&Meta::TOMBSTONE, key, &[]),
+        );
+        self.record(
+            key,
+            Change {
+                rev,
+                meta: Meta::TOMBSTONE,
+            },
+        );
+    }
+
+    /// etcd's lessor `Grant`, as applied: the proposer has picked the id and raised the TTL
+    /// to its least TTL. A grant does not change the revision.
+    pub fn lease_grant(
+        &mut self,
+        req: &LeaseGrantRequest,
+    ) -> Result<Result<LeaseGrantResponse, EtcdError>> {
+        self.atomically(false, |w| {
+            if req.ttl > MAX_LEASE_TTL {
+                return Err(Error::Etcd(EtcdError::LeaseTtlTooLarge));
+            }
+            if req.id == NO_LEASE {
+                return Err(Error::Etcd(EtcdError::LeaseNotFound));
+            }
+            if w.leases.contains(req.id) {
+                return Err(Error::Etcd(EtcdError::LeaseExist));
+            }
+            w.set_lease(
+                req.id,
+                Lease {
+                    ttl: req.ttl,
+                    remaining: 0,
+                },
+            );
+            Ok(LeaseGrantResponse {
+                header: header(w.state.revision),
+                id: req.id,
+                ttl: req.ttl,
+                error: String::new(),
+            })
+        })
+    }
+
+    /// etcd's lessor `Revoke`: every key of the lease deleted, in key order, in one revision
+    /// (none if it has no keys), then the lease gone.
+    pub fn lease_revoke(
+        &mut self,
+        req: &LeaseRevokeRequest,
+    ) -> Result<Result<LeaseRevokeResponse, EtcdError>> {
+        self.atomically(false, |w| {
+            if !w.leases.contains(req.id) {
+                return Err(Error::Etcd(EtcdError::LeaseNotFound));
+            }
+            let keys: Vec<Vec<u8>> = w.index.lease_keys(req.id).map(<[u8]>::to_vec).collect();
+            let mut changes = Changes::new(w.state.revision);
+            for key in &keys {
+                w.tombstone(&mut changes, key);
+            }
+            w.settle(changes);
+            w.leases.remove(req.id);
+            w.overlay.remove(lease_key(req.id).to_vec());
+            Ok(LeaseRevokeResponse {
+                header: header(w.state.revision),
+            })
+        })
+    }
+
+    /// etcd's lessor `Checkpoint`: the remaining TTLs the leader saw (0 clears one); leases
+    /// revoked meanwhile are passed over.
+    pub fn lease_checkpoint(
+        &mut self,
+        req: &LeaseCheckpointRequest,
+    ) -> Result<Result<LeaseCheckpointResponse, EtcdError>> {
+        for cp in &req.checkpoints {
+            if let Some(lease) = self.leases.get(cp.id) {
+                let remaining = cp.remaining_ttl.clamp(0, lease.ttl);
+                self.set_lease(cp.id, Lease { remaining, ..lease });
+            }
+        }
+        Ok(Ok(LeaseCheckpointResponse {
+            header: header(self.state.revision),
+        }))
+    }
+
+    fn set_lease(&mut self, id: i64, lease: Lease) {
+        self.leases.insert(id, lease);
+        self.overlay
+            .insert(lease_key(id).to_vec(), lease.to_bytes().to_vec());
     }
 }

@@ -239,6 +239,8 @@ pub fn etcd_error_not_applied(e: EtcdError) -> bool {
         | EtcdError::FutureRevision
         | EtcdError::RequestTooLarge
         | EtcdError::LeaseNotFound
+        | EtcdError::LeaseExist
+        | EtcdError::LeaseTtlTooLarge
         | EtcdError::NoLeader
         | EtcdError::LeaderChanged
         | EtcdError::TooManyRequests => true,

@@ -31,8 +31,12 @@ pub enum EtcdError {
     FutureRevision,
     /// A request whose encoding is larger than the limit (1.5 MiB).
     RequestTooLarge,
-    /// A Put naming a lease that does not exist.
+    /// A Put, revoke or grant naming a lease that does not exist (or the id 0).
     LeaseNotFound,
+    /// A grant of an id that is taken.
+    LeaseExist,
+    /// A grant of a TTL over the limit (9 000 000 000 s).
+    LeaseTtlTooLarge,
     /// No leader is known.
     NoLeader,
     /// The leader changed while the request was in flight; it was not applied.
@@ -51,7 +55,7 @@ pub enum EtcdError {
 
 impl EtcdError {
     /// Every variant, for tests that walk the table.
-    pub const ALL: [EtcdError; 17] = [
+    pub const ALL: [EtcdError; 19] = [
         EtcdError::KeyNotProvided,
         EtcdError::ValueProvided,
         EtcdError::LeaseProvided,
@@ -62,6 +66,8 @@ impl EtcdError {
         EtcdError::FutureRevision,
         EtcdError::RequestTooLarge,
         EtcdError::LeaseNotFound,
+        EtcdError::LeaseExist,
+        EtcdError::LeaseTtlTooLarge,
         EtcdError::NoLeader,
         EtcdError::LeaderChanged,
         EtcdError::Timeout,
@@ -77,8 +83,9 @@ impl EtcdError {
         match self {
             KeyNotProvided | ValueProvided | LeaseProvided | KeyNotFound | TooManyOps
             | DuplicateKey | RequestTooLarge => Code::InvalidArgument,
-            Compacted | FutureRevision => Code::OutOfRange,
+            Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             LeaseNotFound => Code::NotFound,
+            LeaseExist => Code::FailedPrecondition,
             NoLeader
             | LeaderChanged
             | Timeout
@@ -103,6 +110,8 @@ impl EtcdError {
             FutureRevision => "etcdserver: mvcc: required revision is a future revision",
             RequestTooLarge => "etcdserver: request is too large",
             LeaseNotFound => "etcdserver: requested lease not found",
+            LeaseExist => "etcdserver: lease already exists",
+            LeaseTtlTooLarge => "etcdserver: too large lease TTL",
             NoLeader => "etcdserver: no leader",
             LeaderChanged => "etcdserver: leader changed",
             Timeout => "etcdserver: request timed out",

@@ -136,9 +136,13 @@ pub fn explain(status: &Status, what: Call) -> Failure {
             EXIT_INVALID,
             format!("refused: the request is larger than the server allows ({msg})"),
         ),
-        Some(ValueProvided | LeaseProvided | KeyNotFound | LeaseNotFound) => {
+        Some(ValueProvided | LeaseProvided | KeyNotFound | LeaseNotFound | LeaseExist) => {
             fail(EXIT_INVALID, format!("refused: {msg}"))
         }
+        Some(LeaseTtlTooLarge) => fail(
+            EXIT_INVALID,
+            format!("refused: a lease's TTL may be at most 9000000000 seconds ({msg})"),
+        ),
         Some(NoLeader) => fail(
             EXIT_UNAVAILABLE,
             format!("the cluster has no leader; try again once it has elected one ({msg})"),
