@@ -24,7 +24,7 @@
 //!   [`consensus`] (the WAL, the Raft log store, the snapshot file, `RaftNode`), [`mvcc`]
 //!   (etcd's multi-version store over sled: revisions, history, compaction, Txn, the
 //!   request checks), [`state_machine`] (log entries applied to it, the applied index, its
-//!   trust marker), [`watch`] (etcd's watchers and what each is owed), [`recovery`] (opening a data dir's stores and repairing what a crash
+//!   trust marker), [`watch`] (etcd's watchers and what each is owed), [`lease`] (the leader's lessor: when leases expire), [`recovery`] (opening a data dir's stores and repairing what a crash
 //!   left out of step), [`durable`] (file steps that survive a power cut), [`fnv`] (the
 //!   digest every member computes alike), [`error`] (the one error type and its gRPC
 //!   mapping);
@@ -44,6 +44,7 @@ pub mod durable;
 pub mod error;
 pub mod fnv;
 pub mod grpc;
+pub mod lease;
 pub mod mvcc;
 pub mod node;
 pub mod proto;

@@ -47,7 +47,7 @@ use crate::durable::sync_parent;
 use crate::error::{Error, Result};
 use crate::mvcc::keys::{be_i64, Revision};
 use crate::mvcc::write::{Finished, Writer};
-use crate::mvcc::{check_delete_range, check_put, check_txn, History, MvccStore};
+use crate::mvcc::{check_delete_range, check_put, check_txn, History, LeaseChange, MvccStore};
 use crate::proto::raftpb::{log_command::Op, LogCommand};
 use etcd_api::etcdserverpb::{
     CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, HashKvResponse,
@@ -192,6 +192,9 @@ pub struct StateMachine {
     /// The revision-log records the last apply batch wrote, until [`StateMachine::events`]
     /// takes them (the next batch replaces them): the watch events of that batch.
     written: Vec<(Revision, sled::IVec)>,
+    /// What the last apply batch did to the lease table, until [`StateMachine::lease_changes`]
+    /// takes it.
+    lease_changes: Vec<LeaseChange>,
 }
 
 fn applied_value(index: u64, term: u64) -> [u8; 16] {
@@ -311,6 +314,7 @@ impl StateMachine {
             applied,
             store,
             written: Vec::new(),
+            lease_changes: Vec::new(),
         };
         // The database directory's own name, when sled has just created it.
         sync_parent(path)?;
@@ -426,6 +430,7 @@ impl StateMachine {
             state,
             largest_value,
             records,
+            lease_changes,
         } = writer.finish();
         batch.insert(APPLIED_KEY, &applied_value(applied.index, applied.term));
         self.trust.set_dirty()?;
@@ -433,6 +438,7 @@ impl StateMachine {
         self.applied = applied;
         self.store.set_state(state);
         self.written = records;
+        self.lease_changes = lease_changes;
         if largest_value >= SLED_BLOB_BYTES {
             self.sync()?;
         }
@@ -442,6 +448,11 @@ impl StateMachine {
     /// Every lease, as the log has granted, revoked and checkpointed them.
     pub fn leases(&self) -> &crate::mvcc::LeaseTable {
         self.store.leases()
+    }
+
+    /// What the last apply batch did to the lease table; empty once taken.
+    pub fn lease_changes(&mut self) -> Vec<LeaseChange> {
+        std::mem::take(&mut self.lease_changes)
     }
 
     /// The live keys attached to lease `id`, in key order.
@@ -609,6 +620,7 @@ impl StateMachine {
         self.applied = LogId::of(m);
         self.store.install(restored);
         self.written.clear();
+        self.lease_changes.clear();
         Ok(())
     }
 }

@@ -172,7 +172,7 @@ impl ClientApiActor {
                 Ok(())
             }
             WriteOp::DeleteRange(DeleteRangeRequest { key, .. }) => self.check_key(key),
-            WriteOp::Txn(_) | WriteOp::Compaction(_) => Ok(()),
+            _ => Ok(()),
         }
     }
 

@@ -33,8 +33,8 @@ use crate::proto::raftpb::log_command::Op;
 use crate::state_machine::StateHash;
 use crate::state_machine::{AppliedEntry, ListPage, WriteResponse};
 use etcd_api::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, HashKvResponse, PutRequest, RangeRequest, RangeResponse,
-    TxnRequest,
+    CompactionRequest, DeleteRangeRequest, HashKvResponse, LeaseCheckpointRequest,
+    LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest, RangeResponse, TxnRequest,
 };
 use etcd_api::mvccpb::KeyValue;
 
@@ -50,6 +50,11 @@ pub enum WriteOp {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compaction(CompactionRequest),
+    /// The id is set: the proposer picks one for a request that left it 0.
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
+    /// Proposed by the leader's lessor only.
+    LeaseCheckpoint(LeaseCheckpointRequest),
 }
 
 impl WriteOp {
@@ -77,6 +82,9 @@ impl WriteOp {
             WriteOp::DeleteRange(r) => Op::DeleteRange(r),
             WriteOp::Txn(r) => Op::Txn(r),
             WriteOp::Compaction(r) => Op::Compaction(r),
+            WriteOp::LeaseGrant(r) => Op::LeaseGrant(r),
+            WriteOp::LeaseRevoke(r) => Op::LeaseRevoke(r),
+            WriteOp::LeaseCheckpoint(r) => Op::LeaseCheckpoint(r),
         }
     }
 }

@@ -86,6 +86,7 @@ pub use check::{check_delete_range, check_put, check_range, check_txn, MAX_TXN_O
 pub use history::{History, HISTORY_BATCH_BYTES, HISTORY_BATCH_EVENTS};
 pub use lease::{Lease, LeaseTable, MAX_LEASE_TTL, NO_LEASE};
 pub use store::{MvccStore, SnapshotSource};
+pub use write::LeaseChange;
 
 /// Records of the revision log one physical-compaction step looks at: small enough that a
 /// step (one sled batch, while applies wait) takes a few milliseconds.

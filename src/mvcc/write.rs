@@ -86,6 +86,16 @@ pub struct Finished {
     /// The revision-log records the batch writes, in revision order: its watch events
     /// ([`MvccStore::events_of`](super::MvccStore::events_of)).
     pub records: Vec<(Revision, sled::IVec)>,
+    /// What the batch did to the lease table, in order: what the lessor must hear.
+    pub lease_changes: Vec<LeaseChange>,
+}
+
+/// One change an apply batch made to the lease table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseChange {
+    /// Granted, or its remaining TTL checkpointed: the lease as it now is.
+    Set(i64, Lease),
+    Revoked(i64),
 }
 
 /// One apply batch being staged.
@@ -108,6 +118,7 @@ pub struct Writer<'a> {
     /// Length of the largest value written, so the caller knows whether sled may have put
     /// one in a blob file of its own.
     largest_value: usize,
+    lease_changes: Vec<LeaseChange>,
 }
 
 impl<'a> Writer<'a> {
@@ -127,6 +138,7 @@ impl<'a> Writer<'a> {
             base: state,
             state,
             largest_value: 0,
+            lease_changes: Vec::new(),
         }
     }
 
@@ -154,6 +166,7 @@ impl<'a> Writer<'a> {
             state: self.state,
             largest_value: self.largest_value,
             records,
+            lease_changes: self.lease_changes,
         }
     }
 
@@ -393,6 +406,7 @@ impl<'a> Writer<'a> {
             w.settle(changes);
             w.leases.remove(req.id);
             w.overlay.remove(lease_key(req.id).to_vec());
+            w.lease_changes.push(LeaseChange::Revoked(req.id));
             Ok(LeaseRevokeResponse {
                 header: header(w.state.revision),
             })
@@ -418,6 +432,7 @@ impl<'a> Writer<'a> {
 
     fn set_lease(&mut self, id: i64, lease: Lease) {
         self.leases.insert(id, lease);
+        self.lease_changes.push(LeaseChange::Set(id, lease));
         self.overlay
             .insert(lease_key(id).to_vec(), lease.to_bytes().to_vec());
     }
