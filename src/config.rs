@@ -94,6 +94,11 @@ pub struct NodeConfig {
     /// milliseconds. etcd's default (`--experimental-watch-progress-notify-interval`): 10
     /// minutes.
     pub watch_progress_notify_interval_ms: u64,
+    /// How often the leader checkpoints, through Raft, the remaining TTL of every lease that
+    /// has more than this left, in milliseconds, so that a new leader does not give a long
+    /// lease its whole TTL again. etcd's default (`--experimental-lease-checkpoint-interval`):
+    /// 5 minutes.
+    pub lease_checkpoint_interval_ms: u64,
     /// Deliberate faults for proving the test suites have teeth. Not part of the config file
     /// (a file naming them is refused as naming an unknown field) nor of the environment: only
     /// the hidden `--unsafe-*` flags set them.
@@ -144,6 +149,7 @@ impl Default for NodeConfig {
             max_list_limit: 1_000,
             max_list_bytes: DEFAULT_MAX_LIST_BYTES,
             watch_progress_notify_interval_ms: 600_000,
+            lease_checkpoint_interval_ms: 300_000,
             testing: TestingFaults::default(),
         }
     }
@@ -214,6 +220,9 @@ pub struct ConfigOverrides {
     /// Interval of watch progress notices in milliseconds [default: 600000].
     #[arg(long, env = "KV_WATCH_PROGRESS_NOTIFY_INTERVAL_MS")]
     pub watch_progress_notify_interval_ms: Option<u64>,
+    /// Interval of lease TTL checkpoints in milliseconds [default: 300000].
+    #[arg(long, env = "KV_LEASE_CHECKPOINT_INTERVAL_MS")]
+    pub lease_checkpoint_interval_ms: Option<u64>,
     /// Largest List page in bytes; its first key always comes [default: 3145728].
     #[arg(long, env = "KV_MAX_LIST_BYTES")]
     pub max_list_bytes: Option<usize>,
@@ -301,7 +310,8 @@ impl NodeConfig {
             max_pending_requests,
             max_list_limit,
             max_list_bytes,
-            watch_progress_notify_interval_ms
+            watch_progress_notify_interval_ms,
+            lease_checkpoint_interval_ms
         );
         self.testing.stale_reads |= o.unsafe_stale_reads;
         self.testing.no_fsync |= o.unsafe_no_fsync;
@@ -442,6 +452,9 @@ impl NodeConfig {
                 "must be at least 1".into(),
             );
         }
+        if self.lease_checkpoint_interval_ms == 0 {
+            return err("lease_checkpoint_interval_ms", "must be at least 1".into());
+        }
         if self
             .log_level
             .parse::<tracing_subscriber::EnvFilter>()
@@ -539,6 +552,11 @@ impl NodeConfig {
     /// `request_timeout_ms` as a `Duration`.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// `lease_checkpoint_interval_ms` as a `Duration`.
+    pub fn lease_checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(self.lease_checkpoint_interval_ms)
     }
 
     /// `watch_progress_notify_interval_ms` as a `Duration`.

@@ -43,13 +43,16 @@ use crate::config::NodeConfig;
 use crate::consensus::LogOptions;
 use crate::durable::{sync_dir, write_durably};
 use crate::error::{Error, Result};
-use crate::grpc::etcd::{self, EtcdCluster, EtcdFront, EtcdKv, EtcdMaintenance, EtcdWatch};
+use crate::grpc::etcd::{
+    self, EtcdCluster, EtcdFront, EtcdKv, EtcdLease, EtcdMaintenance, EtcdWatch,
+};
 use crate::grpc::{KvService, RaftService};
 use crate::proto::kv::kv_server::KvServer;
 use crate::proto::raftpb::raft_transport_server::RaftTransportServer;
 use crate::recovery::recover;
 use etcd_api::etcdserverpb::cluster_server::ClusterServer;
 use etcd_api::etcdserverpb::kv_server::KvServer as EtcdKvServer;
+use etcd_api::etcdserverpb::lease_server::LeaseServer;
 use etcd_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use etcd_api::etcdserverpb::watch_server::WatchServer;
 
@@ -213,6 +216,7 @@ impl Node {
             cluster_id: etcd::cluster_id(&config.cluster_name),
             watch_progress_interval: config.watch_progress_notify_interval(),
             unsafe_watch_gaps: config.testing.watch_gaps,
+            lease_checkpoint_interval: config.lease_checkpoint_interval(),
             limits: ClientLimits {
                 max_key_bytes: config.max_key_bytes,
                 max_value_bytes: config.max_value_bytes,
@@ -249,6 +253,7 @@ impl Node {
             watch_hub,
             watch_arbiter,
             client_api,
+            lease,
             raft,
             raft_arbiter,
             ..
@@ -299,6 +304,18 @@ impl Node {
             .add_service(
                 MaintenanceServer::new(EtcdMaintenance::new(etcd.clone()))
                     .max_decoding_message_size(etcd_max_msg),
+            )
+            .add_service(
+                LeaseServer::new(EtcdLease::new(
+                    etcd.clone(),
+                    lease,
+                    storage.clone().recipient(),
+                    storage.clone().recipient(),
+                    etcd::lease::min_lease_ttl(
+                        config.tick_interval() * config.election_ticks as u32,
+                    ),
+                ))
+                .max_decoding_message_size(etcd_max_msg),
             )
             .add_service(
                 ClusterServer::new(EtcdCluster::new(etcd)).max_decoding_message_size(etcd_max_msg),

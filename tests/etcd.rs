@@ -15,6 +15,9 @@
 //! - Watch: `tests/cmd/etcdctl-watch.md` (`etcdctl watch` replaying history: a key, a prefix,
 //!   a range, `--prev-kv`, the output formats, a compacted start, an empty range) against a
 //!   real etcd and through a follower of three nodes.
+//! - Lease: `tests/cmd/etcdctl-lease.md` (grant, put with a lease, time-to-live with keys,
+//!   keep-alive, list, revoke deleting the keys, bad input) against a real etcd and through a
+//!   follower of three nodes.
 //!
 //! etcd and etcdctl come from Debian's `etcd-server` and
 //! `etcd-client` (`.ci/run` installs them). `COMPAT_SEED=n` replays another seed,
@@ -54,6 +57,8 @@ const KV_TRANSCRIPT: &str = "tests/cmd/etcdctl.md";
 const CLUSTER_TRANSCRIPT: &str = "tests/cmd/etcdctl-cluster.md";
 /// `etcdctl watch`, played against etcd and through a follower.
 const WATCH_TRANSCRIPT: &str = "tests/cmd/etcdctl-watch.md";
+/// `etcdctl lease` and `put --lease`, played against etcd and through a follower.
+const LEASE_TRANSCRIPT: &str = "tests/cmd/etcdctl-lease.md";
 /// Bytes of a value over etcd's request limit (1.5 MiB) but under its gRPC limit (2 MiB).
 const TOO_LARGE_VALUE_BYTES: usize = 1_600_000;
 /// Bytes of a value over etcd's gRPC message limit (2 MiB).
@@ -209,6 +214,23 @@ fn etcdctl_watch_transcript_is_what_etcd_prints() {
 fn etcdctl_watch_transcript_through_a_follower_of_three_nodes() {
     let (_cluster, follower) = three_nodes_and_a_follower();
     play(WATCH_TRANSCRIPT, &follower, &[("[EP]", follower.clone())]);
+}
+
+/// Proves the lease transcript is what etcd 3.4.23 prints.
+#[test]
+fn etcdctl_lease_transcript_is_what_etcd_prints() {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let etcd = harness(rt.block_on(EtcdCluster::start(1)));
+    let ep = etcd.client_addr(0).to_string();
+    play(LEASE_TRANSCRIPT, &ep, &[("[EP]", ep.clone())]);
+}
+
+/// Proves a follower serves etcdctl's lease commands as etcd does, passing grants, revokes,
+/// keep-alives and time-to-live questions on to the leader.
+#[test]
+fn etcdctl_lease_transcript_through_a_follower_of_three_nodes() {
+    let (_cluster, follower) = three_nodes_and_a_follower();
+    play(LEASE_TRANSCRIPT, &follower, &[("[EP]", follower.clone())]);
 }
 
 /// Three nodes whose leader is known, and a follower's client address.

@@ -15,8 +15,12 @@
 //!   [`ReadHistory`], [`GetRevision`], [`WantPrevKv`].
 //! - etcd Watch service → `WatchHubActor`: [`OpenWatchStream`], [`WatchStreamRequest`],
 //!   [`CloseWatchStream`]; → `ClientApiActor`: [`GetLeader`].
+//! - `StorageActor` → `LeaseActor`: [`LeaseChanges`], [`LeasesLoaded`]; etcd Lease service →
+//!   `LeaseActor`: [`RenewLease`], [`LeaseTimeLeft`], [`ListLeases`]; `LeaseActor` →
+//!   `ClientApiActor`: [`ClientWrite`] (the revokes and checkpoints it proposes);
+//!   `RaftActor` → `LeaseActor`: [`RoleChanged`].
 //! - node start-up → all: [`Connect`], wiring in the `RaftActor`'s address once it exists;
-//!   → `StorageActor`: [`ConnectWatch`], the hub's.
+//!   → `StorageActor`: [`ConnectWatch`], the hub's, and [`ConnectLeases`], the LeaseActor's.
 //!
 //! Requests that may complete much later (a read parked until its index is applied, a read
 //! index waiting for a quorum) carry a [`Reply`] instead of using actix's return value, so the
@@ -481,3 +485,58 @@ pub struct EndWatchStreams;
 #[derive(Debug, Message)]
 #[rtype(result = "u64")]
 pub struct GetLeader;
+
+/// StorageActor → LeaseActor: what an apply batch did to the lease table, sent before the
+/// batch's writes are answered, so a keep-alive that follows a grant's answer finds the lease.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct LeaseChanges(pub Vec<crate::mvcc::LeaseChange>);
+
+/// StorageActor → LeaseActor: the whole lease table, at start and after a snapshot is restored.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct LeasesLoaded(pub Vec<(i64, crate::mvcc::Lease)>);
+
+/// An answer of the LeaseActor, with the leader's client address when this member is not the
+/// leader, for the gRPC layer to pass the question on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseAnswer<T> {
+    pub answer: T,
+    pub leader_addr: Option<String>,
+    /// The Raft term, for etcd's response headers.
+    pub term: u64,
+}
+
+/// etcd Lease service → LeaseActor: a keep-alive.
+#[derive(Debug, Message)]
+#[rtype(result = "LeaseAnswer<crate::lease::Renewal>")]
+pub struct RenewLease {
+    pub id: i64,
+}
+
+/// etcd Lease service → LeaseActor: how long a lease has left.
+#[derive(Debug, Message)]
+#[rtype(result = "LeaseAnswer<crate::lease::TimeLeft>")]
+pub struct LeaseTimeLeft {
+    pub id: i64,
+}
+
+/// etcd Lease service → LeaseActor: every lease id, in order.
+#[derive(Debug, Message)]
+#[rtype(result = "LeaseAnswer<Vec<i64>>")]
+pub struct ListLeases;
+
+/// Start-up → StorageActor: where lease changes go.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ConnectLeases {
+    pub changes_to: Recipient<LeaseChanges>,
+    pub loaded_to: Recipient<LeasesLoaded>,
+}
+
+/// etcd Lease service → StorageActor: the live keys attached to a lease, in key order.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<Vec<u8>>")]
+pub struct GetLeaseKeys {
+    pub id: i64,
+}

@@ -23,6 +23,7 @@
 
 pub mod client_api;
 pub mod inbox;
+pub mod lease;
 pub mod messages;
 pub mod peer;
 pub mod proposals;
@@ -33,6 +34,7 @@ pub mod watch_hub;
 pub mod wiring;
 
 pub use client_api::{ClientApiActor, ClientLimits};
+pub use lease::LeaseActor;
 pub use peer::PeerActor;
 pub use raft::RaftActor;
 pub use storage::StorageActor;

@@ -40,9 +40,9 @@ pub struct RaftActor {
     client_addr: String,
     /// The StorageActor: committed entries and received snapshots go there as [`Apply`].
     storage: Recipient<Apply>,
-    /// The ClientApiActor, told of every role or leader change; `None` when a test wants them
-    /// reported nowhere.
-    role_to: Option<Recipient<RoleChanged>>,
+    /// Told of every role or leader change: the ClientApiActor and the LeaseActor (or the
+    /// test doubles in their places).
+    role_to: Vec<Recipient<RoleChanged>>,
     /// The PeerActor of each other voter; a message for any other id is dropped with a warning.
     peers: HashMap<u64, Recipient<SendToPeer>>,
     /// Peer addresses of all voters, this node included; a message from a node not here is
@@ -76,7 +76,7 @@ impl RaftActor {
         members: BTreeMap<u64, String>,
         storage: Recipient<Apply>,
         peers: HashMap<u64, Recipient<SendToPeer>>,
-        role_to: Option<Recipient<RoleChanged>>,
+        role_to: Vec<Recipient<RoleChanged>>,
     ) -> RaftActor {
         let applied = node.status().applied_index;
         let reads = ReadBatch::new(node.id());
@@ -127,10 +127,10 @@ impl RaftActor {
         let addr = self.leader_client_addr(change.leader_id);
         self.reported_leader = (change.leader_id, addr.is_some());
         let handed_over = self.handing_over && change.role != StateRole::Leader;
-        if let Some(to) = &self.role_to {
+        for to in &self.role_to {
             to.do_send(RoleChanged {
-                change,
-                leader_client_addr: addr,
+                change: change.clone(),
+                leader_client_addr: addr.clone(),
                 handed_over,
             });
         }

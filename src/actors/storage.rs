@@ -95,6 +95,8 @@ pub struct StorageActor {
     snapshot_records: u64,
     /// Gets the events of every apply batch that changed the store (the WatchHubActor).
     events_to: Option<Recipient<LiveEvents>>,
+    /// The LeaseActor: the lease table, then what each apply batch changes in it.
+    leases_to: Option<ConnectLeases>,
     /// Whether those events carry `prev_kv`, which costs a read of each old value: only
     /// while some watcher wants it.
     prev_kv_wanted: bool,
@@ -131,6 +133,7 @@ impl StorageActor {
             snapshot_build: None,
             compaction_deferred: false,
             events_to: None,
+            leases_to: None,
             prev_kv_wanted: false,
             watch_gaps: None,
         }
@@ -410,6 +413,10 @@ impl Handler<Apply> for StorageActor {
             Ok(entries) => entries,
             Err(e) => self.fatal("applying committed entries", &e),
         };
+        if restored_to.is_some() {
+            self.send_lease_table();
+        }
+        self.send_lease_changes();
         let applied_index = self.sm.applied().index;
         if let Some(to) = &self.applied_to {
             to.do_send(Applied {
@@ -503,6 +510,39 @@ impl Handler<FlushStorage> for StorageActor {
     type Result = crate::Result<()>;
     fn handle(&mut self, _: FlushStorage, _: &mut Self::Context) -> Self::Result {
         self.sm.sync()
+    }
+}
+
+impl StorageActor {
+    fn send_lease_table(&self) {
+        if let Some(to) = &self.leases_to {
+            to.loaded_to
+                .do_send(LeasesLoaded(self.sm.leases().iter().collect()));
+        }
+    }
+
+    /// Hands what the entries just applied did to the lease table to the LeaseActor, before
+    /// their writes are answered.
+    fn send_lease_changes(&mut self) {
+        let changes = self.sm.lease_changes();
+        if let (Some(to), false) = (&self.leases_to, changes.is_empty()) {
+            to.changes_to.do_send(LeaseChanges(changes));
+        }
+    }
+}
+
+impl Handler<GetLeaseKeys> for StorageActor {
+    type Result = MessageResult<GetLeaseKeys>;
+    fn handle(&mut self, msg: GetLeaseKeys, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.sm.lease_keys(msg.id))
+    }
+}
+
+impl Handler<ConnectLeases> for StorageActor {
+    type Result = ();
+    fn handle(&mut self, msg: ConnectLeases, _: &mut Self::Context) {
+        self.leases_to = Some(msg);
+        self.send_lease_table();
     }
 }
 

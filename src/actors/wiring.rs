@@ -13,7 +13,10 @@
 //!    its sled calls block, so they stay off the async threads, and one thread keeps the order
 //!    in which committed entries are applied. The **WatchHubActor** starts beside it, on an
 //!    arbiter of its own, and the StorageActor is told where applied events go.
-//! 3. **The ClientApiActor** starts on that context, reading from the StorageActor.
+//! 3. **The ClientApiActor** starts on that context, reading from the StorageActor, and the
+//!    **LeaseActor** beside it, proposing revokes through it; the StorageActor is told where
+//!    lease changes go (and sends the lease table at once), and the LeaseActor joins the
+//!    ClientApiActor in hearing role changes.
 //! 4. **One PeerActor per other member**, before the RaftActor, which is given their addresses
 //!    when it is made.
 //! 5. **The RaftActor** starts last, on its own arbiter (its Ready loop blocks on the WAL's
@@ -39,10 +42,10 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::actors::messages::{
-    Apply, Connect, ConnectWatch, GetStorageStatus, Read, RoleChanged, SendToPeer,
+    Apply, Connect, ConnectLeases, ConnectWatch, GetStorageStatus, Read, RoleChanged, SendToPeer,
 };
 use crate::actors::watch_hub::{start_hub, HubStorage, WatchHubActor};
-use crate::actors::{ClientApiActor, ClientLimits, PeerActor, RaftActor, StorageActor};
+use crate::actors::{ClientApiActor, ClientLimits, LeaseActor, PeerActor, RaftActor, StorageActor};
 use crate::consensus::{RaftNode, RaftParams, SnapshotStore};
 use crate::error::Result;
 use crate::recovery::Recovered;
@@ -74,6 +77,8 @@ pub struct Settings {
     pub watch_progress_interval: Duration,
     /// The deliberate fault `unsafe_watch_gaps`, for the watch checker's teeth.
     pub unsafe_watch_gaps: bool,
+    /// How often the leader checkpoints the remaining TTL of long leases.
+    pub lease_checkpoint_interval: Duration,
 }
 
 /// The running actors of a node.
@@ -83,6 +88,7 @@ pub struct Actors {
     /// The WatchHubActor's thread; `Node::shutdown` stops it.
     pub watch_arbiter: Arbiter,
     pub client_api: Addr<ClientApiActor>,
+    pub lease: Addr<LeaseActor>,
     pub raft: Addr<RaftActor>,
     /// The RaftActor's thread; `Node::shutdown` stops it last.
     pub raft_arbiter: Arbiter,
@@ -105,7 +111,8 @@ pub struct Wiring {
     apply_to: Option<Recipient<Apply>>,
     /// A test double for the StorageActor, as the ClientApiActor sees it.
     reads_from: Option<(Recipient<Read>, Recipient<GetStorageStatus>)>,
-    /// Where the RaftActor reports role changes: the ClientApiActor unless a test says otherwise.
+    /// Where the RaftActor reports role changes besides the LeaseActor: the ClientApiActor
+    /// unless a test says otherwise.
     roles_to: Option<Recipient<RoleChanged>>,
     /// A test double for every PeerActor.
     peers_to: Option<Recipient<SendToPeer>>,
@@ -231,6 +238,22 @@ impl Wiring {
             .with_hash(storage.clone().recipient()),
         };
         let client_api = api_ctx.run(api);
+        //    The LeaseActor beside it, proposing through it, fed by the StorageActor.
+        let election_timeout = s.tick_interval * s.election_ticks as u32;
+        let lease = LeaseActor::new(
+            client_api.clone(),
+            election_timeout,
+            s.lease_checkpoint_interval,
+        )
+        .start();
+        storage.do_send(ConnectLeases {
+            changes_to: lease.clone().recipient(),
+            loaded_to: lease.clone().recipient(),
+        });
+        let roles_to: Vec<Recipient<RoleChanged>> = roles_to
+            .into_iter()
+            .chain([lease.clone().recipient()])
+            .collect();
         // 4. The PeerActors.
         let mut peers = BTreeMap::new();
         let mut outboxes = HashMap::new();
@@ -274,6 +297,7 @@ impl Wiring {
             watch_hub,
             watch_arbiter,
             client_api,
+            lease,
             raft,
             raft_arbiter,
             peers,

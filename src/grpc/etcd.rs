@@ -1,4 +1,4 @@
-//! etcd's v3 API on the client port: the `etcdserverpb` KV, Watch, Maintenance and Cluster services,
+//! etcd's v3 API on the client port: the `etcdserverpb` KV, Watch, Lease, Maintenance and Cluster services,
 //! so etcdctl and etcd's client libraries work against distributed_kv unchanged.
 //!
 //! # One command model
@@ -26,6 +26,7 @@
 pub mod cluster;
 pub mod forward;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod watch;
 
@@ -45,6 +46,7 @@ use crate::state_machine::WriteResponse;
 pub use cluster::EtcdCluster;
 pub use forward::Forwarder;
 pub use kv::EtcdKv;
+pub use lease::EtcdLease;
 pub use maintenance::EtcdMaintenance;
 pub use watch::EtcdWatch;
 
@@ -122,6 +124,63 @@ impl EtcdFront {
     fn stamp(&self, header: &mut Option<ResponseHeader>, raft_term: u64) {
         let revision = header.as_ref().map_or(0, |h| h.revision);
         *header = self.header(revision, raft_term);
+    }
+
+    /// Proposes `op`; on a follower, forwards `original` to the leader through `forward`
+    /// unless it was forwarded here already. `pick` takes the response out of the state
+    /// machine's answer.
+    pub(crate) async fn propose<Req, Resp, F, Fut>(
+        &self,
+        forwarded: bool,
+        original: Req,
+        op: WriteOp,
+        pick: impl FnOnce(WriteResponse) -> Option<Resp>,
+        header: impl FnOnce(&mut Resp) -> &mut Option<ResponseHeader>,
+        forward: F,
+    ) -> Result<tonic::Response<Resp>, Status>
+    where
+        F: FnOnce(tonic::transport::Channel, tonic::Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        match self.write(op).await {
+            Ok((response, term)) => {
+                let mut r = pick(response)
+                    .ok_or_else(|| Status::internal("the state machine answered another call"))?;
+                self.stamp(header(&mut r), term);
+                Ok(tonic::Response::new(r))
+            }
+            Err(Error::NotLeader {
+                leader_addr: Some(addr),
+                ..
+            }) if !forwarded => {
+                let r = self.pass_on(&addr, original, header, forward).await?;
+                Ok(tonic::Response::new(r))
+            }
+            Err(e) => Err(status_of(e)),
+        }
+    }
+
+    /// Passes `req` on to the leader at `addr` through `call`; the leader's answer, as this
+    /// member's (as a follower's is in etcd): the leader's revision and term, this member's id.
+    pub(crate) async fn pass_on<Req, Resp, F, Fut>(
+        &self,
+        addr: &str,
+        req: Req,
+        header: impl FnOnce(&mut Resp) -> &mut Option<ResponseHeader>,
+        call: F,
+    ) -> Result<Resp, Status>
+    where
+        F: FnOnce(tonic::transport::Channel, tonic::Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let mut r = self
+            .forwarder
+            .forward(addr, req, self.timeout, call)
+            .await?;
+        if let Some(h) = header(&mut r) {
+            h.member_id = self.member_id;
+        }
+        Ok(r)
     }
 
     /// Proposes `op` through the local ClientApiActor; the state machine's answer, or the

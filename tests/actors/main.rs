@@ -237,6 +237,7 @@ fn fresh_wiring(dir: &TempDir, ids: &[u64], tick: Duration, election_ticks: usiz
         cluster_id: 1,
         watch_progress_interval: Duration::from_secs(600),
         unsafe_watch_gaps: false,
+        lease_checkpoint_interval: Duration::from_secs(300),
     };
     Wiring::new(recovered, settings).expect("wiring")
 }
@@ -275,7 +276,7 @@ fn start_follower_raft(dir: &TempDir) -> (Addr<RaftActor>, mpsc::Receiver<SendTo
         members(&[1, 2, 3]),
         apply_to,
         peers,
-        None,
+        Vec::new(),
     )
     .start();
     (addr, sent)

@@ -34,7 +34,7 @@ fn start_single_raft() -> SingleRaft {
         members(&[1]),
         apply_to,
         HashMap::new(),
-        Some(role_to),
+        vec![role_to],
     )
     .start();
     SingleRaft {

@@ -14,7 +14,10 @@
 //!   empty line before the next command);
 //! - `[..]` in an expected line matches any text within the line; `[NAME]` variables stand for
 //!   values the test gives (endpoints, ports): in arguments they are replaced by the value, in
-//!   output the value is replaced by them before matching.
+//!   output the value is replaced by them before matching;
+//! - `[=NAME]` in an expected line *captures* a word (letters, digits, `_`) of the actual line
+//!   there — an id the store chose, such as a lease's — as the variable `[NAME]` for the
+//!   commands and outputs after it.
 //!
 //! etcdctl's client logs a JSON warning line on stderr for every failed call
 //! (`{"level":"warn",...,"msg":"retrying of unary invoker failed",...}`); those lines are
@@ -200,8 +203,12 @@ impl Transcript {
         dir: &Path,
     ) -> Result<Played, HarnessError> {
         let mut results = Vec::new();
+        let mut vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect();
         for (n, step) in self.steps.iter().enumerate() {
-            let args: Vec<String> = step.args.iter().map(|a| substitute(a, vars)).collect();
+            let args: Vec<String> = step.args.iter().map(|a| substitute(a, &vars)).collect();
             let out_path = dir.join(format!("etcdctl{n}.out"));
             let out = File::create(&out_path)?;
             let mut cmd = Command::new(etcdctl);
@@ -228,7 +235,8 @@ impl Transcript {
             let mut proc = Proc::spawn(format!("etcdctl {}", args.join(" ")), &mut cmd)?;
             let status = proc.wait_timeout(ETCDCTL_TIMEOUT);
             let raw = fs::read_to_string(&out_path)?;
-            let output = masked_output(&raw, vars);
+            vars.extend(captures(&step.expected, &masked_output(&raw, &vars)));
+            let output = masked_output(&raw, &vars);
             let status = match status {
                 Some(s) => s.code().unwrap_or(-1),
                 None => {
@@ -246,23 +254,68 @@ impl Transcript {
 }
 
 /// `[NAME]` in `text` replaced by its value.
-fn substitute(text: &str, vars: &[(&str, String)]) -> String {
+fn substitute(text: &str, vars: &[(String, String)]) -> String {
     vars.iter()
         .fold(text.to_string(), |t, (name, value)| t.replace(name, value))
 }
 
+/// The `[=NAME]` captures of `expected` in `actual`, line by line, as `([NAME], word)`. A
+/// line that does not match around its captures captures nothing (and fails to match).
+fn captures(expected: &str, actual: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (pattern, line) in expected.split('\n').zip(actual.split('\n')) {
+        let mut rest = line;
+        let mut pattern = pattern;
+        let mut got = Vec::new();
+        while !pattern.is_empty() {
+            if let Some(after) = pattern.strip_prefix("[=") {
+                let Some(close) = after.find(']') else { break };
+                let word: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                got.push((format!("[{}]", &after[..close]), word.clone()));
+                rest = &rest[word.len()..];
+                pattern = &after[close + 1..];
+            } else if let Some(after) = pattern.strip_prefix("[..]") {
+                // Any text, up to the literal text that follows (or the end of the line).
+                let literal_end = after.find('[').unwrap_or(after.len());
+                let literal = &after[..literal_end];
+                if literal.is_empty() {
+                    rest = &rest[rest.len()..];
+                } else {
+                    let Some(at) = rest.find(literal) else { break };
+                    rest = &rest[at..];
+                }
+                pattern = after;
+            } else {
+                let c = pattern.chars().next().expect("not empty");
+                match rest.strip_prefix(c) {
+                    Some(r) => rest = r,
+                    None => break,
+                }
+                pattern = &pattern[c.len_utf8()..];
+            }
+        }
+        if pattern.is_empty() {
+            found.extend(got.into_iter().filter(|(_, word)| !word.is_empty()));
+        }
+    }
+    found
+}
+
 /// etcdctl's output without its warning lines, each variable's value replaced by its name
 /// (longest values first, so a value that contains another is replaced whole).
-fn masked_output(raw: &str, vars: &[(&str, String)]) -> String {
+fn masked_output(raw: &str, vars: &[(String, String)]) -> String {
     let mut kept: String = raw
         .split_inclusive('\n')
         .filter(|line| !(line.starts_with('{') && line.contains("\"level\":\"warn\"")))
         .collect();
-    let mut by_length: Vec<&(&str, String)> = vars.iter().collect();
+    let mut by_length: Vec<&(String, String)> = vars.iter().collect();
     by_length.sort_by_key(|(_, value)| std::cmp::Reverse(value.len()));
     for (name, value) in by_length {
         if !value.is_empty() {
-            kept = kept.replace(value.as_str(), name);
+            kept = kept.replace(value.as_str(), name.as_str());
         }
     }
     kept
@@ -292,8 +345,10 @@ pub fn line_matches(pattern: &str, actual: &str) -> bool {
     true
 }
 
-/// Whether a whole output matches, line by line.
+/// Whether a whole output matches, line by line (a capture `[=NAME]` matches what it
+/// captured, which the output shows as `[NAME]`).
 pub fn output_matches(expected: &str, actual: &str) -> bool {
+    let expected = expected.replace("[=", "[");
     let (e, a): (Vec<&str>, Vec<&str>) =
         (expected.split('\n').collect(), actual.split('\n').collect());
     e.len() == a.len() && e.iter().zip(&a).all(|(p, l)| line_matches(p, l))
@@ -421,7 +476,36 @@ mod tests {
     #[test]
     fn warnings_are_dropped_and_values_become_variables() {
         let raw = "{\"level\":\"warn\",\"ts\":\"now\"}\nError: 127.0.0.1:23790 down\n";
-        let vars = [("[EP]", "127.0.0.1:23790".to_string())];
+        let vars = [("[EP]".to_string(), "127.0.0.1:23790".to_string())];
         assert_eq!(masked_output(raw, &vars), "Error: [EP] down\n");
+    }
+
+    #[test]
+    fn captures_name_the_words_the_store_chose() {
+        let got = captures(
+            "found\nlease [=L1] granted with TTL(60s)",
+            "found\nlease 694d7f3c1a granted with TTL(60s)",
+        );
+        assert_eq!(got, [("[L1]".to_string(), "694d7f3c1a".to_string())]);
+        assert_eq!(
+            captures(
+                "lease [=L2] granted with TTL([..]s)",
+                "lease 3f granted with TTL(2s)"
+            ),
+            [("[L2]".to_string(), "3f".to_string())],
+            "beside a mask"
+        );
+        assert!(
+            captures("lease [=L1] granted", "lease 694d refused").is_empty(),
+            "a line that does not match captures nothing"
+        );
+        assert!(output_matches(
+            "lease [=L1] granted",
+            &masked_output("lease 694d granted", &got_vars("[L1]", "694d"))
+        ));
+    }
+
+    fn got_vars(name: &str, value: &str) -> Vec<(String, String)> {
+        vec![(name.to_string(), value.to_string())]
     }
 }

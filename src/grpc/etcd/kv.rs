@@ -16,7 +16,6 @@ use tonic::{Request, Response, Status};
 
 use super::{check_message_size, check_request_size, is_forwarded, status_of, EtcdFront};
 use crate::actors::messages::{Api, ClientRead, ReadQuery, ReadResult, WriteOp};
-use crate::error::Error;
 use crate::mvcc;
 use crate::state_machine::WriteResponse;
 
@@ -28,49 +27,6 @@ pub struct EtcdKv {
 impl EtcdKv {
     pub fn new(front: EtcdFront) -> EtcdKv {
         EtcdKv { front }
-    }
-
-    /// Proposes `op`; on a follower, forwards `original` to the leader through `forward`
-    /// unless it was forwarded here already. `pick` takes the response out of the state
-    /// machine's answer.
-    async fn write<Req, Resp, F, Fut>(
-        &self,
-        forwarded: bool,
-        original: Req,
-        op: WriteOp,
-        pick: impl FnOnce(WriteResponse) -> Option<Resp>,
-        header: impl FnOnce(&mut Resp) -> &mut Option<ResponseHeader>,
-        forward: F,
-    ) -> Result<Response<Resp>, Status>
-    where
-        F: FnOnce(Channel, Request<Req>) -> Fut,
-        Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
-    {
-        match self.front.write(op).await {
-            Ok((response, term)) => {
-                let mut r = pick(response)
-                    .ok_or_else(|| Status::internal("the state machine answered another call"))?;
-                self.front.stamp(header(&mut r), term);
-                Ok(Response::new(r))
-            }
-            Err(Error::NotLeader {
-                leader_addr: Some(addr),
-                ..
-            }) if !forwarded => {
-                let f = &self.front;
-                let mut r = f
-                    .forwarder
-                    .forward(&addr, original, f.timeout, forward)
-                    .await?;
-                // The answer is this member's, as a follower's is in etcd: the leader's
-                // revision and term, this member's id.
-                if let Some(h) = header(&mut r) {
-                    h.member_id = f.member_id;
-                }
-                Ok(Response::new(r))
-            }
-            Err(e) => Err(status_of(e)),
-        }
     }
 }
 
@@ -114,18 +70,19 @@ impl Kv for EtcdKv {
         check_message_size(&req)?;
         mvcc::check_put(&req)?;
         check_request_size(&req)?;
-        self.write(
-            forwarded,
-            req.clone(),
-            WriteOp::Put(req),
-            |w| match w {
-                WriteResponse::Put(r) => Some(r),
-                _ => None,
-            },
-            |r| &mut r.header,
-            |ch, r| async move { kv_client(ch).put(r).await },
-        )
-        .await
+        self.front
+            .propose(
+                forwarded,
+                req.clone(),
+                WriteOp::Put(req),
+                |w| match w {
+                    WriteResponse::Put(r) => Some(r),
+                    _ => None,
+                },
+                |r| &mut r.header,
+                |ch, r| async move { kv_client(ch).put(r).await },
+            )
+            .await
     }
 
     async fn delete_range(
@@ -137,18 +94,19 @@ impl Kv for EtcdKv {
         check_message_size(&req)?;
         mvcc::check_delete_range(&req)?;
         check_request_size(&req)?;
-        self.write(
-            forwarded,
-            req.clone(),
-            WriteOp::DeleteRange(req),
-            |w| match w {
-                WriteResponse::DeleteRange(r) => Some(r),
-                _ => None,
-            },
-            |r| &mut r.header,
-            |ch, r| async move { kv_client(ch).delete_range(r).await },
-        )
-        .await
+        self.front
+            .propose(
+                forwarded,
+                req.clone(),
+                WriteOp::DeleteRange(req),
+                |w| match w {
+                    WriteResponse::DeleteRange(r) => Some(r),
+                    _ => None,
+                },
+                |r| &mut r.header,
+                |ch, r| async move { kv_client(ch).delete_range(r).await },
+            )
+            .await
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
@@ -157,18 +115,19 @@ impl Kv for EtcdKv {
         check_message_size(&req)?;
         mvcc::check_txn(&req, mvcc::MAX_TXN_OPS)?;
         check_request_size(&req)?;
-        self.write(
-            forwarded,
-            req.clone(),
-            WriteOp::Txn(req),
-            |w| match w {
-                WriteResponse::Txn(r) => Some(r),
-                _ => None,
-            },
-            |r| &mut r.header,
-            |ch, r| async move { kv_client(ch).txn(r).await },
-        )
-        .await
+        self.front
+            .propose(
+                forwarded,
+                req.clone(),
+                WriteOp::Txn(req),
+                |w| match w {
+                    WriteResponse::Txn(r) => Some(r),
+                    _ => None,
+                },
+                |r| &mut r.header,
+                |ch, r| async move { kv_client(ch).txn(r).await },
+            )
+            .await
     }
 
     async fn compact(
@@ -178,7 +137,8 @@ impl Kv for EtcdKv {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
         let answer = self
-            .write(
+            .front
+            .propose(
                 forwarded,
                 req,
                 WriteOp::Compaction(req),

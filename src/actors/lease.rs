@@ -1,0 +1,211 @@
+//! `LeaseActor`: the [`Lessor`] behind a mailbox (the protocol is in [`crate::lease`]).
+//!
+//! It adds to the lessor:
+//! - **the table**: the StorageActor sends the whole lease table at start and after a
+//!   restore ([`LeasesLoaded`]), and after every apply batch what it changed
+//!   ([`LeaseChanges`]);
+//! - **the role**: the RaftActor's [`RoleChanged`] promotes or demotes the lessor, and gives
+//!   the leader's client address that a follower's answers carry;
+//! - **the tick**: every [`LEASE_TICK`] on the leader, the expired leases' revokes and the
+//!   checkpoints due are proposed, through the ClientApiActor as any write is; their outcome
+//!   comes back as applied changes, so a failed proposal needs no handling here but a log
+//!   line (the lessor proposes an unapplied revoke again after its retry interval);
+//! - **the time**: the lessor is given `Instant::now()` at each message.
+//!
+//! Mailbox: unbounded, as every actor's on the System arbiter here; its senders are the
+//! StorageActor (one message per apply batch with lease changes), the RaftActor (role
+//! changes) and the Lease service (one message per request, each awaited).
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use etcd_api::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest};
+use raft::StateRole;
+use tokio::sync::oneshot;
+
+use crate::actors::messages::{
+    Api, ClientWrite, LeaseAnswer, LeaseChanges, LeaseTimeLeft, LeasesLoaded, ListLeases,
+    RenewLease, RoleChanged, WriteOp,
+};
+use crate::actors::ClientApiActor;
+use crate::lease::{Lessor, LessorConfig, Renewal, TimeLeft};
+
+/// How often the leader looks for expired leases and checkpoints due (etcd: 500 ms). A lease
+/// so expires at most this much after its deadline, plus the time its revoke takes.
+pub const LEASE_TICK: Duration = Duration::from_millis(500);
+
+/// Revokes proposed per tick at most: 500 a tick is etcd's rate of 1 000 a second.
+pub const MAX_REVOKES_PER_TICK: usize = 500;
+
+/// How long a proposed revoke is given to be applied before it is proposed again (etcd's
+/// `expiredLeaseRetryInterval`).
+pub const REVOKE_RETRY: Duration = Duration::from_secs(3);
+
+/// Checkpoints in one proposed entry at most (etcd's `maxLeaseCheckpointBatchSize`).
+pub const MAX_CHECKPOINTS_PER_ENTRY: usize = 1_000;
+
+/// The leases of one member (see the module docs).
+pub struct LeaseActor {
+    lessor: Lessor,
+    /// Where revokes and checkpoints are proposed.
+    api: Addr<ClientApiActor>,
+    /// The leader's client address, as the last role change gave it: what a follower's
+    /// answers carry.
+    leader_addr: Option<String>,
+    /// The term of the last role change, for response headers.
+    term: u64,
+}
+
+impl LeaseActor {
+    /// `election_timeout` is what a new leader adds to every lease; long leases are
+    /// checkpointed every `checkpoint_interval`.
+    pub fn new(
+        api: Addr<ClientApiActor>,
+        election_timeout: Duration,
+        checkpoint_interval: Duration,
+    ) -> LeaseActor {
+        LeaseActor {
+            lessor: Lessor::new(LessorConfig {
+                promote_extension: election_timeout,
+                checkpoint_interval,
+                max_revokes_per_tick: MAX_REVOKES_PER_TICK,
+                revoke_retry: REVOKE_RETRY,
+                max_checkpoints: MAX_CHECKPOINTS_PER_ENTRY,
+            }),
+            api,
+            leader_addr: None,
+            term: 0,
+        }
+    }
+
+    fn answer<T>(&self, answer: T) -> LeaseAnswer<T> {
+        LeaseAnswer {
+            answer,
+            leader_addr: self.leader_addr.clone(),
+            term: self.term,
+        }
+    }
+
+    /// Proposes `op` as a write of its own; the outcome comes back through the apply path.
+    fn propose(&self, op: WriteOp, ctx: &mut Context<Self>) {
+        let (reply, answer) = oneshot::channel();
+        let what = format!("{op:?}");
+        self.api.do_send(ClientWrite {
+            op,
+            api: Api::Etcd,
+            reply,
+        });
+        ctx.spawn(
+            async move {
+                match answer.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::debug!("lease proposal {what} not applied: {e}"),
+                    Err(_) => tracing::debug!("lease proposal {what}: no answer"),
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// One tick on the leader: revokes of the expired, then the checkpoints due.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        for id in self.lessor.expired(now) {
+            tracing::debug!(lease = id, "lease expired: revoking it");
+            self.propose(WriteOp::LeaseRevoke(LeaseRevokeRequest { id }), ctx);
+        }
+        let due = self.lessor.checkpoints_due(now);
+        if !due.is_empty() {
+            let checkpoints = due
+                .into_iter()
+                .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
+                .collect();
+            self.propose(
+                WriteOp::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints }),
+                ctx,
+            );
+        }
+    }
+}
+
+impl Actor for LeaseActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(LEASE_TICK, |act, ctx| act.tick(ctx));
+    }
+}
+
+impl Handler<LeasesLoaded> for LeaseActor {
+    type Result = ();
+    fn handle(&mut self, msg: LeasesLoaded, _: &mut Self::Context) {
+        self.lessor.reset(msg.0, Instant::now());
+    }
+}
+
+impl Handler<LeaseChanges> for LeaseActor {
+    type Result = ();
+    fn handle(&mut self, msg: LeaseChanges, _: &mut Self::Context) {
+        let now = Instant::now();
+        for change in msg.0 {
+            self.lessor.apply(change, now);
+        }
+    }
+}
+
+impl Handler<RoleChanged> for LeaseActor {
+    type Result = ();
+    fn handle(&mut self, msg: RoleChanged, _: &mut Self::Context) {
+        self.leader_addr = msg.leader_client_addr;
+        self.term = msg.change.term;
+        let leads = msg.change.role == StateRole::Leader;
+        if leads && !self.lessor.is_primary() {
+            self.lessor.promote(Instant::now());
+            tracing::info!(
+                leases = self.lessor.len(),
+                "leading: every lease starts again from its remaining TTL"
+            );
+        } else if !leads && self.lessor.is_primary() {
+            self.lessor.demote();
+        }
+    }
+}
+
+impl Handler<RenewLease> for LeaseActor {
+    type Result = MessageResult<RenewLease>;
+    fn handle(&mut self, msg: RenewLease, ctx: &mut Self::Context) -> Self::Result {
+        let renewal = self.lessor.renew(msg.id, Instant::now());
+        if let Renewal::Renewed {
+            clear_checkpoint: true,
+            ..
+        } = renewal
+        {
+            let clear = LeaseCheckpoint {
+                id: msg.id,
+                remaining_ttl: 0,
+            };
+            self.propose(
+                WriteOp::LeaseCheckpoint(LeaseCheckpointRequest {
+                    checkpoints: vec![clear],
+                }),
+                ctx,
+            );
+        }
+        MessageResult(self.answer(renewal))
+    }
+}
+
+impl Handler<LeaseTimeLeft> for LeaseActor {
+    type Result = MessageResult<LeaseTimeLeft>;
+    fn handle(&mut self, msg: LeaseTimeLeft, _: &mut Self::Context) -> Self::Result {
+        let left: TimeLeft = self.lessor.time_left(msg.id, Instant::now());
+        MessageResult(self.answer(left))
+    }
+}
+
+impl Handler<ListLeases> for LeaseActor {
+    type Result = MessageResult<ListLeases>;
+    fn handle(&mut self, _: ListLeases, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.answer(self.lessor.ids()))
+    }
+}
