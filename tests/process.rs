@@ -1682,3 +1682,201 @@ fn a_require_leader_watch_ends_when_its_member_is_cut_off() {
     assert_eq!(refused.message(), "etcdserver: no leader");
     cluster.heal_links();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Leases
+// ---------------------------------------------------------------------------------------------
+
+/// The TTL of the leases of the lease tests, in seconds.
+const LEASE_TTL_SECS: i64 = 2;
+/// How often the lease tests' client sends a keep-alive: a quarter of the TTL.
+const KEEP_ALIVE_EVERY: Duration = Duration::from_millis(500);
+/// How long one keep-alive or read of the lease tests may take on one member.
+const LEASE_CALL_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// How often the lease tests look at the leased key.
+const LEASE_POLL: Duration = Duration::from_millis(50);
+
+/// The cluster's election timeout as its nodes are configured (Raft may wait up to twice it).
+fn election_timeout() -> Duration {
+    Duration::from_millis(TICK_INTERVAL_MS * ELECTION_TICKS as u64)
+}
+
+/// A lease of [`LEASE_TTL_SECS`] granted through `addr`, and `key` put with it; the lease id.
+fn leased_key(rt: &Runtime, addr: &str, key: &str) -> i64 {
+    use etcd_api::etcdserverpb::kv_client::KvClient;
+    use etcd_api::etcdserverpb::lease_client::LeaseClient;
+    use etcd_api::etcdserverpb::{LeaseGrantRequest, PutRequest};
+    rt.block_on(async {
+        let url = format!("http://{addr}");
+        let mut leases = LeaseClient::connect(url.clone())
+            .await
+            .expect("harness: dial the member");
+        let granted = leases
+            .lease_grant(LeaseGrantRequest {
+                ttl: LEASE_TTL_SECS,
+                id: 0,
+            })
+            .await
+            .expect("a grant")
+            .into_inner();
+        assert_eq!(granted.ttl, LEASE_TTL_SECS, "granted as asked");
+        let mut kv = KvClient::connect(url)
+            .await
+            .expect("harness: dial the member");
+        kv.put(PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease: granted.id,
+            ..Default::default()
+        })
+        .await
+        .expect("a put with the lease");
+        granted.id
+    })
+}
+
+/// One keep-alive of `id`, tried on each of `addrs` in turn until one answers: the TTL the
+/// answer gave (0: the lease is gone), or `None` when no member answered.
+async fn keep_alive_once(addrs: &[String], id: i64) -> Option<i64> {
+    use etcd_api::etcdserverpb::lease_client::LeaseClient;
+    use etcd_api::etcdserverpb::LeaseKeepAliveRequest;
+    for addr in addrs {
+        let call = async {
+            let mut client = LeaseClient::connect(format!("http://{addr}")).await.ok()?;
+            let once = tokio_stream::once(LeaseKeepAliveRequest { id });
+            let mut answers = client.lease_keep_alive(once).await.ok()?.into_inner();
+            answers.message().await.ok()?.map(|a| a.ttl)
+        };
+        if let Ok(Some(ttl)) = tokio::time::timeout(LEASE_CALL_TIMEOUT, call).await {
+            return Some(ttl);
+        }
+    }
+    None
+}
+
+/// Whether `key` exists, read (linearizably) from the first of `addrs` that answers.
+async fn key_exists(addrs: &[String], key: &str) -> Option<bool> {
+    use etcd_api::etcdserverpb::kv_client::KvClient;
+    use etcd_api::etcdserverpb::RangeRequest;
+    for addr in addrs {
+        let call = async {
+            let mut kv = KvClient::connect(format!("http://{addr}")).await.ok()?;
+            let req = RangeRequest {
+                key: key.into(),
+                count_only: true,
+                ..Default::default()
+            };
+            kv.range(req).await.ok().map(|r| r.into_inner().count > 0)
+        };
+        if let Ok(Some(exists)) = tokio::time::timeout(LEASE_CALL_TIMEOUT, call).await {
+            return Some(exists);
+        }
+    }
+    None
+}
+
+/// Keeps lease `id` alive through `addrs` until `until`, watching `key` all along; panics if
+/// the key is ever missing or a keep-alive says the lease is gone.
+fn keep_alive_until(rt: &Runtime, addrs: &[String], id: i64, key: &str, until: Instant) {
+    rt.block_on(async {
+        let mut next_keep_alive = Instant::now();
+        while Instant::now() < until {
+            if Instant::now() >= next_keep_alive {
+                let ttl = keep_alive_once(addrs, id).await;
+                assert_ne!(ttl, Some(0), "the lease was lost while kept alive");
+                next_keep_alive = Instant::now() + KEEP_ALIVE_EVERY;
+            }
+            let exists = key_exists(addrs, key).await;
+            assert_ne!(
+                exists,
+                Some(false),
+                "the leased key vanished while kept alive"
+            );
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+    });
+}
+
+/// Proves expiry is timely and never early: a key whose lease's keep-alives stop is there
+/// for the whole TTL after the last one was sent, and gone within TTL + an election timeout
+/// of it.
+#[test]
+fn a_leased_key_is_gone_within_its_ttl_and_an_election_timeout_after_keep_alives_stop() {
+    let cluster = BlockingCluster::start(ClusterOptions::default());
+    let leader = cluster.wait_leader();
+    let follower = cluster.client_addr(cluster.follower_of(leader)).to_string();
+    let rt = cluster.rt();
+    let id = leased_key(rt, &follower, "leased");
+    let addrs = vec![follower];
+    // Kept alive through the follower past its first TTL.
+    keep_alive_until(
+        rt,
+        &addrs,
+        id,
+        "leased",
+        Instant::now() + Duration::from_secs(3),
+    );
+    let sent = Instant::now();
+    assert_eq!(
+        rt.block_on(keep_alive_once(&addrs, id)),
+        Some(LEASE_TTL_SECS),
+        "the last keep-alive"
+    );
+    let ttl = Duration::from_secs(LEASE_TTL_SECS as u64);
+    let latest = sent + ttl + election_timeout();
+    let gone_at = rt.block_on(async {
+        loop {
+            let now = Instant::now();
+            let exists = key_exists(&addrs, "leased").await;
+            if exists == Some(false) {
+                return now;
+            }
+            assert!(
+                now < latest,
+                "still there {:?} after the last keep-alive",
+                now - sent
+            );
+            tokio::time::sleep(LEASE_POLL).await;
+        }
+    });
+    assert!(
+        gone_at >= sent + ttl,
+        "gone {:?} after the last keep-alive: before its TTL",
+        gone_at - sent
+    );
+}
+
+/// Proves a lease kept alive outlives the loss of its leader: kill -9 of one leader, then
+/// SIGSTOP of the next, and the key is never missing.
+#[test]
+fn a_kept_alive_lease_survives_kill9_and_sigstop_of_the_leader() {
+    let mut cluster = BlockingCluster::start(ClusterOptions::default());
+    let first = cluster.wait_leader();
+    let addrs: Vec<String> = (1..=3)
+        .map(|id| cluster.client_addr(id).to_string())
+        .collect();
+    let id = leased_key(cluster.rt(), &addrs[0], "kept");
+    let hold = Duration::from_secs(2 * LEASE_TTL_SECS as u64);
+    keep_alive_until(cluster.rt(), &addrs, id, "kept", Instant::now() + hold);
+
+    cluster.kill(first);
+    let live: Vec<String> = (1..=3)
+        .filter(|n| *n != first)
+        .map(|n| cluster.client_addr(n).to_string())
+        .collect();
+    keep_alive_until(cluster.rt(), &live, id, "kept", Instant::now() + hold);
+    let second = cluster.wait_leader();
+    assert_ne!(second, first);
+
+    cluster.pause(second).expect("harness: SIGSTOP the leader");
+    let others: Vec<String> = (1..=3)
+        .filter(|n| *n != first && *n != second)
+        .map(|n| cluster.client_addr(n).to_string())
+        .chain(std::iter::once(cluster.client_addr(second).to_string()))
+        .collect();
+    // One member of three cannot elect a leader: the store waits, and so does the lease.
+    cluster.restart(&[first]);
+    keep_alive_until(cluster.rt(), &others, id, "kept", Instant::now() + hold);
+    cluster.resume(second).expect("harness: SIGCONT the leader");
+    keep_alive_until(cluster.rt(), &addrs, id, "kept", Instant::now() + hold);
+}

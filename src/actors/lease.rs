@@ -6,7 +6,8 @@
 //!   ([`LeaseChanges`]);
 //! - **the role**: the RaftActor's [`RoleChanged`] promotes or demotes the lessor, and gives
 //!   the leader's client address that a follower's answers carry;
-//! - **the tick**: every [`LEASE_TICK`] on the leader, the expired leases' revokes and the
+//! - **the tick**: every quarter election timeout, at most [`LEASE_TICK`], on the leader, the
+//!   expired leases' revokes and the
 //!   checkpoints due are proposed, through the ClientApiActor as any write is; their outcome
 //!   comes back as applied changes, so a failed proposal needs no handling here but a log
 //!   line (the lessor proposes an unapplied revoke again after its retry interval);
@@ -30,12 +31,14 @@ use crate::actors::messages::{
 use crate::actors::ClientApiActor;
 use crate::lease::{Lessor, LessorConfig, Renewal, TimeLeft};
 
-/// How often the leader looks for expired leases and checkpoints due (etcd: 500 ms). A lease
-/// so expires at most this much after its deadline, plus the time its revoke takes.
+/// How often the leader looks for expired leases and checkpoints due at most (etcd: 500 ms);
+/// with short election timeouts, every quarter of one, so that a lease is gone within its TTL
+/// and an election timeout of its last keep-alive (the tick, then its revoke's commit).
 pub const LEASE_TICK: Duration = Duration::from_millis(500);
 
-/// Revokes proposed per tick at most: 500 a tick is etcd's rate of 1 000 a second.
-pub const MAX_REVOKES_PER_TICK: usize = 500;
+/// Revokes proposed per second at most, spread over the ticks (etcd's `leaseRevokeRate`), so
+/// that many leases expiring at once do not flood the log ahead of clients' writes.
+pub const REVOKES_PER_SECOND: usize = 1_000;
 
 /// How long a proposed revoke is given to be applied before it is proposed again (etcd's
 /// `expiredLeaseRetryInterval`).
@@ -54,6 +57,8 @@ pub struct LeaseActor {
     leader_addr: Option<String>,
     /// The term of the last role change, for response headers.
     term: u64,
+    /// How often [`LeaseActor::tick`] runs.
+    tick_every: Duration,
 }
 
 impl LeaseActor {
@@ -64,17 +69,20 @@ impl LeaseActor {
         election_timeout: Duration,
         checkpoint_interval: Duration,
     ) -> LeaseActor {
+        let tick_every = (election_timeout / 4).clamp(Duration::from_millis(1), LEASE_TICK);
+        let per_tick = REVOKES_PER_SECOND as u128 * tick_every.as_millis() / 1000;
         LeaseActor {
             lessor: Lessor::new(LessorConfig {
                 promote_extension: election_timeout,
                 checkpoint_interval,
-                max_revokes_per_tick: MAX_REVOKES_PER_TICK,
+                max_revokes_per_tick: (per_tick as usize).max(1),
                 revoke_retry: REVOKE_RETRY,
                 max_checkpoints: MAX_CHECKPOINTS_PER_ENTRY,
             }),
             api,
             leader_addr: None,
             term: 0,
+            tick_every,
         }
     }
 
@@ -132,7 +140,7 @@ impl Actor for LeaseActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(LEASE_TICK, |act, ctx| act.tick(ctx));
+        ctx.run_interval(self.tick_every, |act, ctx| act.tick(ctx));
     }
 }
 
