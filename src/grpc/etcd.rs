@@ -70,9 +70,9 @@ pub const MAX_GRPC_MESSAGE_BYTES: usize = MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTE
 /// refuses them itself (`OUT_OF_RANGE`) before holding them whole.
 pub const MAX_DECODED_BYTES: usize = 8 * 1024 * 1024;
 
-/// The version Status reports. Not an etcd version: this store serves etcd's KV, Watch,
-/// Maintenance and Cluster calls but not yet Lease or Auth, and a version like "3.4.0" would
-/// claim them to tools that decide by it.
+/// The version Status reports. Not an etcd version: this store serves etcd's KV, Watch, Lease,
+/// Maintenance and Cluster calls but not Auth, and a version like "3.4.0" would claim it to
+/// tools that decide by it.
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The cluster id every member derives from the cluster's name: FNV-1a over it, never 0
