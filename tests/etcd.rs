@@ -15,6 +15,8 @@
 //! - Watch: `tests/cmd/etcdctl-watch.md` (`etcdctl watch` replaying history: a key, a prefix,
 //!   a range, `--prev-kv`, the output formats, a compacted start, an empty range) against a
 //!   real etcd and through a follower of three nodes.
+//! - Lock and elect: etcdctl's recipes against a real etcd and through a follower — a command
+//!   under a lock, holders one at a time, a second candidate leading once the first resigns.
 //! - Lease: `tests/cmd/etcdctl-lease.md` (grant, put with a lease, time-to-live with keys,
 //!   keep-alive, list, revoke deleting the keys, bad input) against a real etcd and through a
 //!   follower of three nodes.
@@ -26,6 +28,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use etcd_api::etcdserverpb::{
     compare, request_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
@@ -917,4 +920,134 @@ fn watch_bad_input_gets_etcds_answers_from_a_follower() {
     );
     let got = cluster.rt().block_on(watch_bad_input(&follower, &mut kv));
     assert_eq!(got, WATCH_BAD_INPUT_ANSWERS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// etcdctl lock and elect
+// ---------------------------------------------------------------------------------------------
+
+/// How long `etcdctl lock` and `elect` may take to get what they wait for.
+const RECIPE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a lock holder of the lock test holds it.
+const HOLD: &str = "0.3";
+/// Lock holders of the lock test, all started at once.
+const HOLDERS: usize = 3;
+
+/// `etcdctl` with `args` against `endpoint`, run in `dir` with its output (stdout and stderr)
+/// in the file `out` there.
+fn etcdctl_in_background(endpoint: &str, dir: &Path, args: &[&str], out: &str) -> kv_harness::Proc {
+    let etcdctl = harness(etcdctl_bin());
+    let file = std::fs::File::create(dir.join(out)).expect("harness: an output file");
+    let mut cmd = Command::new(etcdctl);
+    kv_harness::etcd::clean_etcd_env(&mut cmd)
+        .current_dir(dir)
+        .env("ETCDCTL_API", "3")
+        .env("ETCDCTL_ENDPOINTS", endpoint)
+        .args(args)
+        .stdout(file.try_clone().expect("harness: the output file"))
+        .stderr(file);
+    harness(kv_harness::Proc::spawn(
+        format!("etcdctl {}", args.join(" ")),
+        &mut cmd,
+    ))
+}
+
+/// The lines of `dir/out` once `ready` says they are complete.
+fn lines_when(dir: &Path, out: &str, what: &str, ready: impl Fn(&[String]) -> bool) -> Vec<String> {
+    kv_harness::poll_until(what, RECIPE_TIMEOUT, || {
+        let text = std::fs::read_to_string(dir.join(out)).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        ready(&lines).then_some(lines)
+    })
+}
+
+/// etcdctl's lock and elect recipes against `endpoint`: a command run under a lock; holders
+/// started at once take the lock one after the other, never two at a time; an election's
+/// second candidate waits, and leads once the first resigns; an observer sees the leader.
+fn lock_and_elect(endpoint: &str) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let d = dir.path();
+    let mut once = etcdctl_in_background(endpoint, d, &["lock", "L", "echo", "held"], "once");
+    assert!(
+        once.wait_timeout(RECIPE_TIMEOUT)
+            .is_some_and(|s| s.success()),
+        "etcdctl lock L echo held exits 0"
+    );
+    assert_eq!(
+        lines_when(d, "once", "the command's output", |l| !l.is_empty()),
+        ["held"]
+    );
+
+    // Each holder writes "in" and "out" around its hold to one log; under the lock, no "in"
+    // ever follows another.
+    let script = format!("echo \"$0 in\" >> log; sleep {HOLD}; echo \"$0 out\" >> log");
+    let mut holders: Vec<kv_harness::Proc> = (0..HOLDERS)
+        .map(|i| {
+            let name = format!("h{i}");
+            let args = [
+                "lock",
+                "L",
+                "--",
+                "sh",
+                "-c",
+                script.as_str(),
+                name.as_str(),
+            ];
+            etcdctl_in_background(endpoint, d, &args, &name)
+        })
+        .collect();
+    for h in &mut holders {
+        assert!(
+            h.wait_timeout(RECIPE_TIMEOUT).is_some_and(|s| s.success()),
+            "every holder gets the lock in turn and exits 0"
+        );
+    }
+    let log = std::fs::read_to_string(d.join("log")).expect("the holders' log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2 * HOLDERS, "{log}");
+    for pair in lines.chunks(2) {
+        let who = pair[0].trim_end_matches(" in");
+        assert_eq!(pair, [format!("{who} in"), format!("{who} out")], "{log}");
+    }
+
+    let mut first = etcdctl_in_background(endpoint, d, &["elect", "E", "p1"], "first");
+    let led = lines_when(d, "first", "the first candidate to lead", |l| l.len() >= 2);
+    assert!(led[0].starts_with("E/") && led[1] == "p1", "{led:?}");
+    let mut second = etcdctl_in_background(endpoint, d, &["elect", "E", "p2"], "second");
+    let mut observer = etcdctl_in_background(endpoint, d, &["elect", "--listen", "E"], "observer");
+    let seen = lines_when(d, "observer", "the observer to see p1", |l| l.len() >= 2);
+    assert_eq!(seen[1], "p1");
+    assert!(
+        std::fs::read_to_string(d.join("second"))
+            .unwrap_or_default()
+            .is_empty(),
+        "the second candidate waits while the first leads"
+    );
+    harness(first.signal(libc::SIGINT));
+    let led = lines_when(d, "second", "the second candidate to lead", |l| {
+        l.len() >= 2
+    });
+    assert!(led[0].starts_with("E/") && led[1] == "p2", "{led:?}");
+    let seen = lines_when(d, "observer", "the observer to see p2", |l| l.len() >= 4);
+    assert_eq!(seen[3], "p2");
+    for p in [&mut first, &mut second, &mut observer] {
+        let _ = p.signal(libc::SIGINT);
+        p.wait_timeout(RECIPE_TIMEOUT);
+    }
+}
+
+/// Proves the lock and elect checks hold of etcd itself.
+#[test]
+fn etcdctl_lock_and_elect_work_against_etcd() {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let etcd = harness(rt.block_on(EtcdCluster::start(1)));
+    lock_and_elect(etcd.client_addr(0));
+}
+
+/// Proves etcdctl's lock and elect recipes — Txn on create revision, leases, Range sorted by
+/// create revision, Watch from a revision — work through a follower of three nodes.
+#[test]
+fn etcdctl_lock_and_elect_work_through_a_follower_of_three_nodes() {
+    let (_cluster, follower) = three_nodes_and_a_follower();
+    lock_and_elect(&follower);
 }

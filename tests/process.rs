@@ -1735,25 +1735,6 @@ fn leased_key(rt: &Runtime, addr: &str, key: &str) -> i64 {
     })
 }
 
-/// One keep-alive of `id`, tried on each of `addrs` in turn until one answers: the TTL the
-/// answer gave (0: the lease is gone), or `None` when no member answered.
-async fn keep_alive_once(addrs: &[String], id: i64) -> Option<i64> {
-    use etcd_api::etcdserverpb::lease_client::LeaseClient;
-    use etcd_api::etcdserverpb::LeaseKeepAliveRequest;
-    for addr in addrs {
-        let call = async {
-            let mut client = LeaseClient::connect(format!("http://{addr}")).await.ok()?;
-            let once = tokio_stream::once(LeaseKeepAliveRequest { id });
-            let mut answers = client.lease_keep_alive(once).await.ok()?.into_inner();
-            answers.message().await.ok()?.map(|a| a.ttl)
-        };
-        if let Ok(Some(ttl)) = tokio::time::timeout(LEASE_CALL_TIMEOUT, call).await {
-            return Some(ttl);
-        }
-    }
-    None
-}
-
 /// Whether `key` exists, read (linearizably) from the first of `addrs` that answers.
 async fn key_exists(addrs: &[String], key: &str) -> Option<bool> {
     use etcd_api::etcdserverpb::kv_client::KvClient;
@@ -1782,7 +1763,7 @@ fn keep_alive_until(rt: &Runtime, addrs: &[String], id: i64, key: &str, until: I
         let mut next_keep_alive = Instant::now();
         while Instant::now() < until {
             if Instant::now() >= next_keep_alive {
-                let ttl = keep_alive_once(addrs, id).await;
+                let ttl = kv_api::lease::keep_alive_once(addrs, id).await;
                 assert_ne!(ttl, Some(0), "the lease was lost while kept alive");
                 next_keep_alive = Instant::now() + KEEP_ALIVE_EVERY;
             }
@@ -1818,7 +1799,7 @@ fn a_leased_key_is_gone_within_its_ttl_and_an_election_timeout_after_keep_alives
     );
     let sent = Instant::now();
     assert_eq!(
-        rt.block_on(keep_alive_once(&addrs, id)),
+        rt.block_on(kv_api::lease::keep_alive_once(&addrs, id)),
         Some(LEASE_TTL_SECS),
         "the last keep-alive"
     );
@@ -1879,4 +1860,125 @@ fn a_kept_alive_lease_survives_kill9_and_sigstop_of_the_leader() {
     keep_alive_until(cluster.rt(), &others, id, "kept", Instant::now() + hold);
     cluster.resume(second).expect("harness: SIGCONT the leader");
     keep_alive_until(cluster.rt(), &addrs, id, "kept", Instant::now() + hold);
+}
+
+/// How long a `kvctl lock` holder of the lock test holds the lock, in seconds (for `sleep`).
+const KVCTL_HOLD: &str = "0.3";
+/// `kvctl lock` holders of the lock test, started at once.
+const KVCTL_HOLDERS: usize = 3;
+
+/// Proves kvctl's lease commands and `lock` do what their help says: ids in hex, keys that
+/// go with a revoked lease, exit 1 for a lease that is gone, etcd's refusals as bad input;
+/// lock holders one at a time, the command's status passed on, and a holder whose lease is
+/// revoked under it killed with exit 10.
+#[test]
+fn kvctl_lease_commands_and_lock() {
+    let cluster = BlockingCluster::start(ClusterOptions::default());
+    let leader = cluster.wait_leader();
+    let follower = cluster.client_addr(cluster.follower_of(leader)).to_string();
+    let run = |args: &[&str]| cluster.kvctl(&follower, args);
+
+    let granted = run(&["lease", "grant", "60"]);
+    assert_exit(&granted, 0, "lease grant");
+    let id = granted.stdout.trim().to_string();
+    assert_eq!(id.len(), 16, "a hex id: {granted}");
+    assert_exit(&run(&["set", "--lease", &id, "k", "v"]), 0, "set --lease");
+    let ttl = run(&["lease", "ttl", "--keys", &id]);
+    assert_exit(&ttl, 0, "lease ttl");
+    assert!(ttl.stdout.starts_with("granted=60 remaining="), "{ttl}");
+    assert!(ttl.stdout.ends_with("\nk\n"), "its key: {ttl}");
+    assert!(run(&["lease", "list"]).stdout.lines().any(|l| l == id));
+    assert_exit(&run(&["lease", "revoke", &id]), 0, "lease revoke");
+    assert_exit(&run(&["get", "k"]), 1, "the key went with the lease");
+    assert_exit(
+        &run(&["lease", "ttl", &id]),
+        1,
+        "lease ttl of a revoked lease",
+    );
+    assert_exit(&run(&["lease", "revoke", &id]), 1, "lease revoke again");
+    let too_long = run(&["lease", "grant", "9000000001"]);
+    assert_exit(&too_long, 2, "a TTL over the limit");
+    assert!(
+        too_long.stderr.contains("too large lease TTL"),
+        "{too_long}"
+    );
+    let unknown = run(&["set", "--lease", "1234", "k", "v"]);
+    assert_exit(&unknown, 2, "set with an unknown lease");
+    assert!(
+        unknown.stderr.contains("requested lease not found"),
+        "{unknown}"
+    );
+    assert_exit(
+        &run(&["lease", "ttl", "zz"]),
+        2,
+        "a lease id that is not hex",
+    );
+
+    // Holders started at once take the lock one after the other.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let log = dir.path().join("log");
+    let script = format!(
+        "echo \"$0 in\" >> {log}; sleep {KVCTL_HOLD}; echo \"$0 out\" >> {log}",
+        log = log.display()
+    );
+    let holders: Vec<std::thread::JoinHandle<Finished>> = (0..KVCTL_HOLDERS)
+        .map(|i| {
+            let (kvctl, follower, script) = (kvctl_bin(), follower.clone(), script.clone());
+            let dir = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                let mut cmd = Command::new(kvctl);
+                cmd.args(["--endpoints", &follower, "lock", "L", "--", "sh", "-c"])
+                    .arg(&script)
+                    .arg(format!("h{i}"));
+                run_to_exit(&mut cmd, &dir, KVCTL_TIMEOUT)
+            })
+        })
+        .collect();
+    for h in holders {
+        assert_exit(&h.join().expect("a holder's thread"), 0, "a lock holder");
+    }
+    let text = fs::read_to_string(&log).expect("the holders' log");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2 * KVCTL_HOLDERS, "{text}");
+    for pair in lines.chunks(2) {
+        let who = pair[0].trim_end_matches(" in");
+        assert_eq!(pair, [format!("{who} in"), format!("{who} out")], "{text}");
+    }
+    assert_exit(
+        &run(&["lock", "L", "--", "sh", "-c", "exit 3"]),
+        3,
+        "lock passes the command's status on",
+    );
+
+    // A holder whose lease is revoked under it is killed, and says so.
+    let mut cmd = Command::new(kvctl_bin());
+    cmd.args([
+        "--endpoints",
+        &follower,
+        "lock",
+        "--ttl",
+        "5",
+        "L",
+        "--",
+        "sleep",
+        "60",
+    ]);
+    let holder = {
+        let dir = dir.path().to_path_buf();
+        std::thread::spawn(move || run_to_exit(&mut cmd, &dir, KVCTL_TIMEOUT))
+    };
+    // Its key, `L/<lease id>`, once it holds the lock.
+    let held = poll_until("the holder to take the lock", KVCTL_TIMEOUT, || {
+        let listed = run(&["list", "--prefix", "L/", "--keys-only"]);
+        let key = listed.stdout.lines().next()?.to_string();
+        key.strip_prefix("L/").map(str::to_string)
+    });
+    assert_exit(
+        &run(&["lease", "revoke", &held]),
+        0,
+        "revoke the holder's lease",
+    );
+    let lost = holder.join().expect("the holder's thread");
+    assert_exit(&lost, 10, "a holder that lost its lease");
+    assert!(lost.stderr.contains("may have expired"), "{lost}");
 }

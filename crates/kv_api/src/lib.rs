@@ -8,12 +8,15 @@
 //! - [`client`]: a client that finds the leader, follows it, and retries only what is safe to
 //!   retry;
 //! - [`watch`]: a watch over etcd's Watch API (every member serves it) that goes on from
-//!   another member when its own goes away, missing and repeating nothing.
+//!   another member when its own goes away, missing and repeating nothing;
+//! - [`lease`]: a lease kept alive, with what the client knows of its deadline, and etcd's
+//!   lock recipe on it.
 //!
 //! This crate knows nothing of Raft, sled or actors; the server depends on it, never the
 //! other way round.
 
 pub mod client;
+pub mod lease;
 pub mod status;
 pub mod watch;
 

@@ -48,6 +48,8 @@ pub enum Call {
     Txn { writes: bool },
     /// A compaction up to this revision.
     Compact(i64),
+    /// A lease call, or a put with a lease; `writes` when it changes the store.
+    Lease { writes: bool },
 }
 
 impl Call {
@@ -56,6 +58,7 @@ impl Call {
             Call::ReadAt(_) => false,
             Call::Txn { writes } => writes,
             Call::Compact(_) => true,
+            Call::Lease { writes } => writes,
         }
     }
 }
@@ -108,7 +111,9 @@ pub fn explain(status: &Status, what: Call) -> Failure {
                     "revision {rev} is not after the last compaction: there is nothing left \
                      to compact up to it ({msg})"
                 ),
-                Call::Txn { .. } => format!("a revision has been compacted ({msg})"),
+                Call::Txn { .. } | Call::Lease { .. } => {
+                    format!("a revision has been compacted ({msg})")
+                }
             },
         ),
         Some(FutureRevision) => fail(
@@ -117,7 +122,9 @@ pub fn explain(status: &Status, what: Call) -> Failure {
                 Call::ReadAt(rev) | Call::Compact(rev) => format!(
                     "revision {rev} is in the future: the store has not reached it yet ({msg})"
                 ),
-                Call::Txn { .. } => format!("a revision is in the future ({msg})"),
+                Call::Txn { .. } | Call::Lease { .. } => {
+                    format!("a revision is in the future ({msg})")
+                }
             },
         ),
         Some(KeyNotProvided) => fail(

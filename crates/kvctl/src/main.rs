@@ -3,16 +3,19 @@
 //! Exit status: 0 success; 1 key not found; 2 bad usage or input the server refused;
 //! 3 no leader or node could be reached; 4 a write's outcome is unknown; 5 other server error;
 //! 6 and 7 `chaos` verdicts; 8 a `txn` whose compares failed (its `--else` branch ran);
-//! 9 a revision compacted away or not yet reached (`get --rev`, `compact`).
+//! 9 a revision compacted away or not yet reached (`get --rev`, `compact`); 10 `lock` lost
+//! its lease while its command ran. `lock` otherwise exits with its command's status.
 //!
 //! `set KEY` without a value reads it from standard input, as `etcdctl put KEY < FILE` does:
 //! a value of a megabyte does not fit a command line ("Argument list too long").
 //!
 //! `set`, `get`, `delete`, `list` and `status` use distributed_kv's own kv.v1 API and the
 //! leader-following [`Client`]; `get --rev`, `txn` and `compact` use etcd's v3 KV API on the
-//! same port ([`etcd`]), so they work against etcd too. `txn`'s syntax is in [`txn`].
+//! same port ([`etcd`]), so they work against etcd too; so do `watch`, `lease`, `set --lease`
+//! and `lock` ([`lease`]). `txn`'s syntax is in [`txn`].
 
 mod etcd;
+mod lease;
 mod txn;
 mod watch;
 
@@ -63,6 +66,10 @@ enum Command {
         /// The value; read from standard input when left out (an empty input sets an empty
         /// value, like an empty argument does).
         value: Option<String>,
+        /// Attach the key to this lease (hex id, as `lease grant` prints it): it is deleted
+        /// when the lease expires or is revoked. Goes through etcd's API.
+        #[arg(long, value_name = "ID")]
+        lease: Option<String>,
     },
     /// Print the value of KEY (exit 1 if it does not exist).
     Get {
@@ -142,6 +149,24 @@ enum Command {
         /// Add each change's previous value as a last column (when there was one).
         #[arg(long)]
         prev_kv: bool,
+    },
+    /// Leases (etcd's Lease API): keys that go when their lease expires or is revoked.
+    Lease {
+        #[command(subcommand)]
+        command: lease::LeaseCommand,
+    },
+    /// Hold lock NAME while COMMAND runs (etcd's lock recipe, so it excludes `etcdctl lock`
+    /// holders too), then release it; exit with COMMAND's status. Waits while another holds
+    /// it. If the lock's lease may have expired meanwhile, COMMAND is killed and the exit is
+    /// 10.
+    Lock {
+        name: String,
+        /// Seconds the lock outlives kvctl if kvctl dies without releasing it.
+        #[arg(long, default_value_t = 60)]
+        ttl: i64,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// Show every node: id, address, role, term, leader, commit and applied index.
     Status {
@@ -339,12 +364,26 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Chaos(args) => return Ok(chaos(args).await?),
-        Command::Set { key, value } => {
+        Command::Set { key, value, lease } => {
             let value = match value {
                 Some(v) => v.into_bytes(),
                 None => read_stdin()?,
             };
-            client.set(key.as_bytes(), &value).await?;
+            match lease {
+                None => {
+                    client.set(key.as_bytes(), &value).await?;
+                }
+                Some(id) => {
+                    let id = lease::parse_id(&id)?;
+                    lease::put_with_lease(&endpoints, timeout, key.into_bytes(), value, id).await?
+                }
+            }
+        }
+        Command::Lease { command } => {
+            return lease::lease(&endpoints, timeout, command, &mut out).await;
+        }
+        Command::Lock { name, ttl, command } => {
+            return lease::lock(&endpoints, timeout, &name, ttl, &command).await;
         }
         Command::Get {
             key,

@@ -25,7 +25,8 @@ fn help_lists_every_command() {
     assert!(out.status.success(), "{out:?}");
     let help = String::from_utf8_lossy(&out.stdout);
     for command in [
-        "set", "get", "delete", "list", "txn", "compact", "status", "chaos",
+        "set", "get", "delete", "list", "txn", "compact", "watch", "lease", "lock", "status",
+        "chaos",
     ] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(command)),
