@@ -120,6 +120,10 @@ pub struct TestingFaults {
     /// [`UNSAFE_WATCH_GAP_EVERY`] and hides the gap from the watch hub, so watchers silently
     /// miss events (`--unsafe-watch-gaps`; the chaos suite's watch checker must catch it).
     pub watch_gaps: bool,
+    /// The leader takes keep-alives but does not renew the lease, so every lease expires its
+    /// TTL after its grant while its client believes it alive (`--unsafe-lease-expiry`; the
+    /// chaos suite's lock checker must catch two holders at once).
+    pub lease_expiry: bool,
 }
 
 /// With `--unsafe-watch-gaps`, one apply batch in this many loses its events.
@@ -239,6 +243,10 @@ pub struct ConfigOverrides {
     /// watchers. Hidden and flag-only, like the other unsafe options.
     #[arg(long, hide = true)]
     pub unsafe_watch_gaps: bool,
+    /// UNSAFE, testing only: answer keep-alives without renewing leases, so they expire early.
+    /// Hidden and flag-only, like the other unsafe options.
+    #[arg(long, hide = true)]
+    pub unsafe_lease_expiry: bool,
 }
 
 impl NodeConfig {
@@ -316,6 +324,7 @@ impl NodeConfig {
         self.testing.stale_reads |= o.unsafe_stale_reads;
         self.testing.no_fsync |= o.unsafe_no_fsync;
         self.testing.watch_gaps |= o.unsafe_watch_gaps;
+        self.testing.lease_expiry |= o.unsafe_lease_expiry;
     }
 
     /// Checks every field; the error names `source` and the field.
@@ -651,7 +660,12 @@ mod tests {
     /// field, and only the hidden flags turn them on.
     #[test]
     fn the_testing_faults_are_flags_only() {
-        for field in ["unsafe_stale_reads", "unsafe_no_fsync", "unsafe_watch_gaps"] {
+        for field in [
+            "unsafe_stale_reads",
+            "unsafe_no_fsync",
+            "unsafe_watch_gaps",
+            "unsafe_lease_expiry",
+        ] {
             let f = write(&format!("node_id = 1\n{field} = true\n"));
             let e = NodeConfig::load(Some(f.path()), &ConfigOverrides::default())
                 .unwrap_err()
@@ -664,10 +678,12 @@ mod tests {
             unsafe_stale_reads: true,
             unsafe_no_fsync: true,
             unsafe_watch_gaps: true,
+            unsafe_lease_expiry: true,
             ..ConfigOverrides::default()
         };
         let c = NodeConfig::load(None, &overrides).unwrap();
         assert!(c.testing.stale_reads && c.testing.no_fsync && c.testing.watch_gaps);
+        assert!(c.testing.lease_expiry);
         let text = toml::to_string(&c).unwrap();
         assert!(
             !text.contains("unsafe") && !text.contains("testing"),

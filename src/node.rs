@@ -217,6 +217,7 @@ impl Node {
             watch_progress_interval: config.watch_progress_notify_interval(),
             unsafe_watch_gaps: config.testing.watch_gaps,
             lease_checkpoint_interval: config.lease_checkpoint_interval(),
+            unsafe_lease_expiry: config.testing.lease_expiry,
             limits: ClientLimits {
                 max_key_bytes: config.max_key_bytes,
                 max_value_bytes: config.max_value_bytes,
@@ -241,6 +242,11 @@ impl Node {
         if config.testing.watch_gaps {
             tracing::warn!(
                 "unsafe_watch_gaps is on: watchers silently miss events; for testing the watch checker only"
+            );
+        }
+        if config.testing.lease_expiry {
+            tracing::warn!(
+                "unsafe_lease_expiry is on: keep-alives do not renew leases; for testing the lock checker only"
             );
         }
         if config.testing.stale_reads {

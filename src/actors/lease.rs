@@ -86,6 +86,12 @@ impl LeaseActor {
         }
     }
 
+    /// The deliberate fault `unsafe_lease_expiry`: keep-alives are answered but renew nothing.
+    pub fn with_renewals_ignored(mut self, ignored: bool) -> LeaseActor {
+        self.lessor.ignore_renewals(ignored);
+        self
+    }
+
     fn answer<T>(&self, answer: T) -> LeaseAnswer<T> {
         LeaseAnswer {
             answer,

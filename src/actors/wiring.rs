@@ -79,6 +79,8 @@ pub struct Settings {
     pub unsafe_watch_gaps: bool,
     /// How often the leader checkpoints the remaining TTL of long leases.
     pub lease_checkpoint_interval: Duration,
+    /// The deliberate fault `unsafe_lease_expiry`, for the lock checker's teeth.
+    pub unsafe_lease_expiry: bool,
 }
 
 /// The running actors of a node.
@@ -245,6 +247,7 @@ impl Wiring {
             election_timeout,
             s.lease_checkpoint_interval,
         )
+        .with_renewals_ignored(s.unsafe_lease_expiry)
         .start();
         storage.do_send(ConnectLeases {
             changes_to: lease.clone().recipient(),

@@ -71,6 +71,8 @@ pub struct Lessor {
     deadlines: BTreeSet<(Instant, i64)>,
     /// `(time, id)` of every checkpoint scheduled, soonest first.
     checkpoints: BTreeSet<(Instant, i64)>,
+    /// The deliberate fault `unsafe_lease_expiry`: renewals are answered, not made.
+    renewals_ignored: bool,
 }
 
 /// `seconds` as a duration (negative as zero).
@@ -86,7 +88,14 @@ impl Lessor {
             leases: HashMap::new(),
             deadlines: BTreeSet::new(),
             checkpoints: BTreeSet::new(),
+            renewals_ignored: false,
         }
+    }
+
+    /// Turns the deliberate fault `unsafe_lease_expiry` on or off: keep-alives are answered
+    /// as if they renewed, and renew nothing, so leases expire their TTL after their grant.
+    pub fn ignore_renewals(&mut self, ignored: bool) {
+        self.renewals_ignored = ignored;
     }
 
     pub fn is_primary(&self) -> bool {
@@ -188,7 +197,9 @@ impl Lessor {
         if held.deadline.is_none_or(|d| d <= now) {
             return Renewal::NotFound;
         }
-        self.start(id, secs(held.lease.ttl), now);
+        if !self.renewals_ignored {
+            self.start(id, secs(held.lease.ttl), now);
+        }
         Renewal::Renewed {
             ttl: held.lease.ttl,
             clear_checkpoint: held.lease.remaining > 0,

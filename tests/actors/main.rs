@@ -238,6 +238,7 @@ fn fresh_wiring(dir: &TempDir, ids: &[u64], tick: Duration, election_ticks: usiz
         watch_progress_interval: Duration::from_secs(600),
         unsafe_watch_gaps: false,
         lease_checkpoint_interval: Duration::from_secs(300),
+        unsafe_lease_expiry: false,
     };
     Wiring::new(recovered, settings).expect("wiring")
 }

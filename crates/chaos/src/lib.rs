@@ -20,6 +20,7 @@
 pub mod checker;
 pub mod etcd_cas;
 pub mod history;
+pub mod lock_check;
 pub mod runner;
 pub mod watch_check;
 

@@ -34,6 +34,7 @@ use rand::{Rng, SeedableRng};
 use crate::checker::{check, Verdict};
 use crate::etcd_cas::{EtcdClient, Members};
 use crate::history::{Fault, History, OpKind, OpResult, Operation, Outcome};
+use crate::lock_check::{check_holds, LockVerdict, Locker};
 use crate::watch_check::{check_watchers, WatchVerdict, Watcher, CATCH_UP_TIMEOUT};
 use kv_api::client::{Client, ClientError};
 use kv_harness::{ClusterOptions, HarnessError, LocalCluster};
@@ -166,6 +167,12 @@ pub struct ChaosOptions {
     pub watchers: bool,
     /// Start the nodes with `unsafe_watch_gaps` (to show the watch checker catches lost events).
     pub unsafe_watch_gaps: bool,
+    /// Clients that take and release one lock through etcd's lock recipe beside the workload,
+    /// checked for two holders at once ([`crate::lock_check`]); 0 for none.
+    pub lockers: usize,
+    /// Start the nodes with `unsafe_lease_expiry` (to show the lock checker catches two
+    /// holders at once).
+    pub unsafe_lease_expiry: bool,
     /// Random seed for the workload and the nemesis.
     pub seed: u64,
 }
@@ -191,6 +198,8 @@ pub struct ChaosReport {
     pub verdict: Verdict,
     /// The watch checker's verdict, when the run kept watchers.
     pub watch: Option<WatchVerdict>,
+    /// The lock checker's verdict, when the run had lockers.
+    pub lock: Option<LockVerdict>,
     /// How long the checker took.
     pub check_time: Duration,
     /// What a failed run left behind: the whole history and the minimal failing sub-history
@@ -204,6 +213,7 @@ impl ChaosReport {
         self.converged.is_ok()
             && self.verdict.is_linearizable()
             && self.watch.as_ref().is_none_or(WatchVerdict::is_exact)
+            && self.lock.as_ref().is_none_or(LockVerdict::is_exclusive)
     }
 }
 
@@ -256,6 +266,9 @@ impl fmt::Display for ChaosReport {
         )?;
         if let Some(w) = &self.watch {
             write!(f, " watch={w}")?;
+        }
+        if let Some(l) = &self.lock {
+            write!(f, " lock={l}")?;
         }
         for file in &self.files {
             write!(f, " file={}", file.display())?;
@@ -401,6 +414,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
         unsafe_stale_reads: opts.unsafe_stale_reads,
         unsafe_no_fsync: opts.unsafe_no_fsync,
         unsafe_watch_gaps: opts.unsafe_watch_gaps,
+        unsafe_lease_expiry: opts.unsafe_lease_expiry,
         power_fs: opts.faults.contains(&FaultKind::Power),
         ..ClusterOptions::default()
     };
@@ -430,8 +444,23 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
         Vec::new()
     };
 
-    // The workload.
+    // The workload, and the lockers beside it.
     let mut workers = Vec::new();
+    let holds = Arc::new(Mutex::new(Vec::new()));
+    for l in 0..opts.lockers {
+        let mut eps = endpoints.clone();
+        eps.rotate_left(l % endpoints.len());
+        let locker = Locker {
+            client: l,
+            endpoints: eps,
+            timeout: opts.op_timeout,
+            start: rec.start,
+            stop: stop.clone(),
+            holds: holds.clone(),
+            seed: opts.seed.wrapping_add(1_000 + l as u64),
+        };
+        workers.push(tokio::spawn(locker.run()));
+    }
     for c in 0..opts.clients {
         if opts.workload == Workload::EtcdCas {
             let client = EtcdClient {
@@ -588,6 +617,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
     } else {
         None
     };
+    let lock = (opts.lockers > 0).then(|| check_holds(&holds.lock().expect("holds")));
     drop(cluster);
 
     let history = rec.history.lock().expect("history").clone();
@@ -652,6 +682,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
         converged,
         verdict,
         watch,
+        lock,
         check_time,
         files,
     };

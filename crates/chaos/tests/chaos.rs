@@ -16,7 +16,10 @@
 //! It also keeps a watcher on every member, each resumed on another member whenever its
 //! stream ends, and requires each to have been told exactly the committed history;
 //! `lost_watch_events_are_caught` runs nodes that silently drop some events, which the watch
-//! checker must catch. `stale_reads_over_etcd_are_caught` is its twin with reads answered from local state (a
+//! checker must catch. Beside them, clients take one lock through etcd's lock recipe and
+//! must never hold it two at a time while their leases live (`kv_chaos::lock_check`);
+//! `two_lock_holders_are_caught` runs nodes whose leader answers keep-alives without
+//! renewing, which the lock checker must catch. `stale_reads_over_etcd_are_caught` is its twin with reads answered from local state (a
 //! partitioned follower's too), which the checker must catch.
 //!
 //! Power cuts: each node's data dir lies on its own power-cut filesystem (`powerfs`), which on a
@@ -38,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use kv_api::client::{Client, ClientError};
 use kv_api::proto::{Role, StatusResponse};
+use kv_chaos::lock_check::LockVerdict;
 use kv_chaos::runner::{run, ChaosOptions, FaultKind, Workload};
 use kv_chaos::watch_check::WatchVerdict;
 use kv_chaos::{check_operations, OpKind, Outcome, Verdict};
@@ -59,6 +63,13 @@ const WATCH_GAPS_RUN: Duration = Duration::from_secs(8);
 const STALE_RUN: Duration = Duration::from_secs(20);
 /// Fewest compare-and-sets that must succeed, and fail, for the etcd-cas run to mean anything.
 const MIN_CAS_EACH_WAY: usize = 20;
+/// Clients taking the lock beside the etcd-cas workload.
+const LOCKERS: usize = 3;
+/// Holds of the lock a faulted run must see at least to mean anything.
+const MIN_LOCK_HOLDS: usize = 20;
+/// The lock checker's teeth run: long enough for several leases to outlive their TTL under
+/// keep-alives that renew nothing.
+const LEASE_EXPIRY_RUN: Duration = Duration::from_secs(12);
 /// Distinct keys of the power-cut runs: enough that many keys are not written again between a
 /// cut and the next read of them, so a lost write is seen.
 const POWER_KEYS: usize = 20;
@@ -98,6 +109,8 @@ enum Unsafe {
     NoFsync,
     /// Some apply batches' watch events silently dropped.
     WatchGaps,
+    /// Keep-alives answered without renewing leases.
+    LeaseExpiry,
 }
 
 fn options(
@@ -123,6 +136,8 @@ fn options(
         unsafe_no_fsync: mode == Unsafe::NoFsync,
         watchers: false,
         unsafe_watch_gaps: mode == Unsafe::WatchGaps,
+        lockers: 0,
+        unsafe_lease_expiry: mode == Unsafe::LeaseExpiry,
         seed: 7,
     }
 }
@@ -185,8 +200,9 @@ async fn stale_reads_are_caught() {
 
 /// Proves: compare-and-sets (Txns on the value or the mod_revision) and linearizable reads
 /// over etcd's API, each sent to a random member, stay linearizable through kills, pauses and
-/// partitions, and the nodes converge; and a watcher on every member, resumed on another
-/// whenever its stream ends, is told exactly the committed history.
+/// partitions, and the nodes converge; a watcher on every member, resumed on another
+/// whenever its stream ends, is told exactly the committed history; and clients taking one
+/// lock through etcd's lock recipe never hold it two at a time while their leases live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cas_over_etcd_under_faults_is_linearizable() {
     let dir = tempfile::tempdir().unwrap();
@@ -194,6 +210,7 @@ async fn cas_over_etcd_under_faults_is_linearizable() {
     let report = run(ChaosOptions {
         workload: Workload::EtcdCas,
         watchers: true,
+        lockers: LOCKERS,
         ..options(&dir, CAS_RUN, faults, Unsafe::No)
     })
     .await
@@ -216,6 +233,13 @@ async fn cas_over_etcd_under_faults_is_linearizable() {
         }
         other => panic!("every watcher must be told exactly the committed history: {other:?}"),
     }
+    match &report.lock {
+        Some(LockVerdict::Exclusive { holds }) => assert!(
+            *holds >= MIN_LOCK_HOLDS,
+            "too few holds of the lock to mean anything: {report}"
+        ),
+        other => panic!("the lock must never have two holders: {other:?}"),
+    }
     for kind in ["kill", "pause", "partition"] {
         assert!(
             report.faults.get(kind).copied().unwrap_or(0) >= 1,
@@ -227,6 +251,28 @@ async fn cas_over_etcd_under_faults_is_linearizable() {
         "compare-and-sets must both succeed and fail often enough to mean anything: {report}"
     );
     assert!(report.files.is_empty());
+}
+
+/// Proves the lock checker has teeth: with keep-alives answered but not renewing, leases
+/// expire under clients that believe them alive, and a second client takes the lock while the
+/// first still holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_lock_holders_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run(ChaosOptions {
+        workload: Workload::EtcdCas,
+        clients: 1,
+        lockers: LOCKERS,
+        ..options(&dir, LEASE_EXPIRY_RUN, Vec::new(), Unsafe::LeaseExpiry)
+    })
+    .await
+    .expect("harness: the run");
+    println!("chaos (lockers, unsafe_lease_expiry): {report}");
+    assert!(
+        matches!(report.lock, Some(LockVerdict::Overlap { .. })),
+        "two holders at once must be caught: {report}"
+    );
+    assert!(!report.passed());
 }
 
 /// Proves the watch checker has teeth: nodes that silently drop the events of some apply

@@ -73,6 +73,9 @@ pub struct ClusterOptions {
     pub unsafe_no_fsync: bool,
     /// Start the nodes with `unsafe_watch_gaps` (to show the watch checker catches lost events).
     pub unsafe_watch_gaps: bool,
+    /// Start the nodes with `unsafe_lease_expiry` (to show the lock checker catches two
+    /// holders at once).
+    pub unsafe_lease_expiry: bool,
     /// Every node listens on `0.0.0.0` (client and peer ports) and advertises its `127.0.0.1`
     /// addresses, which are the ones `initial_cluster` and the harness's clients use.
     pub listen_on_unspecified: bool,
@@ -94,6 +97,7 @@ impl Default for ClusterOptions {
             unsafe_stale_reads: false,
             unsafe_no_fsync: false,
             unsafe_watch_gaps: false,
+            unsafe_lease_expiry: false,
             listen_on_unspecified: false,
             configure: |_| {},
         }
@@ -162,6 +166,7 @@ fn node_config(
             stale_reads: options.unsafe_stale_reads,
             no_fsync: options.unsafe_no_fsync,
             watch_gaps: options.unsafe_watch_gaps,
+            lease_expiry: options.unsafe_lease_expiry,
         },
         ..NodeConfig::default()
     };

@@ -95,6 +95,9 @@ impl Node {
         if self.config.testing.watch_gaps {
             cmd.arg("--unsafe-watch-gaps");
         }
+        if self.config.testing.lease_expiry {
+            cmd.arg("--unsafe-lease-expiry");
+        }
         // The node binds its ports now.
         self.held_ports.clear();
         self.proc = Some(Proc::spawn(format!("node {id}"), &mut cmd)?);

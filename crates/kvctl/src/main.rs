@@ -228,6 +228,14 @@ struct ChaosArgs {
     /// UNSAFE nodes that silently drop some watch events, to see the watch checker catch it.
     #[arg(long)]
     unsafe_watch_gaps: bool,
+    /// Clients that take and release one lock through etcd's lock recipe beside the workload,
+    /// checked for two holders at once.
+    #[arg(long, default_value_t = 0)]
+    lockers: usize,
+    /// UNSAFE nodes whose leader answers keep-alives without renewing leases, to see the lock
+    /// checker catch two holders at once.
+    #[arg(long)]
+    unsafe_lease_expiry: bool,
     /// Random seed (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
@@ -324,6 +332,8 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, ClientError> {
         unsafe_no_fsync: args.unsafe_no_fsync,
         watchers: args.watchers,
         unsafe_watch_gaps: args.unsafe_watch_gaps,
+        lockers: args.lockers,
+        unsafe_lease_expiry: args.unsafe_lease_expiry,
         seed,
     };
     let report = run(opts)
