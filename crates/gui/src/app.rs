@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 
+use crate::key_lease::KeyLease;
 use crate::watch_panel::WatchPanel;
 use crate::worker::{Done, NodeRow, Reply, Request, Worker};
 use kv_api::client::{endpoints_from, ClientError};
 
 /// How often the cluster panel refreshes.
 pub const STATUS_REFRESH: Duration = Duration::from_secs(1);
+/// How often the editor redraws a lease's countdown.
+pub const LEASE_REPAINT: Duration = Duration::from_secs(1);
 /// How long one operation may take, retries included, before the UI shows its error.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Entries kept in the activity log.
@@ -64,6 +67,9 @@ pub struct KvApp {
     /// The revisions of the key the last get found, shown under the value; cleared when a
     /// write or a get that finds nothing makes them stale.
     revisions: Option<Revisions>,
+    /// The lease of the key the last get found, shown (counting down) under its revisions;
+    /// cleared with them.
+    lease: Option<KeyLease>,
     /// A problem with the endpoints field, shown next to it.
     endpoints_error: Option<String>,
     /// A problem with the key field, shown next to it.
@@ -176,6 +182,7 @@ impl KvApp {
             key: String::new(),
             value: String::new(),
             revisions: None,
+            lease: None,
             endpoints_error: None,
             key_error: None,
             value_error: None,
@@ -201,6 +208,11 @@ impl KvApp {
 
     pub fn nodes(&self) -> &[NodeRow] {
         &self.nodes
+    }
+
+    /// The lease of the key the last get found, if it has one and it is current.
+    pub fn lease(&self) -> Option<&KeyLease> {
+        self.lease.as_ref()
     }
 
     /// The revisions of the key the last get found, while they are current.
@@ -376,18 +388,33 @@ impl KvApp {
         ) {
             // A write changes the revisions, and another cluster has other ones.
             self.revisions = None;
+            self.lease = None;
+        }
+        if let (Request::Lease(_, shown), Ok(Reply::Lease(lease))) = (&done.request, &done.result) {
+            // Only if it is still the key shown.
+            if self.revisions.as_ref().is_some_and(|r| &r.key == shown) {
+                self.lease = lease.clone();
+            }
+            return;
+        }
+        if let Request::Lease(..) = done.request {
+            // A lease the store could not tell is not shown; the value and revisions stand.
+            return;
         }
         let (ok, outcome) = match done.result {
             Ok(Reply::Value(Some(v))) => {
                 let (text, hex) = display_bytes(&v.value);
                 self.value = text;
                 if let Request::Get(key) = &done.request {
+                    let shown = display_bytes(key).0;
                     self.revisions = Some(Revisions {
-                        key: display_bytes(key).0,
+                        key: shown.clone(),
                         create_revision: v.create_revision,
                         mod_revision: v.mod_revision,
                         version: v.version,
                     });
+                    self.lease = None;
+                    let _ = self.worker.submit(Request::Lease(key.clone(), shown));
                 }
                 (
                     true,
@@ -401,6 +428,7 @@ impl KvApp {
             Ok(Reply::Value(None)) => {
                 self.value.clear();
                 self.revisions = None;
+                self.lease = None;
                 (true, "not found".to_string())
             }
             Ok(Reply::Written(index)) => (true, format!("ok (log index {index})")),
@@ -422,7 +450,8 @@ impl KvApp {
                 | Reply::Watching(_)
                 | Reply::Events(_)
                 | Reply::WatchStopped
-                | Reply::History(_),
+                | Reply::History(_)
+                | Reply::Lease(_),
             ) => (true, String::new()),
             Err(e) => {
                 if matches!(done.request, Request::List { .. }) {
@@ -515,6 +544,11 @@ impl KvApp {
         }
         if let Some(r) = &self.revisions {
             ui.weak(r.label());
+        }
+        if let Some(l) = &self.lease {
+            ui.weak(l.label());
+            // The countdown moves once a second.
+            ui.ctx().request_repaint_after(LEASE_REPAINT);
         }
         ui.horizontal(|ui| {
             if ui.button("Get").clicked() {

@@ -19,6 +19,7 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use kv_api::client::{Client, ClientError, VersionedValue};
 use kv_api::proto::{ListRequest, Role};
 
+use crate::key_lease::{key_lease, KeyLease};
 use crate::watch_feed::{self, EventRow, History, LiveUpdate};
 
 /// Jobs waiting for the worker before `submit` refuses more.
@@ -57,6 +58,8 @@ pub enum Request {
     StopWatch,
     /// Every revision of a key the store still has.
     History(Vec<u8>),
+    /// The lease of a key (first), shown as the second, if it has one.
+    Lease(Vec<u8>, String),
     /// Use these endpoints from now on.
     Connect(Vec<String>),
 }
@@ -122,6 +125,8 @@ pub enum Reply {
     WatchStopped,
     /// History: the key's revisions.
     History(History),
+    /// Lease: the key's lease, if it has one.
+    Lease(Option<KeyLease>),
 }
 
 /// A finished request.
@@ -283,6 +288,15 @@ fn run(
                     finish(job.id, job.request, result.map(Reply::History), started);
                 });
             }
+            Request::Lease(key, shown) => {
+                let (finish, eps) = (finish.clone(), watch_endpoints.clone());
+                let (key, shown) = (key.clone(), shown.clone());
+                rt.spawn(async move {
+                    let started = Instant::now();
+                    let result = key_lease(&eps, op_timeout, &key, shown).await;
+                    finish(job.id, job.request, result.map(Reply::Lease), started);
+                });
+            }
             Request::Status => {
                 let (client, finish) = (status_client.clone(), finish.clone());
                 rt.spawn(async move {
@@ -332,7 +346,8 @@ async fn execute(client: &mut Client, request: &Request) -> Result<Reply, Client
         | Request::Connect(_)
         | Request::Watch { .. }
         | Request::StopWatch
-        | Request::History(_) => Err(ClientError::Invalid("not an operation".into())),
+        | Request::History(_)
+        | Request::Lease(..) => Err(ClientError::Invalid("not an operation".into())),
     }
 }
 

@@ -488,3 +488,69 @@ fn history_shows_every_revision_of_a_key() {
             && shows(h, "PUT h = one (version 1)")
     });
 }
+
+/// A lease of `ttl` seconds granted on `addr`, and `key` put with it; the lease id.
+fn leased_key(cluster: &BlockingCluster, addr: &str, key: &str, ttl: i64) -> i64 {
+    use etcd_api::etcdserverpb::kv_client::KvClient;
+    use etcd_api::etcdserverpb::lease_client::LeaseClient;
+    use etcd_api::etcdserverpb::{LeaseGrantRequest, PutRequest};
+    cluster.rt().block_on(async {
+        let url = format!("http://{addr}");
+        let mut leases = LeaseClient::connect(url.clone()).await.unwrap();
+        let id = leases
+            .lease_grant(LeaseGrantRequest { ttl, id: 0 })
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        let mut kv = KvClient::connect(url).await.unwrap();
+        kv.put(PutRequest {
+            key: key.into(),
+            value: b"v".to_vec(),
+            lease: id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        id
+    })
+}
+
+/// Proves the editor shows the lease of the key it got and the time the lease has left, and
+/// no lease for a key without one.
+#[test]
+fn get_shows_a_keys_lease_and_its_time_left() {
+    let cluster = BlockingCluster::start(ClusterOptions {
+        nodes: 1,
+        ..ClusterOptions::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let id = leased_key(&cluster, cluster.client_addr(1), "leased", 60);
+    let mut client = cluster.client();
+    cluster.rt().block_on(client.set(b"plain", b"v")).unwrap();
+
+    let mut h = harness(&cluster.endpoints(), tmp.path());
+    step_until(&mut h, "the leader in the cluster panel", |h| {
+        leader_cells(h) == 1
+    });
+    type_into(&mut h, "Key", "leased");
+    click(&mut h, "Get");
+    let line = format!("leased: lease {id:016x}, ");
+    step_until(&mut h, &format!("get to show {line:?}"), |h| {
+        shows(h, &line) && h.state().lease().is_some_and(|l| l.granted == 60)
+    });
+    let left = h.state().lease().map(|l| l.left_now()).unwrap();
+    assert!((1..=60).contains(&left), "{left} s left of 60");
+    assert!(shows(&h, " s of 60 s left"));
+
+    clear(&mut h, "Key");
+    type_into(&mut h, "Key", "plain");
+    click(&mut h, "Get");
+    step_until(&mut h, "get to show plain's revisions", |h| {
+        shows(h, "plain: create revision")
+    });
+    assert!(
+        h.state().lease().is_none() && !shows(&h, "lease "),
+        "no lease shown"
+    );
+}
