@@ -12,6 +12,8 @@
 #                       load: IDLE/SLOW/FAST (see kvbench --idle-watchers, --slow-watchers, --watchers)
 #   KV_VARIANTS="wal=./target/release other=/path/to/release" scripts/bench.sh   compare builds
 #   KV_MODES="etcd-api etcd-leader kv" scripts/bench.sh     each distributed_kv variant three ways
+#   BENCH_ARGS="--leases 10000 --lease-ttl 10 --leased-keys" POINTS="put:64" DURATION=20 scripts/bench.sh
+#                       extra kvbench arguments for every line (here: 10 000 leases expiring mid-run)
 # By default both stores are driven through etcd's v3 API by the same client code (kvbench
 # --target etcd), each client bound to one member in turn. KV_MODES says how distributed_kv is
 # driven, each mode a line of its own at every point: etcd-api (etcd's API, clients spread over
@@ -34,6 +36,8 @@ KEYS="${KEYS:-10000}"
 KV_VARIANTS="${KV_VARIANTS:-distributed_kv=./target/release}"
 KV_MODES="${KV_MODES:-etcd-api}"
 MEMBER_CPU="${MEMBER_CPU:-}"
+# Extra kvbench arguments for every line, e.g. BENCH_ARGS="--leases 100000 --keep-alives 1000".
+read -r -a BENCH_ARGS <<<"${BENCH_ARGS:-}"
 CGROUP_CPU=/sys/fs/cgroup/cpu
 CGROUPS=()
 
@@ -75,7 +79,7 @@ if [ -n "$MEMBER_CPU" ] && [ ! -w "$CGROUP_CPU" ]; then
 fi
 BENCH="./target/release/kvbench --value-size $VALUE --keys $KEYS --duration-secs $DURATION"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(etcd --version | head -1)"
-echo "points: $POINTS; $DURATION s each; $ROUNDS rounds; $VALUE-byte values over $KEYS keys; distributed_kv modes: $KV_MODES${MEMBER_CPU:+; every member capped at $MEMBER_CPU % of a core}"
+echo "points: $POINTS; $DURATION s each; $ROUNDS rounds; $VALUE-byte values over $KEYS keys; distributed_kv modes: $KV_MODES${BENCH_ARGS[*]:+; kvbench also given: ${BENCH_ARGS[*]}}${MEMBER_CPU:+; every member capped at $MEMBER_CPU % of a core}"
 
 # distributed_kv variants: each a kvcluster of 3 nodes on free ports, data and logs in $WORK/<name>.
 # kvcluster prints the client endpoints, then the nodes' pids, once every node answers.
@@ -169,7 +173,7 @@ for round in $(seq 1 "$ROUNDS"); do
         esac
         printf 'round=%s store=%s mode=%s ' "$round" "$name" "$mode"
         $BENCH --target "$target" --endpoints "$eps" --server-pids "${SERVER_PIDS[$name]}" \
-          --clients "$clients" --workload "$workload" "${watch_args[@]}"
+          --clients "$clients" --workload "$workload" "${watch_args[@]}" "${BENCH_ARGS[@]}"
       }
     done
   done

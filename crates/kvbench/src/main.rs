@@ -1,7 +1,8 @@
 //! kvbench: load generator. N concurrent clients do put, get or mixed operations against a
 //! cluster for a fixed number of operations or a fixed time, then one line reports ops/s and
 //! latency, and — given the servers' process ids — the CPU time they spent per operation,
-//! and the CPU time kvbench itself spent (the clients share the machine with the servers).
+//! their resident memory after the run, and the CPU time kvbench itself spent (the clients
+//! share the machine with the servers).
 //!
 //! Example: `kvbench --endpoints 127.0.0.1:50051 --clients 64 --duration-secs 15 --value-size 256 --workload put --server-pids 101,102,103`
 //!
@@ -12,8 +13,12 @@
 //!
 //! `--idle-watchers`, `--slow-watchers` and `--watchers` add watchers of those kinds
 //! ([`watchers`]) for the length of the run; the line then also says how many, and what the
-//! reading ones got: events per second, and latency from put to event.
+//! reading ones got: events per second, and latency from put to event. `--leases`,
+//! `--leased-keys` and `--keep-alives` add leases ([`leases`]): many of them held by
+//! keep-alives, or many expiring at once during the run. Every line gives the slowest
+//! operation (`max`): a stall shows there.
 
+mod leases;
 mod watchers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +76,18 @@ struct Cli {
     /// Watchers of every key written that read everything, timing each event from its put.
     #[arg(long, default_value_t = 0)]
     watchers: usize,
+    /// Leases granted before the run (not timed).
+    #[arg(long, default_value_t = 0)]
+    leases: usize,
+    /// The TTL of those leases, in seconds: shorter than the run, and they expire during it.
+    #[arg(long, default_value_t = 600)]
+    lease_ttl: i64,
+    /// Attach one key to each lease, so that each expiry deletes a key.
+    #[arg(long)]
+    leased_keys: bool,
+    /// Keep-alives per second over the leases, for the length of the run.
+    #[arg(long, default_value_t = 0)]
+    keep_alives: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -180,6 +197,17 @@ fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     Ok(Duration::from_micros(ticks * 1_000_000 / per_sec))
 }
 
+/// Resident memory of process `pid` now, in bytes, from `/proc/<pid>/status`.
+fn rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?;
+    Ok(kib * 1024)
+}
+
 fn servers_cpu(pids: &[u32]) -> anyhow::Result<Duration> {
     pids.iter().map(|p| cpu_time(*p)).sum()
 }
@@ -221,6 +249,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         None
     } else {
         Some(watchers::Watching::start(&endpoints, load, epoch).await?)
+    };
+    let mut leases = if cli.leases > 0 {
+        let mut l =
+            leases::Leases::grant(&endpoints, cli.leases, cli.lease_ttl, cli.leased_keys).await?;
+        l.keep_alive(cli.keep_alives)?;
+        Some(l)
+    } else {
+        None
     };
     let stamped = load.fast > 0;
     let next = Arc::new(AtomicU64::new(0));
@@ -290,18 +326,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let cpu_report = if cli.server_pids.is_empty() {
         String::new()
     } else {
+        let memory: u64 = cli.server_pids.iter().filter_map(|p| rss(*p).ok()).sum();
         format!(
-            " server_cpu={:.2}s cpu_per_op={:.0}us client_cpu={:.2}s",
+            " server_cpu={:.2}s cpu_per_op={:.0}us client_cpu={:.2}s server_rss={:.0}MiB",
             cpu.as_secs_f64(),
             cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64,
-            own_cpu.as_secs_f64()
+            own_cpu.as_secs_f64(),
+            memory as f64 / (1024.0 * 1024.0)
         )
     };
     let watch_report = watching
         .as_ref()
         .map_or(String::new(), |w| w.report(elapsed));
+    let lease_report = match leases.as_mut() {
+        Some(l) => l.report(elapsed, cli.leased_keys).await,
+        None => String::new(),
+    };
     println!(
-        "target={:?} workload={:?} clients={} ops={} errors={} value_size={} elapsed={:.2}s ops/s={:.0} p50={:.2}ms p99={:.2}ms{cpu_report}{watch_report}",
+        "target={:?} workload={:?} clients={} ops={} errors={} value_size={} elapsed={:.2}s ops/s={:.0} p50={:.2}ms p99={:.2}ms max={:.2}ms{cpu_report}{watch_report}{lease_report}",
         cli.target,
         cli.workload,
         cli.clients,
@@ -312,6 +354,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         all.len() as f64 / elapsed.as_secs_f64(),
         percentile(&all, 0.50).as_secs_f64() * 1e3,
         percentile(&all, 0.99).as_secs_f64() * 1e3,
+        all.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     );
     Ok(())
 }
