@@ -1982,3 +1982,99 @@ fn kvctl_lease_commands_and_lock() {
     assert_exit(&lost, 10, "a holder that lost its lease");
     assert!(lost.stderr.contains("may have expired"), "{lost}");
 }
+
+/// The TTL of the long lease of the checkpoint test, in seconds.
+const LONG_LEASE_SECS: i64 = 30;
+/// How often that test's leader checkpoints remaining TTLs, in milliseconds.
+const FAST_CHECKPOINT_MS: u64 = 500;
+/// How long that test lets the lease run down before the leader is killed.
+const RUN_DOWN: Duration = Duration::from_secs(6);
+
+/// The seconds lease `id` has left as a live member of `addrs` tells it.
+fn seconds_left(rt: &Runtime, addrs: &[String], id: i64) -> i64 {
+    use etcd_api::etcdserverpb::lease_client::LeaseClient;
+    use etcd_api::etcdserverpb::LeaseTimeToLiveRequest;
+    poll_until(
+        "a member to say how long the lease has left",
+        LEADER_TIMEOUT,
+        || {
+            rt.block_on(async {
+                for addr in addrs {
+                    let ask = async {
+                        let mut c = LeaseClient::connect(format!("http://{addr}")).await.ok()?;
+                        let req = LeaseTimeToLiveRequest { id, keys: false };
+                        c.lease_time_to_live(req)
+                            .await
+                            .ok()
+                            .map(|r| r.into_inner().ttl)
+                    };
+                    if let Ok(Some(ttl)) = tokio::time::timeout(LEASE_CALL_TIMEOUT, ask).await {
+                        return Some(ttl);
+                    }
+                }
+                None
+            })
+        },
+    )
+}
+
+/// Checkpoints every [`FAST_CHECKPOINT_MS`].
+fn fast_checkpoints(c: &mut distributed_kv::config::NodeConfig) {
+    c.lease_checkpoint_interval_ms = FAST_CHECKPOINT_MS;
+}
+
+/// The node's defaults (checkpoints every 5 minutes: none in a test).
+fn default_checkpoints(_: &mut distributed_kv::config::NodeConfig) {}
+
+/// A long lease left to run down, then its leader killed: what the new leader says it has
+/// left, with nodes configured by `configure`.
+fn left_after_failover(configure: fn(&mut distributed_kv::config::NodeConfig)) -> i64 {
+    use etcd_api::etcdserverpb::lease_client::LeaseClient;
+    use etcd_api::etcdserverpb::LeaseGrantRequest;
+    let mut cluster = BlockingCluster::start(ClusterOptions {
+        configure,
+        ..ClusterOptions::default()
+    });
+    let leader = cluster.wait_leader();
+    let id = cluster.rt().block_on(async {
+        let url = format!("http://{}", cluster.client_addr(leader));
+        let mut c = LeaseClient::connect(url)
+            .await
+            .expect("harness: dial the leader");
+        c.lease_grant(LeaseGrantRequest {
+            ttl: LONG_LEASE_SECS,
+            id: 0,
+        })
+        .await
+        .expect("a grant")
+        .into_inner()
+        .id
+    });
+    std::thread::sleep(RUN_DOWN);
+    cluster.kill(leader);
+    let live: Vec<String> = (1..=3)
+        .filter(|n| *n != leader)
+        .map(|n| cluster.client_addr(n).to_string())
+        .collect();
+    seconds_left(cluster.rt(), &live, id)
+}
+
+/// Proves remaining TTLs are checkpointed through Raft: a lease that has run down for a
+/// while keeps (about) what it had left when its leader dies, instead of being given its
+/// whole TTL again — which is what happens without checkpoints.
+#[test]
+fn a_new_leader_starts_a_long_lease_from_its_checkpointed_remaining_ttl() {
+    let ran_down = RUN_DOWN.as_secs() as i64;
+    let with = left_after_failover(fast_checkpoints);
+    // At most what was left at the last checkpoint (a second before the kill, rounded up),
+    // plus the election timeout a new leader adds.
+    assert!(
+        with <= LONG_LEASE_SECS - ran_down + 2,
+        "{with} s left of {LONG_LEASE_SECS} after {ran_down} s and a failover"
+    );
+    let without = left_after_failover(default_checkpoints);
+    assert!(
+        without >= LONG_LEASE_SECS,
+        "without checkpoints a new leader gives the whole TTL: {without} s"
+    );
+}

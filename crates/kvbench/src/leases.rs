@@ -111,6 +111,11 @@ impl Leases {
             let (ids, answered) = (self.ids.clone(), self.answered.clone());
             self.tasks.push(tokio::spawn(async move {
                 let (tx, rx) = mpsc::channel(1024);
+                // A request before the call: etcd's server sends the response headers the
+                // call waits for only with its first answer.
+                let _ = tx.try_send(LeaseKeepAliveRequest {
+                    id: ids[s % ids.len()],
+                });
                 let Ok(response) = LeaseClient::new(ch)
                     .lease_keep_alive(ReceiverStream::new(rx))
                     .await
