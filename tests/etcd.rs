@@ -19,7 +19,8 @@
 //!   under a lock, holders one at a time, a second candidate leading once the first resigns.
 //! - Lease: `tests/cmd/etcdctl-lease.md` (grant, put with a lease, time-to-live with keys,
 //!   keep-alive, list, revoke deleting the keys, bad input) against a real etcd and through a
-//!   follower of three nodes.
+//!   follower of three nodes; bad lease requests over gRPC (a taken id, TTLs of zero, below
+//!   zero and over the limit, unknown leases) answered as etcd answers them, nothing changed.
 //!
 //! etcd and etcdctl come from Debian's `etcd-server` and
 //! `etcd-client` (`.ci/run` installs them). `COMPAT_SEED=n` replays another seed,
@@ -1050,4 +1051,167 @@ fn etcdctl_lock_and_elect_work_against_etcd() {
 fn etcdctl_lock_and_elect_work_through_a_follower_of_three_nodes() {
     let (_cluster, follower) = three_nodes_and_a_follower();
     lock_and_elect(&follower);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lease bad input
+// ---------------------------------------------------------------------------------------------
+
+/// Each bad or odd lease request sent to `addr`, and what came back, as lines (a TTL raised
+/// to the least one is said as "raised", since the least differs between stores configured
+/// differently); then what the store holds after them.
+async fn lease_bad_input(addr: &str) -> Vec<String> {
+    use etcd_api::etcdserverpb::kv_client::KvClient;
+    use etcd_api::etcdserverpb::lease_client::LeaseClient;
+    use etcd_api::etcdserverpb::{
+        LeaseGrantRequest, LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest,
+        LeaseTimeToLiveRequest,
+    };
+    let url = format!("http://{addr}");
+    let mut leases = LeaseClient::connect(url.clone())
+        .await
+        .expect("harness: dial the member");
+    let mut kv = KvClient::connect(url)
+        .await
+        .expect("harness: dial the member");
+    let status = |s: tonic::Status| format!("{:?} {:?}", s.code(), s.message());
+    let mut out = Vec::new();
+    for (what, ttl, id) in [
+        ("grant ttl=0 id=0x1234", 0, 0x1234),
+        ("grant ttl=-5 id=0x1235", -5, 0x1235),
+        ("grant ttl=60 id=0x1234 again", 60, 0x1234),
+        ("grant ttl=9000000001", 9_000_000_001, 0x1236),
+    ] {
+        let answer = match leases.lease_grant(LeaseGrantRequest { ttl, id }).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                let ttl = if r.ttl > ttl.max(0) {
+                    "raised".into()
+                } else {
+                    r.ttl.to_string()
+                };
+                format!("id={:#x} ttl={ttl}", r.id)
+            }
+            Err(s) => status(s),
+        };
+        out.push(format!("{what}: {answer}"));
+    }
+    let unknown = 0x9999;
+    let revoked = leases
+        .lease_revoke(LeaseRevokeRequest { id: unknown })
+        .await;
+    out.push(format!(
+        "revoke an unknown lease: {}",
+        revoked.map_or_else(status, |_| "ok".into())
+    ));
+    let left = leases
+        .lease_time_to_live(LeaseTimeToLiveRequest {
+            id: unknown,
+            keys: true,
+        })
+        .await
+        .map(|r| r.into_inner());
+    out.push(format!(
+        "time to live of an unknown lease: {}",
+        left.map_or_else(status, |r| format!(
+            "ttl={} granted={}",
+            r.ttl, r.granted_ttl
+        ))
+    ));
+    let kept = leases
+        .lease_keep_alive(tokio_stream::once(LeaseKeepAliveRequest { id: unknown }))
+        .await
+        .expect("a keep-alive stream")
+        .into_inner()
+        .message()
+        .await;
+    out.push(format!(
+        "keep-alive of an unknown lease: {}",
+        kept.map_or_else(status, |r| format!("ttl={}", r.map_or(-9, |r| r.ttl)))
+    ));
+    let put = PutRequest {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        lease: unknown,
+        ..Default::default()
+    };
+    let answer = kv.put(put.clone()).await;
+    out.push(format!(
+        "put with an unknown lease: {}",
+        answer.map_or_else(status, |_| "ok".into())
+    ));
+    let txn = TxnRequest {
+        success: vec![RequestOp {
+            request: Some(request_op::Request::RequestPut(put)),
+        }],
+        ..Default::default()
+    };
+    let answer = kv.txn(txn).await;
+    out.push(format!(
+        "txn put with an unknown lease: {}",
+        answer.map_or_else(status, |_| "ok".into())
+    ));
+    for id in [0x1234, 0x1235] {
+        let r = leases.lease_revoke(LeaseRevokeRequest { id }).await;
+        out.push(format!(
+            "revoke {id:#x}: {}",
+            r.map_or_else(status, |_| "ok".into())
+        ));
+    }
+    let listed = leases
+        .lease_leases(LeaseLeasesRequest {})
+        .await
+        .expect("a lease list")
+        .into_inner();
+    let all = kv
+        .range(RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            count_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("a range")
+        .into_inner();
+    out.push(format!(
+        "after: leases={} keys={} revision={}",
+        listed.leases.len(),
+        all.count,
+        all.header.map_or(0, |h| h.revision)
+    ));
+    out
+}
+
+/// What etcd 3.4.23 answers to [`lease_bad_input`] (checked by the test below).
+const LEASE_BAD_INPUT_ANSWERS: [&str; 12] = [
+    "grant ttl=0 id=0x1234: id=0x1234 ttl=raised",
+    "grant ttl=-5 id=0x1235: id=0x1235 ttl=raised",
+    "grant ttl=60 id=0x1234 again: FailedPrecondition \"etcdserver: lease already exists\"",
+    "grant ttl=9000000001: OutOfRange \"etcdserver: too large lease TTL\"",
+    "revoke an unknown lease: NotFound \"etcdserver: requested lease not found\"",
+    "time to live of an unknown lease: ttl=-1 granted=0",
+    "keep-alive of an unknown lease: ttl=0",
+    "put with an unknown lease: NotFound \"etcdserver: requested lease not found\"",
+    "txn put with an unknown lease: NotFound \"etcdserver: requested lease not found\"",
+    "revoke 0x1234: ok",
+    "revoke 0x1235: ok",
+    "after: leases=0 keys=0 revision=1",
+];
+
+/// Proves the lease bad-input answers are etcd's.
+#[test]
+fn lease_bad_input_gets_these_answers_from_etcd() {
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let etcd = harness(rt.block_on(EtcdCluster::start(1)));
+    let got = rt.block_on(lease_bad_input(etcd.client_addr(0)));
+    assert_eq!(got, LEASE_BAD_INPUT_ANSWERS);
+}
+
+/// Proves a follower answers bad lease requests as etcd does — a taken id, a TTL over the
+/// limit, unknown leases revoked, asked about, kept alive and put with — and changes nothing.
+#[test]
+fn lease_bad_input_gets_etcds_answers_from_a_follower() {
+    let (cluster, follower) = three_nodes_and_a_follower();
+    let got = cluster.rt().block_on(lease_bad_input(&follower));
+    assert_eq!(got, LEASE_BAD_INPUT_ANSWERS);
 }

@@ -325,7 +325,11 @@ impl Handler<ClientRead> for ClientApiActor {
                     None => 0,
                     Some(raft) => {
                         let (tx, rx) = oneshot::channel();
-                        raft.send(ReadIndex { reply: tx }).await?;
+                        raft.send(ReadIndex {
+                            reply: tx,
+                            leader_only: false,
+                        })
+                        .await?;
                         rx.await??
                     }
                 };

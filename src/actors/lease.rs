@@ -4,8 +4,14 @@
 //! - **the table**: the StorageActor sends the whole lease table at start and after a
 //!   restore ([`LeasesLoaded`]), and after every apply batch what it changed
 //!   ([`LeaseChanges`]);
-//! - **the role**: the RaftActor's [`RoleChanged`] promotes or demotes the lessor, and gives
-//!   the leader's client address that a follower's answers carry;
+//! - **the role**: the RaftActor's [`RoleChanged`] demotes the lessor, or, once this node
+//!   has applied its own first entry of the term it leads (every lease change of earlier
+//!   terms applied), promotes it; it also gives the leader's client address that a follower's
+//!   answers carry;
+//! - **renewals as etcd 3.5 makes them**: a keep-alive is answered only after a quorum has
+//!   confirmed this node still leads (a leader cut off from its cluster, or stalled on its
+//!   disk, renews nothing a new leader may revoke), and, when the lease had a checkpointed
+//!   remaining TTL, only once its clearing is applied;
 //! - **the tick**: every quarter election timeout, at most [`LEASE_TICK`], on the leader, the
 //!   expired leases' revokes and the
 //!   checkpoints due are proposed, through the ClientApiActor as any write is; their outcome
@@ -25,8 +31,8 @@ use raft::StateRole;
 use tokio::sync::oneshot;
 
 use crate::actors::messages::{
-    Api, ClientWrite, LeaseAnswer, LeaseChanges, LeaseTimeLeft, LeasesLoaded, ListLeases,
-    RenewLease, RoleChanged, WriteOp,
+    Api, ClientWrite, Connect, LeaseAnswer, LeaseChanges, LeaseTimeLeft, LeasesLoaded, ListLeases,
+    ReadIndex, RenewLease, RoleChanged, WriteOp,
 };
 use crate::actors::ClientApiActor;
 use crate::lease::{Lessor, LessorConfig, Renewal, TimeLeft};
@@ -57,6 +63,13 @@ pub struct LeaseActor {
     leader_addr: Option<String>,
     /// The term of the last role change, for response headers.
     term: u64,
+    /// The term this node leads in, from the role change that said so; the lessor takes
+    /// office once the applied term reaches it.
+    leading_since: Option<u64>,
+    /// The term of the last entry the StorageActor applied.
+    applied_term: u64,
+    /// Where leadership is confirmed before each renewal; set at start-up (`Connect`).
+    raft: Option<Recipient<ReadIndex>>,
     /// How often [`LeaseActor::tick`] runs.
     tick_every: Duration,
 }
@@ -82,6 +95,9 @@ impl LeaseActor {
             api,
             leader_addr: None,
             term: 0,
+            leading_since: None,
+            applied_term: 0,
+            raft: None,
             tick_every,
         }
     }
@@ -93,10 +109,33 @@ impl LeaseActor {
     }
 
     fn answer<T>(&self, answer: T) -> LeaseAnswer<T> {
+        // A leader whose lessor has not taken office yet names no leader: asked again, it
+        // answers once it has.
+        let waiting = self.leading_since.is_some() && !self.lessor.is_primary();
         LeaseAnswer {
             answer,
-            leader_addr: self.leader_addr.clone(),
+            leader_addr: if waiting {
+                None
+            } else {
+                self.leader_addr.clone()
+            },
             term: self.term,
+        }
+    }
+
+    /// Promotes the lessor once this node leads and has applied its own first entry of the
+    /// term: every lease change committed in earlier terms (a revoke, a checkpoint cleared)
+    /// is then in the table the leases start from.
+    fn take_office(&mut self) {
+        let ready = self
+            .leading_since
+            .is_some_and(|term| self.applied_term >= term);
+        if ready && !self.lessor.is_primary() {
+            self.lessor.promote(Instant::now());
+            tracing::info!(
+                leases = self.lessor.len(),
+                "leading: every lease starts again from its remaining TTL"
+            );
         }
     }
 
@@ -161,9 +200,18 @@ impl Handler<LeaseChanges> for LeaseActor {
     type Result = ();
     fn handle(&mut self, msg: LeaseChanges, _: &mut Self::Context) {
         let now = Instant::now();
-        for change in msg.0 {
+        for change in msg.changes {
             self.lessor.apply(change, now);
         }
+        self.applied_term = self.applied_term.max(msg.applied_term);
+        self.take_office();
+    }
+}
+
+impl Handler<Connect> for LeaseActor {
+    type Result = ();
+    fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
+        self.raft = Some(msg.raft.recipient());
     }
 }
 
@@ -172,40 +220,76 @@ impl Handler<RoleChanged> for LeaseActor {
     fn handle(&mut self, msg: RoleChanged, _: &mut Self::Context) {
         self.leader_addr = msg.leader_client_addr;
         self.term = msg.change.term;
-        let leads = msg.change.role == StateRole::Leader;
-        if leads && !self.lessor.is_primary() {
-            self.lessor.promote(Instant::now());
-            tracing::info!(
-                leases = self.lessor.len(),
-                "leading: every lease starts again from its remaining TTL"
-            );
-        } else if !leads && self.lessor.is_primary() {
-            self.lessor.demote();
+        if msg.change.role == StateRole::Leader {
+            self.leading_since = Some(msg.change.term);
+            self.take_office();
+        } else {
+            self.leading_since = None;
+            if self.lessor.is_primary() {
+                self.lessor.demote();
+            }
         }
     }
 }
 
 impl Handler<RenewLease> for LeaseActor {
-    type Result = MessageResult<RenewLease>;
-    fn handle(&mut self, msg: RenewLease, ctx: &mut Self::Context) -> Self::Result {
-        let renewal = self.lessor.renew(msg.id, Instant::now());
-        if let Renewal::Renewed {
-            clear_checkpoint: true,
-            ..
-        } = renewal
-        {
-            let clear = LeaseCheckpoint {
-                id: msg.id,
-                remaining_ttl: 0,
-            };
-            self.propose(
-                WriteOp::LeaseCheckpoint(LeaseCheckpointRequest {
-                    checkpoints: vec![clear],
+    type Result = ResponseActFuture<Self, LeaseAnswer<Renewal>>;
+    fn handle(&mut self, msg: RenewLease, _: &mut Self::Context) -> Self::Result {
+        let id = msg.id;
+        let not_leader = |act: &LeaseActor| act.answer(Renewal::NotLeader);
+        let (Some(raft), true) = (self.raft.clone(), self.lessor.is_primary()) else {
+            return Box::pin(fut::ready(self.answer(Renewal::NotLeader)));
+        };
+        // 1. A quorum confirms this node still leads, after the keep-alive arrived: a
+        //    leader cut off (or stalled) must not renew what a new leader may revoke.
+        let (reply, confirmed) = oneshot::channel();
+        raft.do_send(ReadIndex {
+            reply,
+            leader_only: true,
+        });
+        Box::pin(
+            async move { matches!(confirmed.await, Ok(Ok(_))) }
+                .into_actor(self)
+                .then(move |led, act, _| {
+                    if !led || !act.lessor.is_primary() {
+                        return fut::ready(not_leader(act)).boxed_local();
+                    }
+                    // 2. The renewal, counted from now.
+                    let renewal = act.lessor.renew(id, Instant::now());
+                    let Renewal::Renewed {
+                        clear_checkpoint: true,
+                        ..
+                    } = renewal
+                    else {
+                        return fut::ready(act.answer(renewal)).boxed_local();
+                    };
+                    // 3. A checkpointed remaining TTL is cleared through Raft before the
+                    //    renewal is answered: a leader elected after the answer must not
+                    //    start the lease from the old, shorter checkpoint.
+                    let clear = LeaseCheckpointRequest {
+                        checkpoints: vec![LeaseCheckpoint {
+                            id,
+                            remaining_ttl: 0,
+                        }],
+                    };
+                    let (reply, applied) = oneshot::channel();
+                    act.api.do_send(ClientWrite {
+                        op: WriteOp::LeaseCheckpoint(clear),
+                        api: Api::Etcd,
+                        reply,
+                    });
+                    async move { matches!(applied.await, Ok(Ok(_))) }
+                        .into_actor(act)
+                        .map(move |cleared, act, _| {
+                            if cleared {
+                                act.answer(renewal)
+                            } else {
+                                not_leader(act)
+                            }
+                        })
+                        .boxed_local()
                 }),
-                ctx,
-            );
-        }
-        MessageResult(self.answer(renewal))
+        )
     }
 }
 

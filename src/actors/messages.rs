@@ -17,8 +17,9 @@
 //!   [`CloseWatchStream`]; → `ClientApiActor`: [`GetLeader`].
 //! - `StorageActor` → `LeaseActor`: [`LeaseChanges`], [`LeasesLoaded`]; etcd Lease service →
 //!   `LeaseActor`: [`RenewLease`], [`LeaseTimeLeft`], [`ListLeases`]; `LeaseActor` →
-//!   `ClientApiActor`: [`ClientWrite`] (the revokes and checkpoints it proposes);
-//!   `RaftActor` → `LeaseActor`: [`RoleChanged`].
+//!   `ClientApiActor`: [`ClientWrite`] (the revokes and checkpoints it proposes); →
+//!   `RaftActor`: [`ReadIndex`] (confirming leadership before a renewal); `RaftActor` →
+//!   `LeaseActor`: [`RoleChanged`].
 //! - node start-up → all: [`Connect`], wiring in the `RaftActor`'s address once it exists;
 //!   → `StorageActor`: [`ConnectWatch`], the hub's, and [`ConnectLeases`], the LeaseActor's.
 //!
@@ -261,6 +262,9 @@ pub struct ReadIndex {
     /// Answered with the batch of reads it joins once a quorum confirms the leadership, or
     /// with not-leader if this node stops leading first.
     pub reply: Reply<u64>,
+    /// Answer not-leader at once unless this node leads, instead of asking the leader it
+    /// knows: the LeaseActor's check that this node still leads before it renews a lease.
+    pub leader_only: bool,
 }
 
 /// ClientApiActor → RaftActor: Raft's status plus what the RaftActor knows of its peers.
@@ -487,10 +491,16 @@ pub struct EndWatchStreams;
 pub struct GetLeader;
 
 /// StorageActor → LeaseActor: what an apply batch did to the lease table, sent before the
-/// batch's writes are answered, so a keep-alive that follows a grant's answer finds the lease.
+/// batch's writes are answered, so a keep-alive that follows a grant's answer finds the lease;
+/// and the term of the last entry applied (sent when it changes too), since a new leader's
+/// lessor takes office only once the leader's first entry of its term is applied — every
+/// lease change of earlier terms is then applied too.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct LeaseChanges(pub Vec<crate::mvcc::LeaseChange>);
+pub struct LeaseChanges {
+    pub changes: Vec<crate::mvcc::LeaseChange>,
+    pub applied_term: u64,
+}
 
 /// StorageActor → LeaseActor: the whole lease table, at start and after a snapshot is restored.
 #[derive(Debug, Message)]

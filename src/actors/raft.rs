@@ -289,8 +289,9 @@ impl Handler<Propose> for RaftActor {
 impl Handler<ReadIndex> for RaftActor {
     type Result = ();
     fn handle(&mut self, msg: ReadIndex, ctx: &mut Context<Self>) {
-        // A follower asks the leader it knows (etcd's follower reads).
-        if !self.node.is_leader() && self.node.leader_id() == 0 {
+        // A follower asks the leader it knows (etcd's follower reads), unless the asker
+        // needs this node itself to lead.
+        if !self.node.is_leader() && (self.node.leader_id() == 0 || msg.leader_only) {
             let _ = msg.reply.send(Err(self.not_leader()));
             return;
         }

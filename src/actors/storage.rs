@@ -97,6 +97,8 @@ pub struct StorageActor {
     events_to: Option<Recipient<LiveEvents>>,
     /// The LeaseActor: the lease table, then what each apply batch changes in it.
     leases_to: Option<ConnectLeases>,
+    /// The applied term the LeaseActor was last told.
+    lease_term_sent: u64,
     /// Whether those events carry `prev_kv`, which costs a read of each old value: only
     /// while some watcher wants it.
     prev_kv_wanted: bool,
@@ -134,6 +136,7 @@ impl StorageActor {
             compaction_deferred: false,
             events_to: None,
             leases_to: None,
+            lease_term_sent: 0,
             prev_kv_wanted: false,
             watch_gaps: None,
         }
@@ -522,11 +525,19 @@ impl StorageActor {
     }
 
     /// Hands what the entries just applied did to the lease table to the LeaseActor, before
-    /// their writes are answered.
+    /// their writes are answered, with the term applied to (whenever it changes, too).
     fn send_lease_changes(&mut self) {
         let changes = self.sm.lease_changes();
-        if let (Some(to), false) = (&self.leases_to, changes.is_empty()) {
-            to.changes_to.do_send(LeaseChanges(changes));
+        let applied_term = self.sm.applied().term;
+        let Some(to) = &self.leases_to else {
+            return;
+        };
+        if !changes.is_empty() || applied_term != self.lease_term_sent {
+            self.lease_term_sent = applied_term;
+            to.changes_to.do_send(LeaseChanges {
+                changes,
+                applied_term,
+            });
         }
     }
 }

@@ -293,8 +293,9 @@ impl Wiring {
                 roles_to,
             )
         });
-        // 6. `Connect` for the ClientApiActor, ahead of any client request.
+        // 6. `Connect` for the ClientApiActor and the LeaseActor, ahead of any client request.
         client_api.do_send(Connect { raft: raft.clone() });
+        lease.do_send(Connect { raft: raft.clone() });
         Ok(Actors {
             storage,
             watch_hub,

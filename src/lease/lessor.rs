@@ -33,13 +33,17 @@ struct Held {
     revoke_sent: Option<Instant>,
     /// When its remaining TTL is next checkpointed: on the leader only, for long leases.
     checkpoint_at: Option<Instant>,
+    /// A checkpoint of it was handed out for proposing and has not been applied yet: a
+    /// renewal must clear it too, or it would land after the renewal and shorten the lease.
+    checkpoint_pending: bool,
 }
 
 /// What a keep-alive did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Renewal {
     /// Renewed for its whole TTL (seconds). `clear_checkpoint`: it had a checkpointed
-    /// remaining TTL, which must now be cleared through Raft.
+    /// remaining TTL (or one is on its way), which must be cleared through Raft before the
+    /// renewal is answered.
     Renewed { ttl: i64, clear_checkpoint: bool },
     /// No such lease, or it has expired (its revoke is on its way): a keep-alive must not
     /// bring it back.
@@ -131,6 +135,7 @@ impl Lessor {
                     deadline: None,
                     revoke_sent: None,
                     checkpoint_at: None,
+                    checkpoint_pending: false,
                 },
             );
         }
@@ -144,7 +149,10 @@ impl Lessor {
         match change {
             LeaseChange::Set(id, lease) => match self.leases.get_mut(&id) {
                 // A checkpoint: the countdown on the leader goes on as it was.
-                Some(held) => held.lease = lease,
+                Some(held) => {
+                    held.lease = lease;
+                    held.checkpoint_pending = false;
+                }
                 None => {
                     self.leases.insert(
                         id,
@@ -153,6 +161,7 @@ impl Lessor {
                             deadline: None,
                             revoke_sent: None,
                             checkpoint_at: None,
+                            checkpoint_pending: false,
                         },
                     );
                     if self.primary {
@@ -202,7 +211,7 @@ impl Lessor {
         }
         Renewal::Renewed {
             ttl: held.lease.ttl,
-            clear_checkpoint: held.lease.remaining > 0,
+            clear_checkpoint: held.lease.remaining > 0 || held.checkpoint_pending,
         }
     }
 
@@ -279,6 +288,7 @@ impl Lessor {
             let Some(deadline) = held.deadline else {
                 continue;
             };
+            held.checkpoint_pending = true;
             let left = deadline.saturating_duration_since(now);
             // Rounded up: a checkpoint may lengthen a lease by under a second, never shorten it.
             let remaining = left.as_secs() as i64 + i64::from(left.subsec_nanos() > 0);

@@ -176,3 +176,37 @@ fn a_reset_replaces_every_lease() {
     assert_eq!(l.ids(), [8]);
     assert_eq!(l.expired(at(t0, 6.0)), [8]);
 }
+
+/// A checkpoint handed out for proposing and not yet applied must be cleared by a renewal
+/// too: otherwise it lands after the renewal and shortens the lease on the next leader.
+#[test]
+fn a_renewal_clears_a_checkpoint_still_on_its_way() {
+    let (mut l, t0) = leader_with(100);
+    assert_eq!(l.checkpoints_due(at(t0, 30.0)), [(7, 70)]);
+    assert_eq!(
+        l.renew(7, at(t0, 31.0)),
+        Renewal::Renewed {
+            ttl: 100,
+            clear_checkpoint: true
+        },
+        "the checkpoint of 70 s is not applied yet"
+    );
+    l.apply(
+        LeaseChange::Set(
+            7,
+            Lease {
+                ttl: 100,
+                remaining: 0,
+            },
+        ),
+        at(t0, 31.5),
+    );
+    assert_eq!(
+        l.renew(7, at(t0, 32.0)),
+        Renewal::Renewed {
+            ttl: 100,
+            clear_checkpoint: false
+        },
+        "applied, and cleared: nothing to clear"
+    );
+}

@@ -58,7 +58,7 @@ async fn until_applied(applies: &mut mpsc::Receiver<Apply>, index: u64) -> Entry
 /// Asks a RaftActor for a read index and waits for the answer.
 async fn read_index(raft: &Addr<RaftActor>) -> distributed_kv::Result<u64> {
     let (reply, rx) = oneshot::channel();
-    ask(raft, ReadIndex { reply }).await;
+    ask(raft, read_index_request(reply)).await;
     answer(rx, "ReadIndex").await
 }
 
@@ -235,7 +235,7 @@ async fn raft_new_leader_answers_read_index_sent_before_first_commit() {
 
     // The leader's empty entry is not committed yet: nobody has acknowledged it.
     let (reply, mut first) = oneshot::channel();
-    ask(&raft, ReadIndex { reply }).await;
+    ask(&raft, read_index_request(reply)).await;
 
     // Peer 2 acknowledges the leader's entry, which commits it.
     let entry_index = ask(&raft, GetRaftStatus).await.raft.last_index;
@@ -247,7 +247,7 @@ async fn raft_new_leader_answers_read_index_sent_before_first_commit() {
     }
     // A control: a ReadIndex sent after the first commit.
     let (reply, mut second) = oneshot::channel();
-    ask(&raft, ReadIndex { reply }).await;
+    ask(&raft, read_index_request(reply)).await;
 
     // Peer 2 answers heartbeats (which carry the read contexts) until both are answered.
     let (mut first_answer, mut second_answer) = (None, None);
@@ -285,5 +285,13 @@ async fn raft_new_leader_answers_read_index_sent_before_first_commit() {
             tonic::Code::Unavailable,
             "a refused ReadIndex must be retryable"
         ),
+    }
+}
+
+/// A ReadIndex as the ClientApiActor sends it (a follower may ask its leader).
+fn read_index_request(reply: oneshot::Sender<distributed_kv::Result<u64>>) -> ReadIndex {
+    ReadIndex {
+        reply,
+        leader_only: false,
     }
 }

@@ -154,7 +154,11 @@ impl Locker {
                         to: self.at(to),
                     });
                 }
-                let _ = unlock(&self.endpoints, self.timeout, &held).await;
+                if unlock(&self.endpoints, self.timeout, &held).await.is_err() {
+                    // The release may or may not have been applied: this session's key is
+                    // in doubt, so the session ends (its revoke releases the lock for sure).
+                    break;
+                }
             }
             let _ = session.revoke().await;
         }

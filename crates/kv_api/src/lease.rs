@@ -214,6 +214,12 @@ async fn keep(
     loop {
         tokio::time::sleep(every).await;
         let sent = Instant::now();
+        let known = *expires.lock().unwrap_or_else(|e| e.into_inner());
+        if sent >= known {
+            // The lease may be gone: whatever a late answer says, the session is over.
+            let _ = lost.send(true);
+            return;
+        }
         match keep_alive_once(&endpoints, id).await {
             Some(0) => {
                 let _ = lost.send(true);
@@ -297,13 +303,26 @@ pub async fn lock(
         ));
     }
     let held = Lock { key, revision };
+    let lost = || {
+        ClientError::Unavailable("the session's lease was lost while waiting for the lock".into())
+    };
     tokio::select! {
         waited = wait_for_earlier(endpoints, timeout, &prefix, revision) => waited?,
-        _ = session.lost() => {
-            return Err(ClientError::Unavailable(
-                "the session's lease was lost while waiting for the lock".into(),
-            ));
-        }
+        _ = session.lost() => return Err(lost()),
+    }
+    // The key must still be this one (etcd's Mutex reads it back): a delete of it that was
+    // thought lost (a release that timed out) may have been applied meanwhile.
+    let own = RangeRequest {
+        key: held.key.clone(),
+        ..Default::default()
+    };
+    let found = call(endpoints, timeout, |channel| {
+        let own = own.clone();
+        async move { KvClient::new(channel).range(own).await }
+    })
+    .await?;
+    if found.kvs.first().map(|kv| kv.create_revision) != Some(revision) || !session.is_alive() {
+        return Err(lost());
     }
     Ok(held)
 }

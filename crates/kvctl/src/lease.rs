@@ -212,6 +212,12 @@ pub async fn lock(
     let held = kv_api::lease::lock(endpoints, timeout, name, &session)
         .await
         .map_err(grant_failure)?;
+    if !session.is_alive() {
+        return Err(Failure {
+            code: EXIT_LOCK_LOST,
+            message: format!("the lease of lock {name} may have expired as it was taken"),
+        });
+    }
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .kill_on_drop(true)

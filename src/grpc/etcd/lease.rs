@@ -14,7 +14,9 @@
 //!   LeaseKeepAlive) and answers with the leader's answer under its own member id. A
 //!   keep-alive of an unknown or expired lease answers TTL 0; a time-to-live of one answers
 //!   TTL -1 (etcdctl: "already expired").
-//! - **LeaseLeases is local**: every member's lessor mirrors the applied lease table.
+//! - **LeaseLeases is local, and linearizable**: every member's lessor mirrors the applied
+//!   lease table; the member first waits, as for a linearizable read, until it has applied
+//!   everything committed when the call came (so a lease revoked just before is not listed).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -32,7 +34,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{check_message_size, is_forwarded, EtcdFront};
 use crate::actors::messages::{
-    GetLeaseKeys, GetRevision, LeaseAnswer, LeaseTimeLeft, ListLeases, RenewLease, WriteOp,
+    Api, ClientRead, GetLeaseKeys, GetRevision, LeaseAnswer, LeaseTimeLeft, ListLeases, ReadQuery,
+    RenewLease, WriteOp,
 };
 use crate::actors::LeaseActor;
 use crate::lease::{Renewal, TimeLeft};
@@ -113,6 +116,27 @@ impl EtcdLease {
             .await
             .map_err(|_| EtcdError::Stopped.status())?;
         Ok(self.front.header(revision, term))
+    }
+
+    /// Returns once this member has applied everything committed when it was called (a
+    /// linearizable read's wait, for a read of nothing): the lease changes applied by then
+    /// reached the LeaseActor before any message sent after this returns.
+    async fn caught_up(&self) -> Result<(), Status> {
+        let f = &self.front;
+        let nothing = RangeRequest {
+            key: vec![0],
+            count_only: true,
+            ..Default::default()
+        };
+        crate::grpc::ask(&f.api, f.timeout, "the lease list", |reply| ClientRead {
+            query: ReadQuery::Range(nothing),
+            serializable: false,
+            api: Api::Etcd,
+            reply,
+        })
+        .await
+        .map(|_| ())
+        .map_err(super::status_of)
     }
 
     /// Where a follower passes a question on, or why it cannot.
@@ -295,6 +319,7 @@ impl Lease for EtcdLease {
         &self,
         _: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.caught_up().await?;
         let answer = self.ask(ListLeases).await?;
         Ok(Response::new(LeaseLeasesResponse {
             header: self.header(answer.term).await?,
