@@ -381,8 +381,14 @@ async fn wait_for_delete(endpoints: &[String], key: &[u8], from: i64) -> Result<
         // The request half stays open while the watch runs.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let _ = tx.try_send(create);
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let mut answers = match WatchClient::new(channel).watch(stream).await {
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        // A member cut off from its cluster ends the watch ("no leader") instead of keeping
+        // a waiter waiting for a delete it may never hear of.
+        request.metadata_mut().insert(
+            crate::watch::REQUIRE_LEADER_KEY,
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        let mut answers = match WatchClient::new(channel).watch(request).await {
             Ok(r) => r.into_inner(),
             Err(e) => {
                 last = e;

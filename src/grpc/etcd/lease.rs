@@ -19,6 +19,7 @@
 //!   everything committed when the call came (so a lease revoked just before is not listed).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -26,7 +27,7 @@ use etcd_api::etcdserverpb::lease_client::LeaseClient;
 use etcd_api::etcdserverpb::lease_server::Lease;
 use etcd_api::etcdserverpb::*;
 use etcd_api::EtcdError;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::transport::Channel;
@@ -42,9 +43,13 @@ use crate::lease::{Renewal, TimeLeft};
 use crate::mvcc::{MAX_LEASE_TTL, NO_LEASE};
 use crate::state_machine::WriteResponse;
 
-/// Keep-alive answers one stream holds for a client that is slow to read them; its requests
-/// wait meanwhile (one is answered at a time).
-pub const KEEP_ALIVE_QUEUE: usize = 16;
+/// Keep-alive answers one stream holds for a client that is slow to read them; renewals wait
+/// for room meanwhile.
+pub const KEEP_ALIVE_QUEUE: usize = 64;
+
+/// Keep-alives of one stream being renewed at once at most; the stream's next requests are
+/// read once one is done.
+pub const KEEP_ALIVE_IN_FLIGHT: usize = 64;
 
 /// etcd's least lease TTL for a member with this election timeout: one and a half election
 /// timeouts, rounded up to whole seconds (etcd's `minTTL`), so that a lease outlives the
@@ -259,12 +264,22 @@ impl Lease for EtcdLease {
         let (tx, rx) = mpsc::channel(KEEP_ALIVE_QUEUE);
         let this = self.clone();
         tokio::spawn(async move {
-            // One request at a time, so answers come in the order asked; an error ends the
-            // stream, as in etcd (the client opens another).
+            // Up to KEEP_ALIVE_IN_FLIGHT renewals at a time, each answered when done (each
+            // answer names its lease, and etcd's clients match them by it), so that one
+            // stream's keep-alives share leadership confirmations instead of waiting for one
+            // each in turn. An error ends the stream, as in etcd (the client opens another).
+            let in_flight = Arc::new(Semaphore::new(KEEP_ALIVE_IN_FLIGHT));
             while let Ok(Some(req)) = requests.message().await {
-                let answer = this.keep_alive(req.id, forwarded).await;
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                let (renewer, answers) = (this.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let answer = renewer.keep_alive(req.id, forwarded).await;
+                    let _ = answers.send(answer).await;
+                    drop(permit);
+                });
+                if tx.is_closed() {
                     return;
                 }
             }
