@@ -38,6 +38,19 @@ struct Held {
     checkpoint_pending: bool,
 }
 
+impl Held {
+    /// A lease as a member first learns of it: no countdown yet.
+    fn new(lease: Lease) -> Held {
+        Held {
+            lease,
+            deadline: None,
+            revoke_sent: None,
+            checkpoint_at: None,
+            checkpoint_pending: false,
+        }
+    }
+}
+
 /// What a keep-alive did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Renewal {
@@ -128,16 +141,7 @@ impl Lessor {
         self.deadlines.clear();
         self.checkpoints.clear();
         for (id, lease) in table {
-            self.leases.insert(
-                id,
-                Held {
-                    lease,
-                    deadline: None,
-                    revoke_sent: None,
-                    checkpoint_at: None,
-                    checkpoint_pending: false,
-                },
-            );
+            self.leases.insert(id, Held::new(lease));
         }
         if self.primary {
             self.start_all(now);
@@ -154,16 +158,7 @@ impl Lessor {
                     held.checkpoint_pending = false;
                 }
                 None => {
-                    self.leases.insert(
-                        id,
-                        Held {
-                            lease,
-                            deadline: None,
-                            revoke_sent: None,
-                            checkpoint_at: None,
-                            checkpoint_pending: false,
-                        },
-                    );
+                    self.leases.insert(id, Held::new(lease));
                     if self.primary {
                         self.start(id, secs(lease.ttl), now);
                     }
