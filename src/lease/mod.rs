@@ -14,14 +14,19 @@
 //!    Raft, as any client could; the lease and its keys go only when that revoke is applied,
 //!    on every member alike. A revoke that does not get applied (the leader lost its office)
 //!    is proposed again after [`LessorConfig::revoke_retry`] by whoever leads then.
-//! 3. **A new leader never expires a lease early.** On taking office it gives every lease
-//!    its remaining TTL afresh, plus an election timeout ([`LessorConfig::promote_extension`]):
+//! 3. **A new leader never expires a lease early.** It takes office once it has applied its
+//!    own first entry of the term (so every revoke and checkpoint of earlier terms is in its
+//!    table), and then gives every lease its remaining TTL afresh, plus an election timeout
+//!    ([`LessorConfig::promote_extension`]):
 //!    the keep-alives a client sent to the old leader while the election ran went unanswered,
 //!    and must not count against it. The remaining TTL is the lease's whole TTL, or, for a
 //!    long lease, the one the last leader checkpointed through Raft (every
 //!    [`LessorConfig::checkpoint_interval`]), so a lease of an hour is not given its hour
 //!    again by every leader change. A keep-alive clears a checkpoint (through Raft again).
-//! 4. **A follower answers for no deadline.** It passes keep-alives and time-to-live
+//! 4. **A renewal is the leader's only while it leads.** The LeaseActor answers a keep-alive
+//!    only after a quorum has confirmed this member still leads, and, when the lease had a
+//!    checkpoint to clear, only once the clearing is applied (etcd 3.5 does both).
+//! 5. **A follower answers for no deadline.** It passes keep-alives and time-to-live
 //!    questions to the leader; one that knows no leader says so.
 //!
 //! # Invariants

@@ -30,8 +30,9 @@ use rand::{Rng, SeedableRng};
 pub const LOCK_NAME: &str = "klock";
 /// The TTL of each locker's lease, in seconds: short, so that expiry happens in a short run.
 pub const LOCK_TTL_SECS: i64 = 2;
-/// How long a locker holds the lock at most, in milliseconds (each hold is random below it).
-const MAX_HOLD_MS: u64 = 200;
+/// How long a locker holds the lock at most by default (each hold is random below it): short,
+/// so that a run has many holds.
+pub const DEFAULT_MAX_HOLD: Duration = Duration::from_millis(200);
 /// How long a locker waits for the lock before it gives up this try (and tries again).
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// Pause after a failed grant or lock, before trying again.
@@ -111,6 +112,9 @@ pub struct Locker {
     pub stop: Arc<AtomicBool>,
     pub holds: Arc<Mutex<Vec<Hold>>>,
     pub seed: u64,
+    /// Each hold lasts a random time up to this; longer than [`LOCK_TTL_SECS`], a hold
+    /// outlives the lease's first TTL and stands on keep-alives alone.
+    pub max_hold: Duration,
 }
 
 impl Locker {
@@ -141,7 +145,8 @@ impl Locker {
                     break;
                 };
                 let from = Instant::now();
-                let hold = Duration::from_millis(rng.gen_range(1..=MAX_HOLD_MS));
+                let max_ms = self.max_hold.as_millis().max(1) as u64;
+                let hold = Duration::from_millis(rng.gen_range(1..=max_ms));
                 let until = (from + hold).min(session.expires());
                 tokio::time::sleep_until(until.into()).await;
                 // The client stops claiming the lock here: it starts releasing, or its lease

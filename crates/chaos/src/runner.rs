@@ -173,6 +173,8 @@ pub struct ChaosOptions {
     /// Start the nodes with `unsafe_lease_expiry` (to show the lock checker catches two
     /// holders at once).
     pub unsafe_lease_expiry: bool,
+    /// The longest a locker holds the lock ([`crate::lock_check::DEFAULT_MAX_HOLD`]).
+    pub lock_hold: Duration,
     /// Random seed for the workload and the nemesis.
     pub seed: u64,
 }
@@ -458,6 +460,7 @@ pub async fn run(opts: ChaosOptions) -> Result<ChaosReport, HarnessError> {
             stop: stop.clone(),
             holds: holds.clone(),
             seed: opts.seed.wrapping_add(1_000 + l as u64),
+            max_hold: opts.lock_hold,
         };
         workers.push(tokio::spawn(locker.run()));
     }

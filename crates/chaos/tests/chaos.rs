@@ -70,6 +70,8 @@ const MIN_LOCK_HOLDS: usize = 20;
 /// The lock checker's teeth run: long enough for several leases to outlive their TTL under
 /// keep-alives that renew nothing.
 const LEASE_EXPIRY_RUN: Duration = Duration::from_secs(12);
+/// The longest hold of the teeth run: past the lockers' lease TTL (2 s).
+const TEETH_HOLD: Duration = Duration::from_secs(3);
 /// Distinct keys of the power-cut runs: enough that many keys are not written again between a
 /// cut and the next read of them, so a lost write is seen.
 const POWER_KEYS: usize = 20;
@@ -138,6 +140,7 @@ fn options(
         unsafe_watch_gaps: mode == Unsafe::WatchGaps,
         lockers: 0,
         unsafe_lease_expiry: mode == Unsafe::LeaseExpiry,
+        lock_hold: kv_chaos::lock_check::DEFAULT_MAX_HOLD,
         seed: 7,
     }
 }
@@ -255,7 +258,8 @@ async fn cas_over_etcd_under_faults_is_linearizable() {
 
 /// Proves the lock checker has teeth: with keep-alives answered but not renewing, leases
 /// expire under clients that believe them alive, and a second client takes the lock while the
-/// first still holds it.
+/// first still holds it. Holds run up to [`TEETH_HOLD`], past the lease's TTL, so that expiries
+/// fall inside holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_lock_holders_are_caught() {
     let dir = tempfile::tempdir().unwrap();
@@ -263,6 +267,7 @@ async fn two_lock_holders_are_caught() {
         workload: Workload::EtcdCas,
         clients: 1,
         lockers: LOCKERS,
+        lock_hold: TEETH_HOLD,
         ..options(&dir, LEASE_EXPIRY_RUN, Vec::new(), Unsafe::LeaseExpiry)
     })
     .await

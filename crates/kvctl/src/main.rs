@@ -334,6 +334,7 @@ async fn chaos(args: ChaosArgs) -> Result<ExitCode, ClientError> {
         unsafe_watch_gaps: args.unsafe_watch_gaps,
         lockers: args.lockers,
         unsafe_lease_expiry: args.unsafe_lease_expiry,
+        lock_hold: kv_chaos::lock_check::DEFAULT_MAX_HOLD,
         seed,
     };
     let report = run(opts)
