@@ -20,7 +20,7 @@ use etcd_api::etcdserverpb::{LeaseGrantRequest, LeaseKeepAliveRequest, PutReques
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Clients granting the leases before the load.
 pub const GRANTERS: usize = 64;
@@ -31,10 +31,9 @@ const KEEP_ALIVE_TICK: Duration = Duration::from_millis(10);
 /// Prefix of the leased keys.
 const LEASED_PREFIX: &[u8] = b"lease/";
 
+/// A channel to `addr`, made as every client of the port makes one.
 fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect_lazy())
+    Ok(kv_api::client::lazy_channel(addr)?)
 }
 
 /// The leases of a run.
